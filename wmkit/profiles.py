@@ -1,0 +1,132 @@
+"""Run profiles: the one place where every chapter's sizes and budgets live.
+
+Three profiles (see ../shared/CONVENTIONS.md and the book's "Setting up" page):
+
+* ``smoke`` -- CI. Every notebook runs top to bottom in seconds; numbers are meaningless but every
+  code path executes.
+* ``cpu``   -- the default without a GPU. Real but small results in a few minutes per notebook on a
+  2-core laptop.
+* ``gpu``   -- sized for a 32 GB card (RTX 5090); paper scale where that is feasible.
+
+Selection: the environment variable ``WMKIT_PROFILE`` if set, else ``gpu`` when CUDA is available,
+else ``cpu``. Notebooks print the active profile in their first cell and read every heavy number from
+it, e.g. ``P = wmkit.profile(); P.worldmodels.vae_epochs``.
+
+Each chapter owns one block below (``_TOUR``, ``_WORLDMODELS``, ``_DREAMER``): a dict from profile
+name to that chapter's sizes. Add a key to all three profiles at once; a test checks that they agree.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType, SimpleNamespace
+from typing import Any
+
+PROFILE_NAMES = ("smoke", "cpu", "gpu")
+ENV_VAR = "WMKIT_PROFILE"
+
+# ----------------------------------------------------------------------------------------------------
+# Chapter 0: the tour notebook.
+_TOUR = {
+    "smoke": dict(episode_steps=24, frame_size=96),
+    "cpu": dict(episode_steps=200, frame_size=96),
+    "gpu": dict(episode_steps=400, frame_size=96),
+}
+
+# ----------------------------------------------------------------------------------------------------
+# Stage 1: World Models (Ha & Schmidhuber 2018). The gpu column follows the paper (10k rollouts,
+# 1 VAE epoch, 20 MDN-RNN epochs, CMA-ES population 64 with 16 rollouts each).
+_WORLDMODELS = {
+    "smoke": dict(n_rollouts=2, rollout_len=40, vae_epochs=1, vae_batch=16, mdnrnn_epochs=1,
+                  mdnrnn_batch=2, mdnrnn_seq_len=16, cma_popsize=4, cma_generations=1,
+                  cma_rollouts=1, dream_horizon=20, eval_episodes=1, eval_max_steps=40, workers=1),
+    "cpu": dict(n_rollouts=40, rollout_len=300, vae_epochs=6, vae_batch=64, mdnrnn_epochs=20,
+                mdnrnn_batch=16, mdnrnn_seq_len=64, cma_popsize=16, cma_generations=20,
+                cma_rollouts=4, dream_horizon=200, eval_episodes=3, eval_max_steps=1000, workers=2),
+    "gpu": dict(n_rollouts=10_000, rollout_len=1000, vae_epochs=1, vae_batch=100, mdnrnn_epochs=20,
+                mdnrnn_batch=100, mdnrnn_seq_len=999, cma_popsize=64, cma_generations=300,
+                cma_rollouts=16, dream_horizon=1000, eval_episodes=100, eval_max_steps=1000,
+                workers=16),
+}
+
+# ----------------------------------------------------------------------------------------------------
+# Stage 2: DreamerV3 (Hafner et al. 2023). gpu = the paper's budgets (Crafter 1M, Atari 100k).
+_DREAMER = {
+    "smoke": dict(size="tiny", env_steps=300, train_ratio=32, batch_size=4, batch_length=16,
+                  imag_horizon=15, prefill=100, eval_episodes=1),
+    "cpu": dict(size="tiny", env_steps=20_000, train_ratio=64, batch_size=16, batch_length=64,
+                imag_horizon=15, prefill=1000, eval_episodes=5),
+    "gpu": dict(size="size50m", env_steps=1_000_000, train_ratio=512, batch_size=16,
+                batch_length=64, imag_horizon=15, prefill=5000, eval_episodes=20),
+}
+
+_CHAPTERS: dict[str, dict[str, dict[str, Any]]] = {
+    "tour": _TOUR,
+    "worldmodels": _WORLDMODELS,
+    "dreamer": _DREAMER,
+}
+
+_DESCRIPTIONS = {
+    "smoke": "CI smoke test: every code path runs in seconds; the numbers mean nothing.",
+    "cpu": "No GPU: real but small results in a few minutes per notebook on 2 CPU cores.",
+    "gpu": "One 32 GB GPU (RTX 5090): paper scale where feasible.",
+}
+
+
+@dataclass(frozen=True)
+class Profile:
+    """The active sizes for every chapter. ``P.worldmodels.vae_epochs`` reads one number."""
+
+    name: str
+    description: str
+    chapters: Mapping[str, Mapping[str, Any]]
+
+    def __getattr__(self, chapter: str) -> SimpleNamespace:
+        chapters = object.__getattribute__(self, "chapters")
+        if chapter in chapters:
+            return SimpleNamespace(**chapters[chapter])
+        raise AttributeError(
+            f"profile {self.name!r} has no chapter {chapter!r}; chapters: {sorted(chapters)}"
+        )
+
+    def __str__(self) -> str:
+        return f"wmkit profile: {self.name} -- {self.description}"
+
+    def table(self, chapter: str) -> str:
+        """A two-column text table of one chapter's sizes (what notebooks print at the top)."""
+        rows = self.chapters[chapter]
+        width = max(len(k) for k in rows)
+        return "\n".join(f"{k:<{width}}  {v}" for k, v in rows.items())
+
+
+def default_profile_name() -> str:
+    """``WMKIT_PROFILE`` if set, else ``gpu`` when CUDA is available, else ``cpu``."""
+    name = os.environ.get(ENV_VAR, "").strip()
+    if name:
+        if name not in PROFILE_NAMES:
+            raise ValueError(f"{ENV_VAR}={name!r} is not a profile; expected one of {PROFILE_NAMES}")
+        return name
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return "gpu"
+    except ImportError:  # pragma: no cover - torch is a hard dependency
+        pass
+    return "cpu"
+
+
+def profile(name: str | None = None) -> Profile:
+    """Return the named profile, or the active one (see :func:`default_profile_name`)."""
+    name = name or default_profile_name()
+    if name not in PROFILE_NAMES:
+        raise ValueError(f"unknown profile {name!r}; expected one of {PROFILE_NAMES}")
+    chapters = {ch: MappingProxyType(dict(table[name])) for ch, table in _CHAPTERS.items()}
+    return Profile(name=name, description=_DESCRIPTIONS[name], chapters=MappingProxyType(chapters))
+
+
+def chapter_keys() -> dict[str, dict[str, set[str]]]:
+    """For tests: the key set of every chapter in every profile."""
+    return {ch: {p: set(t[p]) for p in PROFILE_NAMES} for ch, t in _CHAPTERS.items()}

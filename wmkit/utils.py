@@ -1,0 +1,81 @@
+"""Small shared utilities: device selection, seeding, CPU threads."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import torch
+
+
+def pick_device(prefer: str | None = None) -> torch.device:
+    """Choose a torch device.
+
+    ``prefer`` may be ``"cuda"``, ``"mps"``, ``"cpu"`` or ``None``/``"auto"`` (CUDA, then Apple MPS,
+    then CPU). The environment variable ``WMKIT_DEVICE`` overrides ``"auto"``. Asking for a device that
+    is not available raises a clear error instead of silently falling back.
+    """
+    choice = (prefer or os.environ.get("WMKIT_DEVICE") or "auto").lower()
+    if choice == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if choice.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"device {choice!r} requested but CUDA is not available on this machine")
+        return torch.device(choice)
+    if choice == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise RuntimeError("device 'mps' requested but Apple MPS is not available on this machine")
+        return torch.device("mps")
+    if choice == "cpu":
+        return torch.device("cpu")
+    raise ValueError(f"unknown device {prefer!r}; expected 'auto', 'cuda', 'cuda:N', 'mps' or 'cpu'")
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, NumPy and torch (CPU and CUDA). Returns a torch.Generator seeded the same way.
+
+    On CPU the same seed gives bit-identical numbers (tests rely on this). On CUDA, cuDNN's
+    non-deterministic kernels can still differ in the last bits unless you also call
+    ``torch.use_deterministic_algorithms(True)``.
+    """
+    if not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def rng_state() -> dict:
+    """Snapshot of every RNG this package uses (for exact resume)."""
+    state = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore a snapshot taken by :func:`rng_state`."""
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    np_state = state["numpy"]
+    np.random.set_state((np_state[0], np.asarray(np_state[1], dtype=np.uint32), *np_state[2:]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def count_parameters(module: torch.nn.Module, trainable_only: bool = False) -> int:
+    """Number of parameters (the figure papers report)."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
