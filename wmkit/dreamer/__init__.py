@@ -1,0 +1,13 @@
+"""Stage 2: DreamerV3 (Hafner et al. 2023) -- world model, actor-critic in imagination, one config.
+
+Model half: :mod:`wmkit.dreamer.math` (symlog, two-hot, lambda-returns, return normalisation),
+:mod:`~wmkit.dreamer.config` (the one config, size presets), :mod:`~wmkit.dreamer.networks`,
+:mod:`~wmkit.dreamer.rssm`, :mod:`~wmkit.dreamer.agent`, :mod:`~wmkit.dreamer.bench`.
+"""
+
+from wmkit.dreamer.agent import Agent
+from wmkit.dreamer.config import SIZES, DreamerConfig
+from wmkit.dreamer.math import ReturnNormalizer, lambda_return, symexp, symlog, twohot, twohot_bins
+
+__all__ = ["symlog", "symexp", "twohot", "twohot_bins", "lambda_return", "ReturnNormalizer",
+           "DreamerConfig", "SIZES", "Agent"]

@@ -1,0 +1,380 @@
+"""DreamerV3 agent: world model + actor-critic learned in imagination (Hafner et al. 2023).
+
+* World model (Sec. "World model learning", Eq. 4-5): encoder -> RSSM posterior; decoder, reward
+  (two-hot), continue (Bernoulli) heads on the features [h, z]; KL balancing with free bits.
+* Critic (Sec. "Critic learning", Eq. 7-8): two-hot critic trained on lambda-returns of imagined
+  trajectories (horizon 15 from EVERY replayed posterior state), regularised towards a slow EMA copy.
+  Recipe "2025" adds a replay value loss: the critic is also trained on lambda-returns of the real
+  replayed sequence, bootstrapped with the imagined returns.
+* Actor (Sec. "Actor learning", Eq. 12): advantages (R - v) / max(1, P95 - P5); REINFORCE for discrete
+  actions, back-propagation through the learned dynamics for continuous ones; entropy 3e-4.
+
+Speed: the imagination loop runs under ``no_grad`` for discrete actions (log-probs are recomputed in
+one batched actor call afterwards), metrics stay tensors until one ``tolist()`` at the end of
+``update`` (a single host sync), optimisers and clipping use foreach kernels.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+
+import numpy as np
+import torch
+from torch import nn
+
+from wmkit.dreamer.config import SIZES, DreamerConfig
+from wmkit.dreamer.math import ReturnNormalizer, lambda_return
+from wmkit.dreamer.networks import Actor, Decoder, Encoder, TwoHotHead, mlp_head
+from wmkit.dreamer.optim import LaProp, clip_agc_
+from wmkit.dreamer.rssm import RSSM
+from wmkit.training import check_finite
+
+IMAGE_SHAPE = (64, 64, 3)
+
+
+def check_spaces(obs_space: dict, act_space: dict) -> None:
+    """Raise a ValueError naming the key if the spaces are not what the agent supports."""
+    if not isinstance(obs_space, dict) or not obs_space:
+        raise ValueError(f"obs_space must be a non-empty dict name -> (shape, dtype), got {obs_space!r}")
+    for key, spec in obs_space.items():
+        if key not in ("image", "vector"):
+            raise ValueError(f"obs_space key {key!r} is not supported; expected 'image' and/or 'vector'")
+        shape, dtype = tuple(spec[0]), np.dtype(spec[1])
+        if key == "image" and (shape != IMAGE_SHAPE or dtype != np.uint8):
+            raise ValueError(f"obs_space['image'] must be ((64, 64, 3), uint8), got ({shape}, {dtype})")
+        if key == "vector" and (len(shape) != 1 or shape[0] < 1 or dtype != np.float32):
+            raise ValueError(f"obs_space['vector'] must be ((D,), float32), got ({shape}, {dtype})")
+    if not isinstance(act_space, dict) or not isinstance(act_space.get("n"), (int, np.integer)) \
+            or act_space["n"] < 1 or not isinstance(act_space.get("discrete"), (bool, np.bool_)):
+        raise ValueError(f"act_space must be {{'n': int >= 1, 'discrete': bool}}, got {act_space!r}")
+
+
+class WorldModel(nn.Module):
+    def __init__(self, obs_space: dict, n_act: int, cfg: DreamerConfig):
+        super().__init__()
+        c = cfg
+        self.encoder = Encoder(obs_space, c.cnn_depth, c.units, c.mlp_layers, c.norm)
+        self.rssm = RSSM(c, self.encoder.out_dim, n_act)
+        self.feat_dim = c.deter + c.stoch * c.classes
+        self.decoder = Decoder(obs_space, self.feat_dim, c.cnn_depth, c.units, c.mlp_layers, c.norm)
+        self.reward = TwoHotHead(self.feat_dim, c.units, c.mlp_layers, c.norm, c.num_bins, c.bins_space)
+        self.cont = mlp_head(self.feat_dim, c.units, c.mlp_layers, c.norm, 1)
+
+    # [eq:wm_loss]
+    def loss(self, data: dict, cfg: DreamerConfig, gen: torch.Generator | None) -> tuple:
+        """L = beta_pred (L_dec + L_rew + L_cont) + beta_dyn L_dyn + beta_rep L_rep, mean over (B, T)."""
+        B = data["is_first"].shape[0]
+        embed = self.encoder(data)                                                     # (B, T, E)
+        first = data["is_first"].clone()
+        first[:, 0] = True                                   # every replayed chunk starts from zeros
+        out = self.rssm.observe(embed, data["action"], first,
+                                self.rssm.initial(B, embed.device), gen)
+        feat = torch.cat([out["deter"], out["stoch"]], -1)                              # (B, T, F)
+        dec = self.decoder.loss(self.decoder(feat), data)                               # (B, T)
+        rew = self.reward.loss(self.reward(feat), data["reward"])                       # (B, T)
+        cont_target = 1.0 - data["is_terminal"].float()
+        cont = nn.functional.binary_cross_entropy_with_logits(
+            self.cont(feat).squeeze(-1), cont_target, reduction="none")                 # (B, T)
+        dyn, rep, kl = self.rssm.kl_losses(out["post"], out["prior"], cfg.free_nats)    # (B, T)
+        total = (cfg.pred_scale * (dec + rew + cont) + cfg.dyn_scale * dyn + cfg.rep_scale * rep).mean()
+        mets = {"wm_loss": total, "dec_loss": dec.mean(), "reward_loss": rew.mean(),
+                "cont_loss": cont.mean(), "dyn_loss": dyn.mean(), "rep_loss": rep.mean(), "kl": kl.mean()}
+        return total, out, feat, mets
+    # [/eq:wm_loss]
+
+
+@contextlib.contextmanager
+def frozen(*modules: nn.Module):
+    """Parameters get no gradients inside (gradients still flow THROUGH the modules)."""
+    params = [p for m in modules for p in m.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
+class Agent:
+    """The DreamerV3 agent (see module docstring). Public API: ``initial_state``, ``policy``, ``update``,
+    ``imagine_report``, ``state_dict``/``load_state_dict``, ``param_counts``."""
+
+    def __init__(self, obs_space: dict, act_space: dict, cfg: DreamerConfig | None = None,
+                 device: str | torch.device = "cpu", seed: int = 0):
+        check_spaces(obs_space, act_space)
+        self.cfg = cfg = cfg or DreamerConfig()
+        self.obs_space = {k: (tuple(v[0]), np.dtype(v[1])) for k, v in obs_space.items()}
+        self.n_act, self.discrete = int(act_space["n"]), bool(act_space["discrete"])
+        self.device = torch.device(device)
+        self.seed = seed
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.wm = WorldModel(self.obs_space, self.n_act, cfg).to(self.device)
+            F = self.wm.feat_dim
+            self.actor = Actor(F, self.n_act, self.discrete, cfg.units, cfg.mlp_layers, cfg.norm,
+                               cfg.unimix, cfg.actor_min_std, cfg.actor_max_std).to(self.device)
+            self.critic = TwoHotHead(F, cfg.units, cfg.mlp_layers, cfg.norm, cfg.num_bins,
+                                     cfg.bins_space).to(self.device)
+        self.slow_critic = copy.deepcopy(self.critic).requires_grad_(False)
+        self.gen = torch.Generator(self.device).manual_seed(seed)           # update-time sampling
+        self.act_gen = torch.Generator(self.device).manual_seed(seed + 1)   # acting
+        self.retnorm = ReturnNormalizer(cfg.retnorm_rate, cfg.retnorm_low, cfg.retnorm_high,
+                                        cfg.retnorm_limit, device=self.device)
+        self.opts = {name: self._make_opt(mod, lr, eps) for name, mod, lr, eps in (
+            ("wm", self.wm, cfg.model_lr, cfg.model_eps), ("actor", self.actor, cfg.actor_lr, cfg.ac_eps),
+            ("critic", self.critic, cfg.critic_lr, cfg.ac_eps))}
+        self.clips = {"wm": cfg.model_clip, "actor": cfg.ac_clip, "critic": cfg.ac_clip}
+        self.step = 0
+
+    def _make_opt(self, module: nn.Module, lr: float, eps: float) -> torch.optim.Optimizer:
+        if self.cfg.optimizer == "adam":
+            return torch.optim.Adam(module.parameters(), lr=lr, eps=eps, foreach=True)
+        return LaProp(module.parameters(), lr=lr, eps=self.cfg.laprop_eps, warmup=self.cfg.warmup)
+
+    def _clip(self, name: str, module: nn.Module) -> torch.Tensor:
+        if self.cfg.optimizer == "adam":
+            return torch.nn.utils.clip_grad_norm_(module.parameters(), self.clips[name], foreach=True)
+        return clip_agc_(list(module.parameters()), self.cfg.agc)
+
+    # ---- input checking --------------------------------------------------------------------------
+    def _check(self, x, key: str, lead: tuple, shape: tuple, dtypes: tuple, what: str) -> None:
+        if tuple(x.shape) != (*lead, *shape):
+            raise ValueError(f"{what}[{key!r}] must have shape {(*lead, *shape)}, got {tuple(x.shape)}")
+        if str(x.dtype).replace("torch.", "") not in dtypes:
+            raise ValueError(f"{what}[{key!r}] must have dtype {' or '.join(dtypes)}, got {x.dtype}")
+
+    def _prepare(self, data: dict, lead_ndim: int, what: str, need: tuple) -> dict:
+        missing = [k for k in (*self.obs_space, *need) if k not in data]
+        if missing:
+            raise ValueError(f"{what} is missing keys {missing}; it has {sorted(data)}")
+        ref = data["is_first"]
+        lead = tuple(ref.shape[:lead_ndim])
+        if len(ref.shape) != lead_ndim:
+            raise ValueError(f"{what}['is_first'] must have {lead_ndim} axes, got shape {tuple(ref.shape)}")
+        out = {}
+        for k, (shape, dtype) in self.obs_space.items():
+            self._check(data[k], k, lead, shape, (dtype.name,), what)
+        for k in need:
+            spec = {"action": ((self.n_act,), ("float32",)), "reward": ((), ("float32",)),
+                    "is_first": ((), ("bool",)), "is_terminal": ((), ("bool",))}[k]
+            self._check(data[k], k, lead, spec[0], spec[1], what)
+        for k in (*self.obs_space, *need):
+            out[k] = torch.as_tensor(data[k]).to(self.device, non_blocking=True)
+        return out
+
+    # ---- acting ----------------------------------------------------------------------------------
+    def initial_state(self, batch_size: int) -> dict:
+        """Policy carry: dict of tensors (checkpointable with wmkit.checkpoint)."""
+        deter, stoch = self.wm.rssm.initial(batch_size, self.device)
+        return {"deter": deter, "stoch": stoch,
+                "action": torch.zeros(batch_size, self.n_act, device=self.device)}
+
+    @torch.no_grad()
+    def policy(self, obs: dict, state: dict, mode: str = "train") -> tuple[np.ndarray, dict]:
+        """One posterior step and one action per environment. obs: numpy (B, ...) + is_first (B,)."""
+        if mode not in ("train", "eval"):
+            raise ValueError(f"mode must be 'train' or 'eval', got {mode!r}")
+        data = self._prepare(obs, 1, "obs", ("is_first",))
+        rssm = self.wm.rssm
+        keep = (~data["is_first"]).float().unsqueeze(-1)                                 # (B, 1)
+        deter, stoch, prev = state["deter"] * keep, state["stoch"] * keep, state["action"] * keep
+        embed = self.wm.encoder(data)                                                    # (B, E)
+        deter = rssm.core(deter, stoch, rssm.action_input(prev))                         # (B, D)
+        stoch = rssm.sample(rssm.post_logits(deter, rssm.post_embed(embed)), self.act_gen)
+        dist = self.actor(torch.cat([deter, stoch], -1))
+        action = self.actor.sample(dist, self.act_gen, mode=(mode == "eval"))
+        if not self.discrete:
+            action = action.clamp(-1.0, 1.0)
+        return action.float().cpu().numpy(), {"deter": deter, "stoch": stoch, "action": action}
+
+    # ---- learning --------------------------------------------------------------------------------
+    def _imagine(self, deter: torch.Tensor, stoch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Roll the prior H steps with the actor from N starts -> feats (H+1, N, F), actions (H, N, A)."""
+        feats, actions = [torch.cat([deter, stoch], -1)], []
+        for _ in range(self.cfg.imag_horizon):
+            action = self.actor.sample(self.actor(feats[-1]), self.gen)
+            deter, stoch = self.wm.rssm.img_step(deter, stoch, action, self.gen)
+            feats.append(torch.cat([deter, stoch], -1))
+            actions.append(action)
+        return torch.stack(feats), torch.stack(actions)
+
+    # [eq:actor_critic]
+    def _actor_critic_loss(self, start: tuple, start_cont: torch.Tensor) -> tuple:
+        cfg, wm = self.cfg, self.wm
+        if self.discrete:
+            with torch.no_grad():
+                feats, actions = self._imagine(*start)                                   # (H+1, N, F)
+        else:
+            with frozen(wm, self.critic):   # dynamics backprop: gradients flow through the model
+                feats, actions = self._imagine(*start)
+        with frozen(wm, self.critic), torch.set_grad_enabled(not self.discrete):
+            rew = wm.reward.pred(wm.reward(feats[1:]))                                   # (H, N)
+            con = (wm.cont(feats[1:]).squeeze(-1) > 0).float()                           # (H, N) mode
+            val = self.critic.pred(self.critic(feats))                                   # (H+1, N)
+        rew = torch.cat([torch.zeros_like(rew[:1]), rew])                                # (H+1, N)
+        con = torch.cat([start_cont[None], con])                                          # (H+1, N)
+        ret = lambda_return(rew, val, con, cfg.discount, cfg.lam)                        # (H, N)
+        weight = (torch.cumprod(cfg.discount * con, 0) / cfg.discount)[:-1].detach()     # (H, N)
+        _, scale = self.retnorm.update(ret)
+        adv = (ret - val[:-1].detach()) / scale                                          # (H, N)
+        logp, ent = self.actor.log_prob_entropy(self.actor(feats[:-1].detach()), actions.detach())
+        if self.discrete:   # REINFORCE with the NORMALISED advantage as the weight
+            actor_loss = -(logp * adv.detach() + cfg.actor_entropy * ent)
+        else:               # back-propagate the return through the learned dynamics
+            actor_loss = -(adv + cfg.actor_entropy * ent)
+        actor_loss = (actor_loss * weight).mean()
+        target = ret.detach()
+        logits = self.critic(feats[:-1].detach())                                        # (H, N, K)
+        with torch.no_grad():
+            slow = self.slow_critic.pred(self.slow_critic(feats[:-1]))                   # (H, N)
+        critic_loss = ((self.critic.loss(logits, target) + cfg.slowreg * self.critic.loss(logits, slow))
+                       * weight).mean()
+        mets = {"actor_loss": actor_loss, "critic_loss": critic_loss, "actor_entropy": ent.mean(),
+                "imag_return": ret.mean(), "imag_reward": rew[1:].mean(), "value": val.mean(),
+                "return_scale": scale, "advantage_abs": adv.abs().mean()}
+        return actor_loss, critic_loss, ret.detach(), mets
+    # [/eq:actor_critic]
+
+    # [eq:repval]
+    def _replay_value_loss(self, feat: torch.Tensor, data: dict, boot: torch.Tensor) -> torch.Tensor:
+        """2025 recipe: critic on the REAL replayed sequence, lambda-return bootstrapped with the imagined
+        return of each replayed state. feat (B, T, F), boot (B, T). Crossing into a new episode (is_first
+        at t+1) cuts the return: the target there is the bootstrap itself and the step gets no weight."""
+        cfg = self.cfg
+        rew = data["reward"].T                                                           # (T, B)
+        con = 1.0 - data["is_terminal"].float().T                                        # (T, B)
+        nxt_ok = (~data["is_first"][:, 1:]).float().T                                    # (T-1, B)
+        boot = boot.T                                                                    # (T, B)
+        inter = rew[1:] + cfg.discount * con[1:] * (1 - cfg.lam) * boot[1:]
+        out = [boot[-1]]
+        for t in reversed(range(boot.shape[0] - 1)):
+            r = inter[t] + cfg.discount * con[t + 1] * cfg.lam * out[-1]
+            out.append(nxt_ok[t] * r + (1 - nxt_ok[t]) * boot[t])
+        ret = torch.stack(out[:0:-1]).T.detach()                                         # (B, T-1)
+        logits = self.critic(feat[:, :-1].detach())                                      # (B, T-1, K)
+        with torch.no_grad():
+            slow = self.slow_critic.pred(self.slow_critic(feat[:, :-1]))
+        loss = self.critic.loss(logits, ret) + cfg.slowreg * self.critic.loss(logits, slow)
+        return (loss * nxt_ok.T).mean()
+    # [/eq:repval]
+
+    def update(self, batch: dict) -> dict[str, float]:
+        """One full update: world model, then actor and critic in imagination. Returns floats."""
+        data = self._prepare(batch, 2, "batch", ("action", "reward", "is_first", "is_terminal"))
+        cfg = self.cfg
+        B, T = data["is_first"].shape
+        wm_loss, out, feat, mets = self.wm.loss(data, cfg, self.gen)
+        self.opts["wm"].zero_grad(set_to_none=True)
+        wm_loss.backward()
+        mets["wm_grad_norm"] = self._clip("wm", self.wm)
+        self.opts["wm"].step()
+
+        start = (out["deter"].detach().reshape(B * T, -1), out["stoch"].detach().reshape(B * T, -1))
+        start_cont = 1.0 - data["is_terminal"].float().reshape(B * T)
+        actor_loss, critic_loss, ret, ac_mets = self._actor_critic_loss(start, start_cont)
+        mets.update(ac_mets)
+        if cfg.repval_scale > 0:
+            repval = self._replay_value_loss(feat.detach(), data, ret[0].reshape(B, T))
+            critic_loss = critic_loss + cfg.repval_scale * repval
+            mets["repval_loss"] = repval
+        for name in ("actor", "critic"):
+            self.opts[name].zero_grad(set_to_none=True)
+        (actor_loss + critic_loss).backward()
+        mets["actor_grad_norm"] = self._clip("actor", self.actor)
+        mets["critic_grad_norm"] = self._clip("critic", self.critic)
+        self.opts["actor"].step()
+        self.opts["critic"].step()
+        with torch.no_grad():   # slow critic: EMA with fraction 0.02 after every update
+            torch._foreach_lerp_(list(self.slow_critic.parameters()), list(self.critic.parameters()),
+                                 cfg.slow_critic_fraction)
+        self.step += 1
+        keys = list(mets)
+        values = torch.stack([mets[k].detach().float().reshape(()) for k in keys]).tolist()  # one sync
+        result = dict(zip(keys, values))
+        check_finite({k: v for k, v in result.items() if k.endswith(("loss", "norm"))}, self.step)
+        return result
+
+    # ---- the scrubber ----------------------------------------------------------------------------
+    @torch.no_grad()
+    def imagine_report(self, batch: dict, context: int = 5, horizon: int | None = None) -> dict:
+        """Posterior for ``context`` steps, then the prior open-loop with the batch's real actions."""
+        data = self._prepare(batch, 2, "batch", ("action", "reward", "is_first", "is_terminal"))
+        B, T = data["is_first"].shape
+        horizon = T - context if horizon is None else horizon
+        if context < 1 or horizon < 0 or context + horizon > T:
+            raise ValueError(f"need 1 <= context and context + horizon <= T={T}, got {context}, {horizon}")
+        gen = torch.Generator(self.device).manual_seed(self.seed + 2)
+        rssm = self.wm.rssm
+        embed = self.wm.encoder({k: v[:, :context] for k, v in data.items() if k in self.obs_space})
+        first = data["is_first"][:, :context].clone()
+        first[:, 0] = True
+        out = rssm.observe(embed, data["action"][:, :context], first, rssm.initial(B, self.device), gen)
+        deters, stochs = list(out["deter"].unbind(1)), list(out["stoch"].unbind(1))
+        for t in range(context, context + horizon):
+            d, s = rssm.img_step(deters[-1], stochs[-1], data["action"][:, t], gen)
+            deters.append(d)
+            stochs.append(s)
+        feat = torch.cat([torch.stack(deters, 1), torch.stack(stochs, 1)], -1)           # (B, L, F)
+        dec = self.wm.decoder(feat)
+        L = context + horizon
+        rep = {"reward": self.wm.reward.pred(self.wm.reward(feat)),
+               "cont": torch.sigmoid(self.wm.cont(feat).squeeze(-1)),
+               "value": self.critic.pred(self.critic(feat))}
+        if "image" in dec:
+            rep["real"] = data["image"][:, :L]
+            rep["imagined"] = ((dec["image"] + 0.5).clamp(0, 1) * 255).round().to(torch.uint8)
+        if "vector" in dec:
+            rep["real_vector"] = data["vector"][:, :L]
+            rep["imagined_vector"] = torch.sign(dec["vector"]) * torch.expm1(dec["vector"].abs())
+        return {k: v.cpu().numpy() for k, v in rep.items()}
+
+    # ---- checkpointing ---------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"wm": self.wm.state_dict(), "actor": self.actor.state_dict(),
+                "critic": self.critic.state_dict(), "slow_critic": self.slow_critic.state_dict(),
+                "opts": {k: o.state_dict() for k, o in self.opts.items()},
+                "retnorm": self.retnorm.state_dict(), "step": self.step,
+                "gen": self.gen.get_state(), "act_gen": self.act_gen.get_state()}
+
+    def load_state_dict(self, sd: dict) -> None:
+        self.wm.load_state_dict(sd["wm"])
+        self.actor.load_state_dict(sd["actor"])
+        self.critic.load_state_dict(sd["critic"])
+        self.slow_critic.load_state_dict(sd["slow_critic"])
+        for k, o in self.opts.items():
+            o.load_state_dict(sd["opts"][k])
+        self.retnorm.load_state_dict(sd["retnorm"])
+        self.step = int(sd["step"])
+        self.gen.set_state(sd["gen"].cpu())
+        self.act_gen.set_state(sd["act_gen"].cpu())
+
+    def param_counts(self) -> dict[str, int]:
+        """Parameters per part (the slow critic, a non-trained copy, is not counted)."""
+        n = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+        wm = self.wm
+        counts = {"encoder": n(wm.encoder), "rssm": n(wm.rssm), "decoder": n(wm.decoder),
+                  "reward": n(wm.reward), "cont": n(wm.cont), "actor": n(self.actor),
+                  "critic": n(self.critic)}
+        counts["world_model"] = n(wm)
+        counts["total"] = counts["world_model"] + counts["actor"] + counts["critic"]
+        return counts
+
+
+def size_table(recipe: str = "2023", n_act: int = 17) -> dict[str, int]:
+    """Total parameters of every size preset for a 64x64x3 image and ``n_act`` discrete actions.
+
+    Built on the ``meta`` device (no memory), so even the 400M preset costs nothing.
+    """
+    obs = {"image": (IMAGE_SHAPE, np.uint8)}
+    out = {}
+    for name in SIZES:
+        cfg = DreamerConfig(recipe=recipe, size=name)
+        with torch.device("meta"):
+            wm = WorldModel(obs, n_act, cfg)
+            F = wm.feat_dim
+            actor = Actor(F, n_act, True, cfg.units, cfg.mlp_layers, cfg.norm, cfg.unimix, 0.1, 1.0)
+            critic = TwoHotHead(F, cfg.units, cfg.mlp_layers, cfg.norm, cfg.num_bins, cfg.bins_space)
+        out[name] = sum(p.numel() for m in (wm, actor, critic) for p in m.parameters())
+    return out

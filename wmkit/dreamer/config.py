@@ -1,0 +1,182 @@
+"""DreamerV3 configuration: ONE set of hyperparameters for every environment (Hafner et al. 2023).
+
+The paper's central claim (Sec. 1, Table "Hyperparameters" in Appendix) is that a single config --
+the defaults below -- works from Atari to Crafter to DMC without tuning. Only the model SIZE changes
+(``size``), and bigger is better and more data-efficient (Sec. "Scaling properties").
+
+``recipe`` picks between the paper (``"2023"``, arXiv:2301.04104 v1) and the later official code and
+published version (``"2025"``): KL dynamics scale 1.0 instead of 0.5, two-hot bins in raw space
+(symexp-spaced) instead of symlog space, a replay value loss, the LaProp optimiser with adaptive
+gradient clipping instead of Adam with global-norm clipping, and RMSNorm instead of LayerNorm. Fields
+left at ``None`` are filled from the recipe (and the size preset) in ``__post_init__``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+#: Named model sizes. ``tiny`` runs on 2 CPU cores; ``size3m`` is the ~3M preset of the benchmark;
+#: ``xs``..``xl`` are the 2023 paper's table (8M..200M); ``size12m``..``size400m`` are the later
+#: official presets (block GRU with 8 blocks). Parameter counts depend on the observation and action
+#: spaces; ``wmkit.dreamer.agent.size_table()`` prints them for a 64x64 image and 17 actions.
+SIZES: dict[str, dict[str, int]] = {
+    "tiny": dict(deter=128, hidden=64, stoch=8, classes=8, units=64, mlp_layers=1, cnn_depth=8, blocks=1),
+    "size3m": dict(deter=512, hidden=256, stoch=16, classes=16, units=256, mlp_layers=2, cnn_depth=16,
+                   blocks=1),
+    # Paper (2023), Table "Model sizes" in the appendix: XS 8M, S 18M, M 37M, L 77M, XL 200M.
+    "xs": dict(deter=256, hidden=256, stoch=32, classes=32, units=256, mlp_layers=1, cnn_depth=24, blocks=1),
+    "s": dict(deter=512, hidden=512, stoch=32, classes=32, units=512, mlp_layers=2, cnn_depth=32, blocks=1),
+    "m": dict(deter=1024, hidden=640, stoch=32, classes=32, units=640, mlp_layers=3, cnn_depth=48, blocks=1),
+    "l": dict(deter=2048, hidden=768, stoch=32, classes=32, units=768, mlp_layers=4, cnn_depth=64, blocks=1),
+    "xl": dict(deter=4096, hidden=1024, stoch=32, classes=32, units=1024, mlp_layers=5, cnn_depth=96,
+               blocks=1),
+    # Later official presets (dreamerv3 repository, 2024/2025): wide block-diagonal GRU, 3-layer MLPs.
+    "size12m": dict(deter=2048, hidden=256, stoch=32, classes=16, units=256, mlp_layers=3, cnn_depth=16,
+                    blocks=8),
+    "size25m": dict(deter=3072, hidden=384, stoch=32, classes=24, units=384, mlp_layers=3, cnn_depth=24,
+                    blocks=8),
+    "size50m": dict(deter=4096, hidden=512, stoch=32, classes=32, units=512, mlp_layers=3, cnn_depth=32,
+                    blocks=8),
+    "size100m": dict(deter=6144, hidden=768, stoch=32, classes=48, units=768, mlp_layers=3, cnn_depth=48,
+                     blocks=8),
+    "size200m": dict(deter=8192, hidden=1024, stoch=32, classes=64, units=1024, mlp_layers=3, cnn_depth=64,
+                     blocks=8),
+    "size400m": dict(deter=12288, hidden=1536, stoch=32, classes=96, units=1536, mlp_layers=3,
+                     cnn_depth=96, blocks=8),
+}
+
+#: What changes with ``recipe`` (fields left at None take these values).
+RECIPES: dict[str, dict] = {
+    "2023": dict(dyn_scale=0.5, norm="layer", bins_space="symlog", optimizer="adam", repval_scale=0.0,
+                 model_lr=1e-4, actor_lr=3e-5, critic_lr=3e-5),
+    "2025": dict(dyn_scale=1.0, norm="rms", bins_space="symexp", optimizer="laprop", repval_scale=0.3,
+                 model_lr=4e-5, actor_lr=4e-5, critic_lr=4e-5),
+}
+
+
+@dataclass
+class DreamerConfig:
+    """DreamerV3 agent: model size, recipe (2023 paper / 2025 official code) and the one fixed config."""
+
+    recipe: Literal["2023", "2025"] = "2023"
+    """Which DreamerV3: "2023" (the paper, arXiv v1) or "2025" (later official code / published version)."""
+    size: str = "tiny"
+    """Model size preset: tiny, size3m, xs, s, m, l, xl (2023 paper), size12m ... size400m (official)."""
+
+    # ---- dimensions (None = from the size preset) ------------------------------------------------
+    deter: int | None = None
+    """GRU (deterministic state) units; None = from `size`."""
+    hidden: int | None = None
+    """Hidden units of the RSSM's input/prior/posterior layers; None = from `size`."""
+    stoch: int | None = None
+    """Number of categorical latent variables (32 in the paper); None = from `size`."""
+    classes: int | None = None
+    """Classes per categorical latent (32 in the paper); None = from `size`."""
+    units: int | None = None
+    """Hidden units of the MLPs (encoder/decoder for vectors, heads, actor, critic); None = from `size`."""
+    mlp_layers: int | None = None
+    """Hidden layers of each MLP; None = from `size`."""
+    cnn_depth: int | None = None
+    """Channels of the first CNN layer (doubles at each of the 4 stride-2 stages); None = from `size`."""
+    blocks: int | None = None
+    """Blocks of the block-diagonal GRU (1 = a plain GRU, the paper); None = from `size`."""
+
+    # ---- world model (Sec. "World model learning") -----------------------------------------------
+    unimix: float = 0.01
+    """Mix 1% uniform into every categorical (latents and discrete actor) so no probability is ~0."""
+    free_nats: float = 1.0
+    """Free bits: each KL term (summed over latents) is clipped below at this many nats."""
+    dyn_scale: float | None = None
+    """beta_dyn: weight of KL(sg(post) || prior) that trains the prior; None = 0.5 (2023) / 1.0 (2025)."""
+    rep_scale: float = 0.1
+    """beta_rep: weight of KL(post || sg(prior)) that keeps the posterior predictable."""
+    pred_scale: float = 1.0
+    """beta_pred: weight of the decoder, reward and continue losses."""
+    num_bins: int = 255
+    """Bins of the two-hot reward and critic heads."""
+    bins_space: Literal["symlog", "symexp"] | None = None
+    """Two-hot bins evenly spaced in symlog space (2023) or symexp-spaced in raw space (2025)."""
+    norm: Literal["layer", "rms"] | None = None
+    """Normalisation after each linear/conv layer: LayerNorm (2023) or RMSNorm (2025)."""
+
+    # ---- actor-critic in imagination (Sec. "Critic learning", "Actor learning") ------------------
+    imag_horizon: int = 15
+    """Imagination horizon H, started from every replayed posterior state."""
+    discount_horizon: float = 333.0
+    """gamma = 1 - 1/discount_horizon = 0.997."""
+    lam: float = 0.95
+    """lambda of the lambda-returns."""
+    actor_entropy: float = 3e-4
+    """eta: entropy regulariser of the actor (fixed, thanks to return normalisation)."""
+    slow_critic_fraction: float = 0.02
+    """EMA rate of the slow critic copy used as a regulariser target."""
+    slowreg: float = 1.0
+    """Weight of the critic's regulariser towards the slow critic's predictions."""
+    repval_scale: float | None = None
+    """Weight of the replay value loss (critic trained on replayed real trajectories); None = 0 (2023) /
+    0.3 (2025)."""
+    retnorm_rate: float = 0.01
+    """EMA rate of the return percentiles (decay 0.99)."""
+    retnorm_low: float = 5.0
+    """Lower return percentile."""
+    retnorm_high: float = 95.0
+    """Upper return percentile."""
+    retnorm_limit: float = 1.0
+    """Floor of the return scale: returns are divided by max(limit, P95 - P5)."""
+    actor_min_std: float = 0.1
+    """Continuous actions: minimum standard deviation of the Gaussian policy."""
+    actor_max_std: float = 1.0
+    """Continuous actions: maximum standard deviation of the Gaussian policy."""
+
+    # ---- optimisation ----------------------------------------------------------------------------
+    optimizer: Literal["adam", "laprop"] | None = None
+    """Adam with global-norm clipping (2023) or LaProp with adaptive gradient clipping (2025)."""
+    model_lr: float | None = None
+    """World-model learning rate; None = 1e-4 (2023) / 4e-5 (2025)."""
+    actor_lr: float | None = None
+    """Actor learning rate; None = 3e-5 (2023) / 4e-5 (2025)."""
+    critic_lr: float | None = None
+    """Critic learning rate; None = 3e-5 (2023) / 4e-5 (2025)."""
+    model_eps: float = 1e-8
+    """Adam epsilon of the world model (2023)."""
+    ac_eps: float = 1e-5
+    """Adam epsilon of actor and critic (2023)."""
+    model_clip: float = 1000.0
+    """Global gradient-norm clip of the world model (2023)."""
+    ac_clip: float = 100.0
+    """Global gradient-norm clip of actor and critic (2023)."""
+    laprop_eps: float = 1e-20
+    """LaProp epsilon (2025)."""
+    agc: float = 0.3
+    """Adaptive gradient clipping: per tensor, |g| <= agc * max(|w|, 1e-3) (2025)."""
+    warmup: int = 1000
+    """Linear learning-rate warm-up in updates (2025)."""
+
+    # ---- engineering -----------------------------------------------------------------------------
+    compile: bool = False
+    """torch.compile the per-step RSSM/actor cells (helps on GPU; measure with `wmkit bench dreamer`)."""
+
+    def __post_init__(self) -> None:
+        if self.recipe not in RECIPES:
+            raise ValueError(f"recipe must be one of {sorted(RECIPES)}, got {self.recipe!r}")
+        if self.size not in SIZES:
+            raise ValueError(f"unknown size {self.size!r}; expected one of {list(SIZES)}")
+        for k, v in SIZES[self.size].items():
+            if getattr(self, k) is None:
+                setattr(self, k, v)
+        for k, v in RECIPES[self.recipe].items():
+            if getattr(self, k) is None:
+                setattr(self, k, v)
+        if self.deter % self.blocks:
+            raise ValueError(f"deter={self.deter} must be divisible by blocks={self.blocks}")
+
+    @property
+    def discount(self) -> float:
+        """gamma = 1 - 1/333."""
+        return 1.0 - 1.0 / self.discount_horizon
+
+    def dims(self) -> str:
+        """One-line summary of the model's dimensions (what the benchmark prints)."""
+        return (f"deter={self.deter} hidden={self.hidden} stoch={self.stoch}x{self.classes} "
+                f"units={self.units}x{self.mlp_layers} cnn_depth={self.cnn_depth} blocks={self.blocks}")

@@ -1,0 +1,203 @@
+"""DreamerV3 networks (Hafner et al. 2023, Sec. 2 and Appendix "Model sizes").
+
+* ``Encoder``   -- 64x64 images through a 4-stage stride-2 CNN (channels d, 2d, 4d, 8d, down to 4x4),
+                   vectors through an MLP on ``symlog`` inputs; outputs one embedding per time step.
+* ``Decoder``   -- the mirror image: transposed CNN for images (MSE), MLP for vectors (symlog MSE).
+* ``TwoHotHead``-- reward and critic: 255 logits over bins, trained with two-hot cross-entropy,
+                   output layer initialised to zero (the first predictions are exactly 0).
+* ``MLP``       -- Linear (no bias) -> LayerNorm/RMSNorm -> SiLU, ``layers`` times.
+* ``Actor``     -- categorical (1% unimix) for discrete actions, bounded Gaussian for continuous ones.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from wmkit.dreamer.math import symexp, symlog, twohot, twohot_bins
+
+
+def make_norm(kind: str, dim: int) -> nn.Module:
+    """LayerNorm (2023) or RMSNorm (2025), with the official code's epsilons."""
+    if kind == "layer":
+        return nn.LayerNorm(dim, eps=1e-3)
+    if kind == "rms":
+        return nn.RMSNorm(dim, eps=1e-4)
+    raise ValueError(f"norm must be 'layer' or 'rms', got {kind!r}")
+
+
+class MLP(nn.Module):
+    """``layers`` x (Linear without bias -> norm -> SiLU). ``symlog_inputs`` squashes raw vectors first."""
+
+    def __init__(self, in_dim: int, units: int, layers: int, norm: str, symlog_inputs: bool = False):
+        super().__init__()
+        mods: list[nn.Module] = []
+        for i in range(layers):
+            mods += [nn.Linear(in_dim if i == 0 else units, units, bias=False), make_norm(norm, units),
+                     nn.SiLU()]
+        self.net = nn.Sequential(*mods)
+        self.symlog_inputs = symlog_inputs
+        self.out_dim = units if layers else in_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(symlog(x) if self.symlog_inputs else x)
+
+
+class ChannelNorm(nn.Module):
+    """Normalise over the channel axis of an NCHW map (the official code normalises channels-last)."""
+
+    def __init__(self, kind: str, channels: int):
+        super().__init__()
+        self.norm = make_norm(kind, channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class Encoder(nn.Module):
+    """Observation dict -> embedding (..., E). Image: uint8 (..., 64, 64, 3); vector: float (..., D)."""
+
+    def __init__(self, obs_space: dict, depth: int, units: int, layers: int, norm: str):
+        super().__init__()
+        self.has_image, self.has_vector = "image" in obs_space, "vector" in obs_space
+        self.out_dim = 0
+        if self.has_image:
+            chans, mods = [3, depth, 2 * depth, 4 * depth, 8 * depth], []
+            for cin, cout in zip(chans[:-1], chans[1:]):   # 64 -> 32 -> 16 -> 8 -> 4
+                mods += [nn.Conv2d(cin, cout, 4, 2, 1, bias=False), ChannelNorm(norm, cout), nn.SiLU()]
+            self.cnn = nn.Sequential(*mods)
+            self.out_dim += 8 * depth * 4 * 4
+        if self.has_vector:
+            self.mlp = MLP(obs_space["vector"][0][0], units, layers, norm, symlog_inputs=True)
+            self.out_dim += self.mlp.out_dim
+
+    def forward(self, obs: dict) -> torch.Tensor:
+        outs = []
+        if self.has_image:
+            img = obs["image"]                                        # (..., 64, 64, 3) uint8
+            lead = img.shape[:-3]
+            x = img.reshape(-1, 64, 64, 3).permute(0, 3, 1, 2).float() / 255.0 - 0.5   # (N, 3, 64, 64)
+            outs.append(self.cnn(x).reshape(*lead, -1))               # (..., 8d*4*4)
+        if self.has_vector:
+            outs.append(self.mlp(obs["vector"]))                     # (..., units)
+        return torch.cat(outs, -1) if len(outs) > 1 else outs[0]
+
+
+class Decoder(nn.Module):
+    """Features (..., F) -> {"image": (..., 64, 64, 3) centred at 0, "vector": symlog(vector)}."""
+
+    def __init__(self, obs_space: dict, feat_dim: int, depth: int, units: int, layers: int, norm: str):
+        super().__init__()
+        self.has_image, self.has_vector = "image" in obs_space, "vector" in obs_space
+        self.depth = depth
+        if self.has_image:
+            self.img_in = nn.Linear(feat_dim, 8 * depth * 4 * 4)
+            chans, mods = [8 * depth, 4 * depth, 2 * depth, depth], []
+            for cin, cout in zip(chans[:-1], chans[1:]):              # 4 -> 8 -> 16 -> 32
+                mods += [nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=False), ChannelNorm(norm, cout),
+                         nn.SiLU()]
+            mods += [nn.ConvTranspose2d(depth, 3, 4, 2, 1)]           # 32 -> 64
+            self.cnn = nn.Sequential(*mods)
+        if self.has_vector:
+            self.mlp = MLP(feat_dim, units, layers, norm)
+            self.vec_out = nn.Linear(self.mlp.out_dim, obs_space["vector"][0][0])
+
+    def forward(self, feat: torch.Tensor) -> dict:
+        out = {}
+        lead = feat.shape[:-1]
+        if self.has_image:
+            x = self.img_in(feat.reshape(-1, feat.shape[-1])).reshape(-1, 8 * self.depth, 4, 4)
+            out["image"] = self.cnn(x).permute(0, 2, 3, 1).reshape(*lead, 64, 64, 3)   # (..., 64, 64, 3)
+        if self.has_vector:
+            out["vector"] = self.vec_out(self.mlp(feat))             # (..., D) in symlog space
+        return out
+
+    # [eq:decoder_loss]
+    def loss(self, pred: dict, obs: dict) -> torch.Tensor:
+        """Sum of squared errors per step: image in [-0.5, 0.5], vector in symlog space. -> (...)"""
+        total = 0.0
+        if self.has_image:
+            target = obs["image"].float() / 255.0 - 0.5              # (..., 64, 64, 3)
+            total = total + (pred["image"] - target).square().sum((-3, -2, -1))
+        if self.has_vector:
+            total = total + (pred["vector"] - symlog(obs["vector"])).square().sum(-1)
+        return total
+    # [/eq:decoder_loss]
+
+
+class TwoHotHead(nn.Module):
+    """MLP -> ``num_bins`` logits. Reward and critic (Eq. 11). Output layer zero-initialised."""
+
+    def __init__(self, in_dim: int, units: int, layers: int, norm: str, num_bins: int, space: str):
+        super().__init__()
+        self.mlp = MLP(in_dim, units, layers, norm)
+        self.out = nn.Linear(self.mlp.out_dim, num_bins)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+        self.space = space
+        self.register_buffer("bins", twohot_bins("2023" if space == "symlog" else "2025", num_bins),
+                             persistent=False)
+
+    def forward(self, feat: torch.Tensor) -> torch.Tensor:
+        return self.out(self.mlp(feat))                               # (..., K) logits
+
+    # [eq:twohot_head]
+    def pred(self, logits: torch.Tensor) -> torch.Tensor:
+        """Expected value in raw space: symexp(E[bin]) (2023) or E[bin] (2025). -> (...)"""
+        mean = (logits.softmax(-1) * self.bins).sum(-1)
+        return symexp(mean) if self.space == "symlog" else mean
+
+    def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy against the two-hot encoding of ``target`` (raw space). -> (...)"""
+        y = symlog(target) if self.space == "symlog" else target
+        return -(twohot(y.detach(), self.bins) * logits.log_softmax(-1)).sum(-1)
+    # [/eq:twohot_head]
+
+
+class Actor(nn.Module):
+    """Policy head. Discrete: logits with 1% unimix. Continuous: tanh mean, std in [min_std, max_std]."""
+
+    def __init__(self, in_dim: int, n: int, discrete: bool, units: int, layers: int, norm: str,
+                 unimix: float, min_std: float, max_std: float):
+        super().__init__()
+        self.mlp = MLP(in_dim, units, layers, norm)
+        self.out = nn.Linear(self.mlp.out_dim, n if discrete else 2 * n)
+        self.n, self.discrete, self.unimix = n, discrete, unimix
+        self.min_std, self.max_std = min_std, max_std
+
+    def forward(self, feat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Discrete: (log-probs after unimix (..., n), None). Continuous: (mean, std), each (..., n)."""
+        x = self.out(self.mlp(feat))
+        if self.discrete:
+            probs = (1 - self.unimix) * x.softmax(-1) + self.unimix / self.n
+            return probs.log(), None
+        mean, std = x.chunk(2, -1)
+        std = (self.max_std - self.min_std) * torch.sigmoid(std + 2.0) + self.min_std
+        return torch.tanh(mean), std
+
+    def sample(self, dist: tuple, gen: torch.Generator | None, mode: bool = False) -> torch.Tensor:
+        """One-hot (..., n) float or a Gaussian sample (..., n) (not clipped; the env clips)."""
+        a, b = dist
+        if self.discrete:
+            if mode:
+                idx = a.argmax(-1, keepdim=True)
+            else:
+                u = torch.rand(a.shape, generator=gen, device=a.device).clamp_(1e-20, 1.0)
+                idx = (a - torch.log(-torch.log(u))).argmax(-1, keepdim=True)   # Gumbel-max
+            return torch.zeros_like(a).scatter_(-1, idx, 1.0)
+        if mode:
+            return a
+        return a + b * torch.randn(a.shape, generator=gen, device=a.device)
+
+    def log_prob_entropy(self, dist: tuple, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        a, b = dist
+        if self.discrete:
+            return (a * action).sum(-1), -(a.exp() * a).sum(-1)
+        logp = (-0.5 * ((action - a) / b).square() - b.log() - 0.9189385332046727).sum(-1)
+        return logp, (0.5 + 0.9189385332046727 + b.log()).sum(-1)
+
+
+def mlp_head(in_dim: int, units: int, layers: int, norm: str, out: int) -> nn.Sequential:
+    """MLP followed by a linear output (the continue head: one Bernoulli logit)."""
+    mlp = MLP(in_dim, units, layers, norm)
+    return nn.Sequential(mlp, nn.Linear(mlp.out_dim, out))

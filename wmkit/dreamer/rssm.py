@@ -1,0 +1,195 @@
+"""Recurrent State-Space Model of DreamerV3 (Hafner et al. 2023, Sec. "World model learning", Eq. 1-5).
+
+State = (h, z): h is the GRU's deterministic state (``deter``), z is ``stoch`` categorical variables
+of ``classes`` classes each, kept as a flat one-hot vector (stoch*classes,).
+
+    sequence model     h_t = f(h_{t-1}, z_{t-1}, a_t)        (``core``; a_t is the action that led to x_t)
+    encoder/posterior  z_t ~ q(z_t | h_t, x_t)                (``post_logits``)
+    dynamics/prior     z^_t ~ p(z^_t | h_t)                   (``prior_logits``)
+
+Every categorical mixes in 1% uniform ("unimix", Sec. "Robust predictions") and is sampled with
+straight-through gradients. The loss on the latents is KL *balancing* with free bits (Eq. 5):
+
+    L_dyn = max(1, KL[sg(q) || p])   (trains the prior)      L_rep = max(1, KL[q || sg(p)])   (trains q)
+
+Speed: ``observe`` precomputes everything that does not depend on the recursion (the action and
+embedding projections for all T steps at once, the prior for all steps after the loop), so the Python
+loop runs only the GRU cell, the posterior layer and the sample.
+
+Recipes: "2023" feeds one projection of [z, a] and h into a LayerNorm GRU (the paper); "2025" feeds three
+normed projections (h, z, a) into a block-diagonal GRU with one hidden block layer (official code).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from wmkit.dreamer.networks import make_norm
+
+
+class BlockLinear(nn.Module):
+    """Block-diagonal linear map: ``blocks`` independent (in/blocks -> out/blocks) linears."""
+
+    def __init__(self, in_dim: int, out_dim: int, blocks: int, bias: bool = True):
+        super().__init__()
+        if in_dim % blocks or out_dim % blocks:
+            raise ValueError(f"in_dim={in_dim} and out_dim={out_dim} must be divisible by blocks={blocks}")
+        self.blocks = blocks
+        self.weight = nn.Parameter(torch.empty(blocks, in_dim // blocks, out_dim // blocks))
+        nn.init.uniform_(self.weight, -(blocks / in_dim) ** 0.5, (blocks / in_dim) ** 0.5)
+        self.bias = nn.Parameter(torch.zeros(out_dim)) if bias else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        g = self.blocks
+        if g == 1:
+            y = x @ self.weight[0]
+        else:
+            y = torch.einsum("ngi,gio->ngo", x.reshape(x.shape[0], g, -1), self.weight)
+            y = y.reshape(x.shape[0], -1)
+        return y if self.bias is None else y + self.bias
+
+
+class RSSM(nn.Module):
+    def __init__(self, cfg, embed_dim: int, act_dim: int):
+        super().__init__()
+        D, Hd, S, K = cfg.deter, cfg.hidden, cfg.stoch, cfg.classes
+        self.deter, self.stoch, self.classes, self.blocks = D, S, K, cfg.blocks
+        self.unimix, self.recipe = cfg.unimix, cfg.recipe
+        norm = cfg.norm
+        act = nn.SiLU()
+        self.act = act
+        if cfg.recipe == "2023":
+            # x = SiLU(Norm(W_z z + W_a a)); [x, h] -> Norm(W [x, h]) -> GRU gates
+            self.in_stoch = nn.Linear(S * K, Hd, bias=False)
+            self.in_act = nn.Linear(act_dim, Hd, bias=False)
+            self.in_norm = make_norm(norm, Hd)
+            self.gru = BlockLinear(D + Hd, 3 * D, cfg.blocks, bias=False)
+            self.gru_norm = make_norm(norm, 3 * D)
+        else:
+            # three normed projections, broadcast to every block, one block hidden layer, block GRU
+            self.in_deter = nn.Sequential(nn.Linear(D, Hd, bias=False), make_norm(norm, Hd), nn.SiLU())
+            self.in_stoch = nn.Sequential(nn.Linear(S * K, Hd, bias=False), make_norm(norm, Hd), nn.SiLU())
+            self.in_act = nn.Sequential(nn.Linear(act_dim, Hd, bias=False), make_norm(norm, Hd), nn.SiLU())
+            g = cfg.blocks
+            self.hid = BlockLinear(D + g * 3 * Hd, D, g, bias=False)
+            self.hid_norm = make_norm(norm, D)
+            self.gru = BlockLinear(D, 3 * D, g)
+        # posterior q(z | h, x): SiLU(Norm(W_h h + W_e e)) -> logits
+        self.post_deter = nn.Linear(D, Hd, bias=False)
+        self.post_embed = nn.Linear(embed_dim, Hd, bias=False)
+        self.post_norm = make_norm(norm, Hd)
+        self.post_out = nn.Linear(Hd, S * K)
+        # prior p(z | h)
+        self.prior = nn.Sequential(nn.Linear(D, Hd, bias=False), make_norm(norm, Hd), nn.SiLU(),
+                                   nn.Linear(Hd, S * K))
+
+    # ---- pieces ----------------------------------------------------------------------------------
+    def initial(self, batch: int, device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Zero state: deter (B, D), stoch (B, S*K)."""
+        return (torch.zeros(batch, self.deter, device=device),
+                torch.zeros(batch, self.stoch * self.classes, device=device))
+
+    def action_input(self, action: torch.Tensor) -> torch.Tensor:
+        """The action's contribution to the GRU input, computable for all steps at once. (..., Hd)"""
+        if self.recipe == "2025":
+            action = action / action.abs().clamp(min=1.0).detach()
+        return self.in_act(action)
+
+    # [eq:gru]
+    def core(self, deter: torch.Tensor, stoch: torch.Tensor, act_in: torch.Tensor) -> torch.Tensor:
+        """h_t = f(h_{t-1}, z_{t-1}, a_t) with ``act_in = action_input(a_t)``. (B, D)"""
+        B = deter.shape[0]
+        if self.recipe == "2023":
+            x = self.act(self.in_norm(self.in_stoch(stoch) + act_in))                  # (B, Hd)
+            x = self.gru_norm(self.gru(torch.cat([x, deter], -1)))                       # (B, 3D)
+        else:
+            g = self.blocks
+            x = torch.cat([self.in_deter(deter), self.in_stoch(stoch), act_in], -1)      # (B, 3Hd)
+            x = torch.cat([deter.reshape(B, g, -1), x.unsqueeze(1).expand(B, g, x.shape[-1])], -1)
+            x = self.act(self.hid_norm(self.hid(x.reshape(B, -1))))                     # (B, D)
+            x = self.gru(x)                                                              # (B, 3D)
+        if self.blocks > 1:   # gates are laid out per block: (B, g, 3, D/g)
+            reset, cand, update = x.reshape(B, self.blocks, 3, -1).unbind(2)
+            reset, cand, update = (t.reshape(B, -1) for t in (reset, cand, update))
+        else:
+            reset, cand, update = x.chunk(3, -1)
+        reset = torch.sigmoid(reset)
+        cand = torch.tanh(reset * cand)
+        update = torch.sigmoid(update - 1.0)     # bias -1: start out remembering
+        return update * cand + (1 - update) * deter                                       # (B, D)
+    # [/eq:gru]
+
+    # [eq:unimix]
+    def _logits(self, raw: torch.Tensor) -> torch.Tensor:
+        """Raw (..., S*K) -> log-probs (..., S, K) with 1% uniform mixed in."""
+        probs = raw.reshape(*raw.shape[:-1], self.stoch, self.classes).softmax(-1)
+        return ((1 - self.unimix) * probs + self.unimix / self.classes).log()
+    # [/eq:unimix]
+
+    def post_logits(self, deter: torch.Tensor, embed_in: torch.Tensor) -> torch.Tensor:
+        """q(z_t | h_t, x_t) with ``embed_in = post_embed(e_t)`` -> log-probs (..., S, K)."""
+        return self._logits(self.post_out(self.act(self.post_norm(self.post_deter(deter) + embed_in))))
+
+    def prior_logits(self, deter: torch.Tensor) -> torch.Tensor:
+        """p(z_t | h_t) -> log-probs (..., S, K)."""
+        return self._logits(self.prior(deter))
+
+    # [eq:straight_through]
+    def sample(self, logits: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
+        """One-hot sample with straight-through gradients: onehot + p - sg(p). (..., S*K)"""
+        u = torch.rand(logits.shape, generator=gen, device=logits.device).clamp_(1e-20, 1.0)
+        idx = (logits - torch.log(-torch.log(u))).argmax(-1, keepdim=True)              # Gumbel-max
+        probs = logits.exp()
+        onehot = torch.zeros_like(probs).scatter_(-1, idx, 1.0)
+        return (onehot + probs - probs.detach()).flatten(-2)
+    # [/eq:straight_through]
+
+    # ---- sequences -------------------------------------------------------------------------------
+    def observe(self, embed: torch.Tensor, action: torch.Tensor, is_first: torch.Tensor,
+                state: tuple[torch.Tensor, torch.Tensor], gen: torch.Generator | None) -> dict:
+        """Posterior rollout over a batch of sequences.
+
+        embed (B, T, E), action (B, T, A) (a_t led to x_t), is_first (B, T) bool. The state is reset
+        to zeros where ``is_first``. Returns deter (B, T, D), stoch (B, T, S*K), post and prior
+        log-probs (B, T, S, K).
+        """
+        B, T = embed.shape[:2]
+        keep = (~is_first).to(embed.dtype).unsqueeze(-1)                                 # (B, T, 1)
+        act_in = self.action_input(action * keep)                                         # (B, T, Hd)
+        emb_in = self.post_embed(embed)                                                   # (B, T, Hd)
+        deter, stoch = state
+        deters, stochs, posts = [], [], []
+        for t in range(T):
+            deter, stoch = deter * keep[:, t], stoch * keep[:, t]
+            deter = self.core(deter, stoch, act_in[:, t])                                 # (B, D)
+            logit = self.post_logits(deter, emb_in[:, t])                                 # (B, S, K)
+            stoch = self.sample(logit, gen)                                               # (B, S*K)
+            deters.append(deter)
+            stochs.append(stoch)
+            posts.append(logit)
+        deter = torch.stack(deters, 1)                                                    # (B, T, D)
+        return {"deter": deter, "stoch": torch.stack(stochs, 1), "post": torch.stack(posts, 1),
+                "prior": self.prior_logits(deter)}                                        # (B, T, S, K)
+
+    def img_step(self, deter: torch.Tensor, stoch: torch.Tensor, action: torch.Tensor,
+                 gen: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step of the prior (imagination): (B, D), (B, S*K), action (B, A) -> next state."""
+        deter = self.core(deter, stoch, self.action_input(action))
+        return deter, self.sample(self.prior_logits(deter), gen)
+
+    # [eq:kl_balance]
+    def kl_losses(self, post: torch.Tensor, prior: torch.Tensor, free: float
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """KL balancing with free bits on log-probs (B, T, S, K) -> (dyn, rep, raw KL), each (B, T).
+
+        dyn = max(free, KL[sg(q) || p]) moves only the prior; rep = max(free, KL[q || sg(p)]) moves
+        only the posterior (and through it the encoder). The KL is summed over the S latents first.
+        """
+        def kl(lq: torch.Tensor, lp: torch.Tensor) -> torch.Tensor:
+            return (lq.exp() * (lq - lp)).sum((-2, -1))                                  # (B, T)
+
+        dyn = kl(post.detach(), prior)
+        rep = kl(post, prior.detach())
+        return dyn.clamp(min=free), rep.clamp(min=free), dyn.detach()
+    # [/eq:kl_balance]
