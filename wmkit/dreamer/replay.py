@@ -96,14 +96,16 @@ class Replay:
                 "capacity": self.capacity, "rng": self.rng.bit_generator.state}
 
     def load_state_dict(self, sd: dict) -> None:
-        if int(sd["capacity"]) != self.capacity:
-            raise ValueError(f"replay capacity mismatch: checkpoint {sd['capacity']}, buffer {self.capacity}")
+        # Steps are stored oldest -> newest, so a buffer of another capacity (a run resumed with more
+        # --steps) can take them; a smaller one keeps the newest.
         n, total = len(next(iter(sd["data"].values()))), int(sd["total"])
-        pos = (total - n + np.arange(n)) % self.capacity
+        keep = min(n, self.capacity)
+        pos = (total - keep + np.arange(keep)) % self.capacity
         for k, v in sd["data"].items():
-            if k not in self.data:
-                raise ValueError(f"replay checkpoint has unknown key {k!r}")
-            self.data[k][pos] = np.asarray(v)
+            if k not in self.data or self.data[k].shape[1:] != np.shape(v)[1:]:
+                raise ValueError(f"replay checkpoint entry {k!r} {np.shape(v)[1:]} does not match this "
+                                 f"buffer's spaces {({k: d.shape[1:] for k, d in self.data.items()})}")
+            self.data[k][pos] = np.asarray(v)[n - keep:]
         self.total = total
         self.rng.bit_generator.state = sd["rng"]
 
