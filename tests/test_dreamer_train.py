@@ -1,0 +1,164 @@
+"""wmkit.dreamer replay + training loop: FIFO bound, uniform (B, T) sampling, train ratio, exact
+save/load; a short real run lowers the world-model loss; same seed = same numbers; resume = no stop."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from wmkit.dreamer.cli import main as cli_main
+from wmkit.dreamer.envs import make_env
+from wmkit.dreamer.replay import Replay, TrainRatio
+
+SPACE = {"image": ((4, 4, 3), np.uint8)}
+
+
+def _obs(i, first=False, terminal=False):
+    return {"image": np.full((4, 4, 3), i % 256, np.uint8), "reward": np.float32(i),
+            "is_first": first, "is_last": terminal, "is_terminal": terminal}
+
+
+def _filled(capacity=10, steps=25, seed=0):
+    rep = Replay(SPACE, act_dim=3, capacity=capacity, seed=seed)
+    for i in range(steps):
+        rep.add(_obs(i, first=i % 7 == 0), np.eye(3, dtype=np.float32)[i % 3])
+    return rep
+
+
+def test_replay_is_bounded_fifo_and_samples_consecutive_steps():
+    rep = _filled(capacity=10, steps=25)
+    assert len(rep) == 10 and rep.total == 25
+    b = rep.sample(6, 4)
+    assert b["image"].shape == (6, 4, 4, 4, 3) and b["image"].dtype == torch.uint8
+    assert b["action"].shape == (6, 4, 3) and b["reward"].shape == (6, 4)
+    assert b["is_first"].dtype == torch.bool and b["is_terminal"].dtype == torch.bool
+    r = b["reward"].numpy()
+    assert r.min() >= 15 and r.max() <= 24  # only the 10 newest steps survive
+    assert (np.diff(r, axis=1) == 1).all()  # consecutive steps, in order
+    assert b["is_first"][:, 0].all() and (b["action"][:, 0] == 0).all()  # fresh state at a window start
+
+
+def test_replay_stores_zero_action_on_first_step_and_uniform_starts():
+    rep = _filled(capacity=100, steps=14)
+    assert (rep.data["action"][[0, 7]] == 0).all() and rep.data["action"][1, 1] == 1.0
+    starts = rep.sample(20_000, 5)["reward"][:, 0].numpy()
+    counts = np.bincount(starts.astype(int), minlength=10)  # 10 valid windows over 14 steps
+    assert counts[10:].sum() == 0 and np.abs(counts / 20_000 - 0.1).max() < 0.015
+
+
+def test_replay_save_load_continues_identically(tmp_path):
+    a = _filled(capacity=10, steps=25, seed=3)
+    a.save(tmp_path / "replay")
+    b = Replay(SPACE, act_dim=3, capacity=10, seed=99)
+    b.load(tmp_path / "replay")
+    for k in ("image", "action", "reward", "is_first"):
+        assert torch.equal(a.sample(5, 4)[k], b.sample(5, 4)[k])
+    for r in (a, b):
+        r.add(_obs(25), np.eye(3, dtype=np.float32)[0])
+    assert torch.equal(a.sample(8, 3)["reward"], b.sample(8, 3)["reward"])
+    small = Replay(SPACE, 3, capacity=4)  # a smaller buffer keeps the newest steps
+    small.load(tmp_path / "replay")
+    assert sorted(small.data["reward"].tolist()) == [21.0, 22.0, 23.0, 24.0] and small.total == 25
+    with pytest.raises(ValueError, match="does not match"):
+        Replay({"image": ((8, 8, 3), np.uint8)}, 3, capacity=10).load(tmp_path / "replay")
+
+
+def test_replay_episode_tail_and_bad_inputs():
+    rep = _filled(capacity=50, steps=25)  # last is_first at step 21
+    tail = rep.episode_tail()
+    assert tail.shape == (3, 3) and (tail.argmax(1) == np.array([22, 23, 24]) % 3).all()
+    with pytest.raises(ValueError, match=r"'image' must be \(4, 4, 3\) uint8, got \(4, 4, 3\) float32"):
+        rep.add({**_obs(0), "image": np.zeros((4, 4, 3), np.float32)}, None)
+    with pytest.raises(ValueError, match="missing 'image'"):
+        rep.add({"reward": 0.0, "is_first": True, "is_terminal": False}, None)
+    with pytest.raises(ValueError, match="action must have shape"):
+        rep.add(_obs(1), np.zeros(5, np.float32))
+    with pytest.raises(ValueError, match="fewer than batch_length"):
+        Replay(SPACE, 3, 10).sample(1, 4)
+
+
+def test_train_ratio_means_replayed_steps_per_env_step():
+    # official meaning: train_ratio 512 with B*T = 16*64 -> 0.5 updates per env step
+    ratio = TrainRatio(512 / (16 * 64))
+    assert sum(ratio(s) for s in range(1, 1001)) == 1 + 499
+    quarter = TrainRatio(0.25)
+    assert sum(quarter(s) for s in range(1, 101)) == 1 + 24  # first call trains once, then 1 per 4
+    three = TrainRatio(3.0)
+    assert [three(s) for s in range(1, 5)] == [1, 3, 3, 3]
+
+
+# -- the loop with the real agent ------------------------------------------------------------------
+SMALL = dict(env="reach", steps=300, prefill=100, batch_size=4, batch_length=16, train_ratio=64,
+             eval_every=150, eval_episodes=1, log_every=50, save_every=150, progress=False)
+
+
+def _rows(run_dir):
+    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k != "train/fps"} for r in rows]
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    from wmkit.dreamer.train import TrainConfig, train
+
+    torch.set_num_threads(1)
+    run_dir = tmp_path_factory.mktemp("full")
+    trainer = train(TrainConfig(run_dir=str(run_dir), **SMALL))
+    return trainer, run_dir
+
+
+@pytest.mark.slow
+def test_short_run_lowers_world_model_loss(full_run):
+    trainer, run_dir = full_run
+    assert trainer.summary["updates"] == 201  # 200 steps after prefill at 64/(4*16) = 1 per step, +1
+    rows = [r for r in _rows(run_dir) if any("loss" in k for k in r)]
+    key = next(k for k in rows[0] if "loss" in k and ("model" in k or "wm" in k))
+    first, last = rows[0][key], rows[-1][key]
+    assert last < 0.8 * first, (key, first, last)
+    videos = sorted((run_dir / "videos").glob("*.gif"))
+    assert len(videos) == 2 and (run_dir / "ckpt" / "latest.safetensors").exists()
+    rep = np.load(run_dir / "videos" / "latest.npz")
+    assert rep["real"].shape == rep["imagined"].shape == (1, 16, 64, 64, 3)
+
+
+@pytest.mark.slow
+def test_resume_gives_identical_numbers_and_same_seed_is_deterministic(full_run, tmp_path):
+    from wmkit.dreamer.train import TrainConfig, Trainer
+
+    _, full_dir = full_run
+    cfg = TrainConfig(run_dir=str(tmp_path), **SMALL)
+    first = Trainer(cfg)
+    first.run(until=225)  # "killed" at 225: the last checkpoint is at 150
+    first.close()
+    resumed = Trainer(TrainConfig(run_dir=str(tmp_path), resume=True, **SMALL))
+    assert resumed.step == 150
+    resumed.run()
+    resumed.close()
+    assert _rows(tmp_path) == _rows(full_dir)  # every loss, return and eval identical to the end
+    other = TrainConfig(run_dir=str(tmp_path / "seed1"), **{**SMALL, "steps": 120, "seed": 1})
+    t = Trainer(other)
+    t.run()
+    t.close()
+    assert _rows(tmp_path / "seed1")[0] != _rows(full_dir)[0]  # a different seed differs
+
+
+@pytest.mark.slow
+def test_cli_train_and_evaluate(tmp_path, capsys):
+    run = str(tmp_path / "cli")
+    cli_main(["train", "--env", "reach", "--steps", "40", "--prefill", "30", "--batch-size", "2",
+              "--batch-length", "8", "--train-ratio", "16", "--eval-episodes", "1", "--run-dir", run,
+              "--progress", "false", "--save-every", "20"])
+    out = cli_main(["evaluate", "--run-dir", run, "--episodes", "1"])
+    assert out["step"] == 40 and np.isfinite(out["return_mean"]) and out["random_return_mean"] > 0
+    with pytest.raises(SystemExit):
+        cli_main(["train", "--no-such-flag", "1"])
+
+
+def test_trainer_rejects_bad_config(tmp_path):
+    from wmkit.dreamer.train import TrainConfig, resolve
+
+    with pytest.raises(ValueError, match="--batch-length must be >= 1"):
+        resolve(TrainConfig(batch_length=0))
+    with pytest.raises(ValueError, match="unknown environment"):
+        make_env("reach-v9")
