@@ -1,0 +1,314 @@
+"""Rollout data for World Models (Ha & Schmidhuber 2018, section 4.1 "Procedure", step 1).
+
+The paper collects 10,000 rollouts of CarRacing with a random policy and trains V and M on them. Here:
+
+* :func:`brownian_actions` -- the random exploration: a smoothly varying ("Brownian") action process,
+  a_{t+1} = clip(a_t + sqrt(dt) * eps), eps ~ N(0, I), so the car steers in long arcs instead of
+  jittering in place as it would with i.i.d. uniform actions.
+* :func:`preprocess_frame` -- 96x96x3 -> crop the dashboard (rows 84..95) -> 64x64x3 uint8, as in the
+  paper's code.
+* :func:`collect_episode` / :func:`collect` -- roll out gymnasium ``CarRacing-v3`` (the seed's
+  ``CarRacing-v2`` was renamed ``v3`` in gymnasium 1.0) in parallel worker processes with a progress bar.
+* Episodes on disk: one compressed ``.npz`` per episode (:func:`save_episode` / :func:`load_episode`),
+  with ``obs`` (T+1, 64, 64, 3) uint8 -- the observation before each action plus the final one --,
+  ``actions`` (T, 3) float32, ``rewards`` (T,) float32, ``terminated`` / ``truncated`` (T,) bool and
+  the ``seed`` that reproduces the episode. Any corrupt, truncated or malformed file raises
+  :class:`EpisodeFormatError` naming the file.
+* :class:`FrameDataset` (frames for V) and :class:`LatentSequenceDataset` (latent sequences for M).
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import zipfile
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+ENV_ID = "CarRacing-v3"
+FRAME_SHAPE = (64, 64, 3)
+ACTION_DIM = 3
+ACTION_LOW = np.array([-1.0, 0.0, 0.0], dtype=np.float32)  # steer, gas, brake
+ACTION_HIGH = np.array([1.0, 1.0, 1.0], dtype=np.float32)
+EPISODE_KEYS = ("obs", "actions", "rewards", "terminated", "truncated", "seed")
+
+Policy = Callable[[np.ndarray, int], np.ndarray]  # (64x64x3 uint8 frame, t) -> action (3,)
+
+
+class EpisodeFormatError(ValueError):
+    """An episode file (or array) is corrupt, truncated, or has the wrong shapes/dtypes."""
+
+
+@dataclass
+class Episode:
+    """One rollout. ``obs`` has one more frame than ``actions`` (the observation after the last step)."""
+
+    obs: np.ndarray         # (T+1, 64, 64, 3) uint8
+    actions: np.ndarray     # (T, 3) float32
+    rewards: np.ndarray     # (T,) float32
+    terminated: np.ndarray  # (T,) bool
+    truncated: np.ndarray   # (T,) bool
+    seed: int
+
+    def __len__(self) -> int:
+        return len(self.actions)
+
+
+# ------------------------------------------------------------------------------------------ actions
+def brownian_actions(n: int, rng: np.random.Generator, dt: float = 0.05,
+                     start: np.ndarray | None = None) -> np.ndarray:
+    """``n`` actions of the random exploration policy: a clipped Brownian motion in action space.
+
+    ``dt`` sets how fast actions drift (std of one increment = sqrt(dt)). The first action is drawn
+    uniformly from the action box unless ``start`` is given. Returns (n, 3) float32.
+    """
+    if n < 0 or dt <= 0:
+        raise ValueError(f"brownian_actions needs n >= 0 and dt > 0, got n={n}, dt={dt}")
+    a = rng.uniform(ACTION_LOW, ACTION_HIGH).astype(np.float32) if start is None else \
+        np.asarray(start, np.float32)
+    out = np.empty((n, ACTION_DIM), np.float32)
+    for t in range(n):
+        out[t] = a
+        a = np.clip(a + np.sqrt(dt) * rng.standard_normal(ACTION_DIM), ACTION_LOW, ACTION_HIGH)
+    return out
+
+
+# ------------------------------------------------------------------------------------------ frames
+def preprocess_frame(frame: np.ndarray) -> np.ndarray:
+    """CarRacing 96x96x3 uint8 -> 64x64x3 uint8: drop the dashboard (rows 84+), resize (paper's code)."""
+    frame = np.asarray(frame)
+    if frame.shape != (96, 96, 3) or frame.dtype != np.uint8:
+        raise ValueError(f"preprocess_frame expects a (96, 96, 3) uint8 CarRacing frame, "
+                         f"got shape {frame.shape} dtype {frame.dtype}")
+    return np.asarray(Image.fromarray(frame[:84]).resize(FRAME_SHAPE[:2], Image.BILINEAR))
+
+
+def check_frames(frames: np.ndarray, name: str = "frames") -> np.ndarray:
+    """Validate a stack of frames: (N, 64, 64, 3) uint8. Raises EpisodeFormatError naming ``name``."""
+    if not isinstance(frames, np.ndarray):
+        raise EpisodeFormatError(f"{name}: expected a NumPy array, got {type(frames).__name__}")
+    if frames.ndim != 4 or frames.shape[1:] != FRAME_SHAPE:
+        raise EpisodeFormatError(f"{name}: expected frames of shape (N, 64, 64, 3), got {frames.shape}")
+    if frames.dtype != np.uint8:
+        raise EpisodeFormatError(f"{name}: expected dtype uint8 (0..255), got {frames.dtype}")
+    return frames
+
+
+def frames_to_tensor(frames: np.ndarray) -> torch.Tensor:
+    """(N, 64, 64, 3) uint8 -> (N, 3, 64, 64) float32 in [0, 1], the input V expects."""
+    check_frames(frames)
+    return torch.from_numpy(frames).permute(0, 3, 1, 2).float().div_(255.0)  # (N, 3, 64, 64)
+
+
+# ------------------------------------------------------------------------------------------ episodes
+def _validate(ep: Episode, where: str) -> Episode:
+    check_frames(ep.obs, f"{where}: obs")
+    T = len(ep.obs) - 1
+    if T < 1:
+        raise EpisodeFormatError(f"{where}: an episode needs at least 2 observations, got {len(ep.obs)}")
+    expect = {"actions": ((T, ACTION_DIM), np.floating), "rewards": ((T,), np.floating),
+              "terminated": ((T,), np.bool_), "truncated": ((T,), np.bool_)}
+    for key, (shape, kind) in expect.items():
+        arr = getattr(ep, key)
+        if arr.shape != shape:
+            raise EpisodeFormatError(f"{where}: {key} has shape {arr.shape}, expected {shape} "
+                                     f"(obs has {T + 1} frames = steps + 1)")
+        if not np.issubdtype(arr.dtype, kind):
+            raise EpisodeFormatError(f"{where}: {key} has dtype {arr.dtype}, expected {kind.__name__}")
+    return ep
+
+
+def save_episode(path: str | os.PathLike, ep: Episode) -> Path:
+    """Validate and write ``ep`` as a compressed .npz (atomic: temp file then rename)."""
+    path = Path(path)
+    _validate(ep, str(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez_compressed(tmp, obs=ep.obs, actions=ep.actions.astype(np.float32),
+                        rewards=ep.rewards.astype(np.float32), terminated=ep.terminated,
+                        truncated=ep.truncated, seed=np.int64(ep.seed))
+    os.replace(tmp, path)
+    return path
+
+
+def load_episode(path: str | os.PathLike) -> Episode:
+    """Read one episode file; any corruption or format problem raises EpisodeFormatError naming it."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            missing = [k for k in EPISODE_KEYS if k not in f.files]
+            if missing:
+                raise EpisodeFormatError(f"{path}: missing arrays {missing}; expected {list(EPISODE_KEYS)}")
+            data = {k: f[k] for k in EPISODE_KEYS}
+    except EpisodeFormatError:
+        raise
+    except FileNotFoundError:
+        raise
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as e:
+        raise EpisodeFormatError(
+            f"{path}: corrupt or truncated episode file ({type(e).__name__}: {e})") from e
+    ep = Episode(obs=data["obs"], actions=data["actions"], rewards=data["rewards"],
+                 terminated=data["terminated"], truncated=data["truncated"], seed=int(data["seed"]))
+    return _validate(ep, str(path))
+
+
+def episode_paths(data_dir: str | os.PathLike) -> list[Path]:
+    """Sorted episode files in ``data_dir``; a clear error when there are none."""
+    paths = sorted(Path(data_dir).glob("episode_*.npz"))
+    if not paths:
+        raise FileNotFoundError(
+            f"no episode_*.npz files in {data_dir}; run `wmkit worldmodels collect` first")
+    return paths
+
+
+# ------------------------------------------------------------------------------------------ collection
+def collect_episode(seed: int, max_steps: int = 1000, policy: Policy | None = None,
+                    dt: float = 0.05) -> Episode:
+    """Roll out one CarRacing-v3 episode. ``policy=None`` uses :func:`brownian_actions`.
+
+    ``seed`` seeds both the track (env.reset(seed=...)) and the exploration noise, so the same seed
+    gives the same episode.
+    """
+    import gymnasium as gym
+
+    env = gym.make(ENV_ID, max_episode_steps=max_steps)
+    rng = np.random.default_rng(seed)
+    explore = brownian_actions(max_steps, rng, dt=dt) if policy is None else None
+    obs96, _ = env.reset(seed=seed)
+    frames = [preprocess_frame(obs96)]
+    acts, rews, terms, truncs = [], [], [], []
+    for t in range(max_steps):
+        a = explore[t] if policy is None else np.asarray(policy(frames[-1], t), np.float32)
+        obs96, r, term, trunc, _ = env.step(a)
+        frames.append(preprocess_frame(obs96))
+        acts.append(a)
+        rews.append(r)
+        terms.append(term)
+        truncs.append(trunc)
+        if term or trunc:
+            break
+    env.close()
+    truncs[-1] = truncs[-1] or not terms[-1]  # stopped by max_steps -> truncated
+    return Episode(obs=np.stack(frames), actions=np.stack(acts).astype(np.float32),
+                   rewards=np.asarray(rews, np.float32), terminated=np.asarray(terms, bool),
+                   truncated=np.asarray(truncs, bool), seed=int(seed))
+
+
+def _collect_to_file(seed: int, out: str, max_steps: int, dt: float) -> tuple[str, int, float]:
+    ep = collect_episode(seed, max_steps=max_steps, dt=dt)
+    save_episode(out, ep)
+    return out, len(ep), float(ep.rewards.sum())
+
+
+def collect(out_dir: str | os.PathLike, n_rollouts: int, max_steps: int, seed: int = 0,
+            workers: int = 1, dt: float = 0.05, progress: bool = True) -> list[Path]:
+    """Collect ``n_rollouts`` Brownian-exploration episodes into ``out_dir/episode_<seed>.npz``.
+
+    Episode i uses seed ``seed + i``; files that already exist and load cleanly are kept (so an
+    interrupted collection resumes). ``workers > 1`` runs episodes in parallel processes.
+    """
+    from tqdm.auto import tqdm
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    todo, done = [], []
+    for i in range(n_rollouts):
+        p = out_dir / f"episode_{seed + i:06d}.npz"
+        try:
+            load_episode(p)
+            done.append(p)
+        except (FileNotFoundError, EpisodeFormatError):
+            todo.append((seed + i, str(p)))
+    bar = tqdm(total=n_rollouts, initial=len(done), desc="collect", unit="ep", disable=not progress)
+    if workers <= 1:
+        for s, p in todo:
+            _collect_to_file(s, p, max_steps, dt)
+            done.append(Path(p))
+            bar.update()
+    else:
+        # fork where the OS has it (no re-import of the caller's script; workers use no torch),
+        # spawn elsewhere (macOS/Windows: call collect under `if __name__ == "__main__":`).
+        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+        with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+            futs = [pool.submit(_collect_to_file, s, p, max_steps, dt) for s, p in todo]
+            for fut in as_completed(futs):
+                done.append(Path(fut.result()[0]))
+                bar.update()
+    bar.close()
+    return sorted(done)
+
+
+# ------------------------------------------------------------------------------------------ datasets
+class FrameDataset(Dataset):
+    """Every frame of a set of episodes, for training V. Item: (3, 64, 64) float32 in [0, 1].
+
+    Frames stay uint8 in memory (12 KB each) and are converted per item.
+    """
+
+    def __init__(self, episodes: Sequence[str | os.PathLike | Episode]):
+        if len(episodes) == 0:
+            raise ValueError("FrameDataset needs at least one episode")
+        eps = [e if isinstance(e, Episode) else load_episode(e) for e in episodes]
+        self.frames = torch.from_numpy(np.concatenate([e.obs for e in eps]))  # (N, 64, 64, 3) uint8
+
+    @classmethod
+    def from_frames(cls, frames: np.ndarray) -> FrameDataset:
+        self = cls.__new__(cls)
+        self.frames = torch.from_numpy(check_frames(frames, "FrameDataset.from_frames"))
+        return self
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.frames[i].permute(2, 0, 1).float().div(255.0)  # (3, 64, 64)
+
+
+class LatentSequenceDataset(Dataset):
+    """Fixed-length windows of encoded episodes, for training M.
+
+    Each episode is stored as V's posterior (mu, logvar) per frame; a fresh z ~ N(mu, sigma^2) is drawn
+    every time a window is read (the paper's data augmentation). Item: dict with ``z`` (L+1, Z),
+    ``actions`` (L, 3), ``rewards`` (L,), ``dones`` (L,) -- z[t+1] is the target for (z[t], a[t]).
+    """
+
+    def __init__(self, mus: Sequence[np.ndarray], logvars: Sequence[np.ndarray],
+                 episodes: Sequence[Episode], seq_len: int, sample: bool = True):
+        if seq_len < 1:
+            raise ValueError(f"seq_len must be >= 1, got {seq_len}")
+        self.mus, self.logvars, self.seq_len, self.sample = list(mus), list(logvars), seq_len, sample
+        self.actions = [e.actions for e in episodes]
+        self.rewards = [e.rewards for e in episodes]
+        self.dones = [e.terminated for e in episodes]
+        self.index = []  # (episode, start): non-overlapping windows covering each episode
+        for k, e in enumerate(episodes):
+            if len(self.mus[k]) != len(e.obs):
+                raise ValueError(f"episode {k}: {len(self.mus[k])} latents but {len(e.obs)} frames")
+            T = len(e)
+            if T < seq_len:
+                continue
+            self.index += [(k, s) for s in range(0, T - seq_len + 1, seq_len)]
+        if not self.index:
+            raise ValueError(f"no episode is at least seq_len={seq_len} steps long")
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        k, s = self.index[i]
+        L = self.seq_len
+        mu = torch.from_numpy(self.mus[k][s:s + L + 1])  # (L+1, Z)
+        z = mu
+        if self.sample:
+            std = torch.from_numpy(self.logvars[k][s:s + L + 1]).mul(0.5).exp()
+            z = mu + std * torch.randn_like(std)
+        return {"z": z.float(), "actions": torch.from_numpy(self.actions[k][s:s + L]),
+                "rewards": torch.from_numpy(self.rewards[k][s:s + L]),
+                "dones": torch.from_numpy(self.dones[k][s:s + L].astype(np.float32))}
