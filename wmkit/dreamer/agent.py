@@ -25,7 +25,7 @@ from torch import nn
 
 from wmkit.dreamer.config import SIZES, DreamerConfig
 from wmkit.dreamer.math import ReturnNormalizer, lambda_return
-from wmkit.dreamer.networks import Actor, Decoder, Encoder, TwoHotHead, mlp_head
+from wmkit.dreamer.networks import Actor, Decoder, Encoder, TwoHotHead, image_to_float, mlp_head
 from wmkit.dreamer.optim import LaProp, clip_agc_
 from wmkit.dreamer.rssm import RSSM
 from wmkit.training import check_finite
@@ -65,6 +65,8 @@ class WorldModel(nn.Module):
     def loss(self, data: dict, cfg: DreamerConfig, gen: torch.Generator | None) -> tuple:
         """L = beta_pred (L_dec + L_rew + L_cont) + beta_dyn L_dyn + beta_rep L_rep, mean over (B, T)."""
         B = data["is_first"].shape[0]
+        if "image" in data:   # convert once, share between the encoder and the decoder loss
+            data = {**data, "image": image_to_float(data["image"])}
         embed = self.encoder(data)                                                     # (B, T, E)
         first = data["is_first"].clone()
         first[:, 0] = True                                   # every replayed chunk starts from zeros
@@ -209,10 +211,17 @@ class Agent:
         else:
             with frozen(wm, self.critic):   # dynamics backprop: gradients flow through the model
                 feats, actions = self._imagine(*start)
-        with frozen(wm, self.critic), torch.set_grad_enabled(not self.discrete):
+        with frozen(wm), torch.set_grad_enabled(not self.discrete):
             rew = wm.reward.pred(wm.reward(feats[1:]))                                   # (H, N)
             con = (wm.cont(feats[1:]).squeeze(-1) > 0).float()                           # (H, N) mode
-            val = self.critic.pred(self.critic(feats))                                   # (H+1, N)
+        if self.discrete:   # one critic pass: its logits train the critic, their mean is the value
+            logits = self.critic(feats[:-1])                                             # (H, N, K)
+            with torch.no_grad():
+                val = self.critic.pred(torch.cat([logits.detach(), self.critic(feats[-1:])]))
+        else:               # the value must pass gradients to the actor, not to the critic
+            with frozen(self.critic):
+                val = self.critic.pred(self.critic(feats))                               # (H+1, N)
+            logits = self.critic(feats[:-1].detach())                                    # (H, N, K)
         rew = torch.cat([torch.zeros_like(rew[:1]), rew])                                # (H+1, N)
         con = torch.cat([start_cont[None], con])                                          # (H+1, N)
         ret = lambda_return(rew, val, con, cfg.discount, cfg.lam)                        # (H, N)
@@ -226,7 +235,6 @@ class Agent:
             actor_loss = -(adv + cfg.actor_entropy * ent)
         actor_loss = (actor_loss * weight).mean()
         target = ret.detach()
-        logits = self.critic(feats[:-1].detach())                                        # (H, N, K)
         with torch.no_grad():
             slow = self.slow_critic.pred(self.slow_critic(feats[:-1]))                   # (H, N)
         critic_loss = ((self.critic.loss(logits, target) + cfg.slowreg * self.critic.loss(logits, slow))

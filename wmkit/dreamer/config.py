@@ -22,7 +22,7 @@ from typing import Literal
 #: spaces; ``wmkit.dreamer.agent.size_table()`` prints them for a 64x64 image and 17 actions.
 SIZES: dict[str, dict[str, int]] = {
     "tiny": dict(deter=128, hidden=64, stoch=8, classes=8, units=64, mlp_layers=1, cnn_depth=8, blocks=1),
-    "size3m": dict(deter=512, hidden=256, stoch=16, classes=16, units=256, mlp_layers=2, cnn_depth=16,
+    "size3m": dict(deter=256, hidden=256, stoch=16, classes=16, units=256, mlp_layers=2, cnn_depth=16,
                    blocks=1),
     # Paper (2023), Table "Model sizes" in the appendix: XS 8M, S 18M, M 37M, L 77M, XL 200M.
     "xs": dict(deter=256, hidden=256, stoch=32, classes=32, units=256, mlp_layers=1, cnn_depth=24, blocks=1),

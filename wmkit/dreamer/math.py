@@ -45,13 +45,14 @@ def twohot_bins(recipe: str = "2023", num: int = 255, limit: float = 20.0,
         raise ValueError(f"recipe must be '2023' or '2025', got {recipe!r}")
     if num < 2:
         raise ValueError(f"num (number of bins) must be >= 2, got {num}")
-    if recipe == "2023":
-        return torch.linspace(-limit, limit, num, device=device)
+    # Build one half and mirror it: exactly symmetric, exactly 0 in the middle for odd ``num``.
     if num % 2 == 1:
-        half = symexp(torch.linspace(-limit, 0.0, (num - 1) // 2 + 1, dtype=torch.float64))
+        half = torch.linspace(-limit, 0.0, (num - 1) // 2 + 1, dtype=torch.float64)
+        half = symexp(half) if recipe == "2025" else half
         bins = torch.cat([half, -half[:-1].flip(0)])
     else:
-        half = symexp(torch.linspace(-limit, 0.0, num // 2, dtype=torch.float64))
+        half = torch.linspace(-limit, limit, num, dtype=torch.float64)[: num // 2]
+        half = symexp(half) if recipe == "2025" else half
         bins = torch.cat([half, -half.flip(0)])
     return bins.to(dtype=torch.float32, device=device)
 

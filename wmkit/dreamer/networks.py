@@ -43,6 +43,13 @@ class MLP(nn.Module):
         return self.net(symlog(x) if self.symlog_inputs else x)
 
 
+def image_to_float(img: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] -> float [-0.5, 0.5]; float input is taken as already converted."""
+    if img.dtype == torch.uint8:
+        return img.float().mul_(1 / 255.0).sub_(0.5)
+    return img
+
+
 class ChannelNorm(nn.Module):
     """Normalise over the channel axis of an NCHW map (the official code normalises channels-last)."""
 
@@ -74,10 +81,11 @@ class Encoder(nn.Module):
     def forward(self, obs: dict) -> torch.Tensor:
         outs = []
         if self.has_image:
-            img = obs["image"]                                        # (..., 64, 64, 3) uint8
+            img = image_to_float(obs["image"])                        # (..., 64, 64, 3) in [-0.5, 0.5]
             lead = img.shape[:-3]
-            x = img.reshape(-1, 64, 64, 3).permute(0, 3, 1, 2).float() / 255.0 - 0.5   # (N, 3, 64, 64)
-            outs.append(self.cnn(x).reshape(*lead, -1))               # (..., 8d*4*4)
+            # NHWC memory seen as NCHW ("channels_last"): the fast layout for CPU (oneDNN) and GPU convs
+            x = img.reshape(-1, 64, 64, 3).permute(0, 3, 1, 2)        # (N, 3, 64, 64)
+            outs.append(self.cnn(x).permute(0, 2, 3, 1).reshape(*lead, -1))   # (..., 4*4*8d)
         if self.has_vector:
             outs.append(self.mlp(obs["vector"]))                     # (..., units)
         return torch.cat(outs, -1) if len(outs) > 1 else outs[0]
@@ -106,7 +114,8 @@ class Decoder(nn.Module):
         out = {}
         lead = feat.shape[:-1]
         if self.has_image:
-            x = self.img_in(feat.reshape(-1, feat.shape[-1])).reshape(-1, 8 * self.depth, 4, 4)
+            x = self.img_in(feat.reshape(-1, feat.shape[-1]))
+            x = x.reshape(-1, 4, 4, 8 * self.depth).permute(0, 3, 1, 2)   # (N, 8d, 4, 4) channels_last
             out["image"] = self.cnn(x).permute(0, 2, 3, 1).reshape(*lead, 64, 64, 3)   # (..., 64, 64, 3)
         if self.has_vector:
             out["vector"] = self.vec_out(self.mlp(feat))             # (..., D) in symlog space
@@ -117,8 +126,8 @@ class Decoder(nn.Module):
         """Sum of squared errors per step: image in [-0.5, 0.5], vector in symlog space. -> (...)"""
         total = 0.0
         if self.has_image:
-            target = obs["image"].float() / 255.0 - 0.5              # (..., 64, 64, 3)
-            total = total + (pred["image"] - target).square().sum((-3, -2, -1))
+            diff = pred["image"] - image_to_float(obs["image"])      # (..., 64, 64, 3)
+            total = total + (diff * diff).sum((-3, -2, -1))
         if self.has_vector:
             total = total + (pred["vector"] - symlog(obs["vector"])).square().sum(-1)
         return total
@@ -144,7 +153,11 @@ class TwoHotHead(nn.Module):
     # [eq:twohot_head]
     def pred(self, logits: torch.Tensor) -> torch.Tensor:
         """Expected value in raw space: symexp(E[bin]) (2023) or E[bin] (2025). -> (...)"""
-        mean = (logits.softmax(-1) * self.bins).sum(-1)
+        wb = logits.softmax(-1) * self.bins                            # (..., K)
+        m = wb.shape[-1] // 2   # add mirrored bins in pairs: a uniform distribution gives exactly 0
+        mean = (wb[..., :m].flip(-1) + wb[..., -m:]).sum(-1)
+        if wb.shape[-1] % 2:
+            mean = mean + wb[..., m]
         return symexp(mean) if self.space == "symlog" else mean
 
     def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,172 @@
+"""DreamerV3 model tests: gradients go where the paper says, known parameter counts, determinism,
+resume through wmkit.checkpoint, and clear errors for bad inputs. Tiny sizes: a few seconds each."""
+
+import numpy as np
+import pytest
+import torch
+
+from wmkit.checkpoint import load_state, save_state
+from wmkit.dreamer import Agent, DreamerConfig
+from wmkit.dreamer.agent import WorldModel, size_table
+
+IMG = {"image": ((64, 64, 3), np.uint8)}
+VEC = {"vector": ((6,), np.float32)}
+
+
+def make_batch(B=3, T=8, n=4, image=True, vector=False, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    b = {"action": torch.nn.functional.one_hot(torch.randint(0, n, (B, T), generator=g), n).float(),
+         "reward": torch.randn(B, T, generator=g), "is_first": torch.zeros(B, T, dtype=torch.bool),
+         "is_terminal": torch.zeros(B, T, dtype=torch.bool)}
+    b["is_first"][:, 0] = True
+    b["action"][:, 0] = 0
+    b["is_terminal"][0, -1] = True
+    if image:   # smooth blobs so there is something to learn
+        x = torch.linspace(-1, 1, 64)
+        c = torch.rand(B, T, 2, generator=g) - 0.5
+        d = (x[None, None, :, None] - c[..., 0, None, None]) ** 2 \
+            + (x[None, None, None, :] - c[..., 1, None, None]) ** 2
+        b["image"] = (255 * torch.exp(-8 * d)).to(torch.uint8)[..., None].expand(B, T, 64, 64, 3).contiguous()
+    if vector:
+        b["vector"] = torch.randn(B, T, 6, generator=g) * 100
+    return b
+
+
+def tiny_agent(obs=IMG, discrete=True, recipe="2023", seed=0, **kw):
+    cfg = DreamerConfig(recipe=recipe, size="tiny", **kw)
+    return Agent(obs, {"n": 4, "discrete": discrete}, cfg, device="cpu", seed=seed)
+
+
+def test_unimix_floor_and_straight_through():
+    agent = tiny_agent()
+    rssm = agent.wm.rssm
+    raw = torch.randn(5, rssm.stoch * rssm.classes) * 50          # extreme logits
+    probs = rssm._logits(raw).exp()
+    assert probs.min() >= 0.01 / rssm.classes * (1 - 1e-5)
+    assert torch.allclose(probs.sum(-1), torch.ones(5, rssm.stoch))
+    logp, _ = agent.actor(torch.randn(7, agent.wm.feat_dim) * 100)
+    assert logp.exp().min() >= 0.01 / 4 * (1 - 1e-5)
+    # the straight-through sample is one-hot in value but passes gradients to the logits
+    logits = torch.randn(2, rssm.stoch * rssm.classes, requires_grad=True)
+    sample = rssm.sample(rssm._logits(logits), None)
+    assert torch.allclose(sample.detach().reshape(2, rssm.stoch, -1).sum(-1), torch.ones(2, rssm.stoch))
+    (sample * torch.randn_like(sample)).sum().backward()
+    assert logits.grad.abs().sum() > 0
+
+
+def _grads(loss, params):
+    gs = torch.autograd.grad(loss, params, allow_unused=True, retain_graph=True)
+    return sum(0.0 if g is None else float(g.abs().sum()) for g in gs)
+
+
+def test_kl_balancing_gradients_go_where_they_should():
+    agent = tiny_agent()
+    wm, rssm = agent.wm, agent.wm.rssm
+    b = make_batch(B=2, T=1)    # one step from the zero state: h_1 does not depend on the encoder
+    embed = wm.encoder({"image": b["image"]})
+    out = rssm.observe(embed, b["action"], b["is_first"], rssm.initial(2, "cpu"), None)
+    # free = 0 so that the max(1, KL) floor does not hide the gradients
+    dyn, rep, _ = rssm.kl_losses(out["post"], out["prior"], free=0.0)
+    enc_post = list(wm.encoder.parameters()) + list(rssm.post_embed.parameters()) + \
+        list(rssm.post_out.parameters())
+    prior = list(rssm.prior.parameters())
+    assert _grads(dyn.sum(), enc_post) == 0.0       # dynamics term: does not move encoder/posterior
+    assert _grads(dyn.sum(), prior) > 0.0           # ... it trains the prior
+    assert _grads(rep.sum(), prior) == 0.0          # representation term: does not move the prior
+    assert _grads(rep.sum(), enc_post) > 0.0        # ... it trains encoder and posterior
+    # free bits: below 1 nat the clipped KL is constant, so no gradient at all
+    dyn1, rep1, kl = rssm.kl_losses(out["post"], out["prior"], free=1e6)
+    assert _grads(dyn1.sum() + rep1.sum(), enc_post + prior) == 0.0
+    assert torch.all(dyn1 == 1e6)
+
+
+def test_known_parameter_counts():
+    agent = tiny_agent()
+    # CNN depth 8: convs 3*8*16 + 8*16*16 + 16*32*16 + 32*64*16 = 43392, LayerNorms 2*(8+16+32+64) = 240
+    assert agent.param_counts()["encoder"] == 43_632
+    # two-hot reward head: Linear(136->64, no bias) + LN(64) + Linear(64->255): 8704 + 128 + 16575
+    F = 128 + 8 * 8
+    assert agent.wm.feat_dim == F
+    assert agent.param_counts()["reward"] == F * 64 + 128 + 64 * 255 + 255
+    counts = agent.param_counts()
+    assert counts["total"] == counts["world_model"] + counts["actor"] + counts["critic"]
+    table = size_table()
+    assert table["tiny"] == 539_059 and 3_000_000 < table["size3m"] < 4_000_000
+    assert 6e6 < table["xs"] < 12e6 and 150e6 < table["xl"] < 260e6     # the paper: 8M .. 200M
+
+
+def test_zero_initialised_heads_predict_zero():
+    agent = tiny_agent()
+    feat = torch.randn(3, agent.wm.feat_dim)
+    assert torch.all(agent.wm.reward.pred(agent.wm.reward(feat)) == 0)
+    assert torch.all(agent.critic.pred(agent.critic(feat)) == 0)
+
+
+@pytest.mark.parametrize("recipe", ["2023", "2025"])
+def test_updates_lower_world_model_loss(recipe):
+    torch.set_num_threads(1)
+    agent = tiny_agent(recipe=recipe, warmup=0, model_lr=1e-3)   # a larger lr so 6 steps show it
+    batch = make_batch(B=4, T=10)
+    losses = [agent.update(batch)["wm_loss"] for _ in range(6)]
+    assert all(np.isfinite(losses))
+    assert losses[-1] < 0.8 * losses[0], losses
+
+
+def test_determinism_and_resume_are_bit_identical(tmp_path):
+    torch.set_num_threads(1)
+    batch = make_batch(B=2, T=6, vector=True)
+    obs = {**IMG, **VEC}
+    a, b = tiny_agent(obs, seed=3), tiny_agent(obs, seed=3)
+    assert a.update(batch) == b.update(batch)
+    save_state(tmp_path / "ckpt", a.state_dict())
+    m_a = a.update(batch)
+    c = tiny_agent(obs, seed=99)               # different init, then restored
+    c.load_state_dict(load_state(tmp_path / "ckpt"))
+    assert c.update(batch) == m_a
+    for p, q in zip(a.wm.parameters(), c.wm.parameters()):
+        assert torch.equal(p, q)
+
+
+def test_continuous_2025_policy_and_report():
+    agent = tiny_agent({**IMG, **VEC}, discrete=False, recipe="2025")
+    batch = make_batch(B=2, T=6, vector=True)
+    batch["action"] = torch.rand(2, 6, 4) * 2 - 1
+    m = agent.update(batch)
+    assert "repval_loss" in m and np.isfinite(m["actor_loss"])
+    state = agent.initial_state(2)
+    obs = {"image": np.zeros((2, 64, 64, 3), np.uint8), "vector": np.ones((2, 6), np.float32),
+           "is_first": np.array([True, True])}
+    act, state = agent.policy(obs, state)
+    assert act.shape == (2, 4) and act.dtype == np.float32 and np.all(np.abs(act) <= 1)
+    rep = agent.imagine_report(batch, context=2)
+    assert rep["imagined"].shape == (2, 6, 64, 64, 3) and rep["imagined"].dtype == np.uint8
+    assert rep["reward"].shape == rep["cont"].shape == rep["value"].shape == (2, 6)
+
+
+def test_bad_inputs_give_clear_errors():
+    with pytest.raises(ValueError, match="'image'"):
+        Agent({"image": ((32, 32, 3), np.uint8)}, {"n": 3, "discrete": True}, DreamerConfig())
+    with pytest.raises(ValueError, match="'rgb'"):
+        Agent({"rgb": ((64, 64, 3), np.uint8)}, {"n": 3, "discrete": True}, DreamerConfig())
+    with pytest.raises(ValueError, match="'vector'"):
+        Agent({"vector": ((4,), np.float64)}, {"n": 3, "discrete": True}, DreamerConfig())
+    with pytest.raises(ValueError, match="act_space"):
+        Agent(IMG, {"n": 0, "discrete": True}, DreamerConfig())
+    with pytest.raises(ValueError, match="size"):
+        DreamerConfig(size="huge")
+    agent = tiny_agent()
+    state = agent.initial_state(1)
+    with pytest.raises(ValueError, match=r"obs\['image'\].*dtype"):
+        agent.policy({"image": np.zeros((1, 64, 64, 3), np.float32), "is_first": np.ones(1, bool)}, state)
+    with pytest.raises(ValueError, match=r"obs\['image'\].*shape"):
+        agent.policy({"image": np.zeros((1, 64, 64), np.uint8), "is_first": np.ones(1, bool)}, state)
+    batch = make_batch(B=2, T=4)
+    del batch["reward"]
+    with pytest.raises(ValueError, match="reward"):
+        agent.update(batch)
+
+
+def test_world_model_builds_on_meta_device_for_paper_sizes():
+    with torch.device("meta"):
+        wm = WorldModel(IMG, 17, DreamerConfig(recipe="2025", size="size50m"))
+    assert wm.feat_dim == 4096 + 32 * 32
