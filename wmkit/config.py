@@ -23,13 +23,13 @@ import inspect
 import textwrap
 import types
 import typing
-from functools import lru_cache
+from functools import cache
 from typing import Any, TypeVar
 
 T = TypeVar("T")
 
 
-@lru_cache(maxsize=None)
+@cache
 def field_docs(cls: type) -> dict[str, str]:
     """Map each field of dataclass ``cls`` (and its bases) to the docstring written under it."""
     docs: dict[str, str] = {}
@@ -108,8 +108,7 @@ def parse_config(cls: type[T], argv: list[str] | None = None, prog: str | None =
         formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_arguments(parser, cls)
     ns = parser.parse_args(argv)
-    values = {**overrides, **vars(ns)}
-    return cls(**values)
+    return from_dict(cls, {**overrides, **vars(ns)})
 
 
 def to_dict(cfg: Any) -> dict:
