@@ -138,7 +138,7 @@ def train_vae(cfg: TrainVAEConfig, progress: bool = True) -> tuple[ConvVAE, list
             step += 1
             if step % 10 == 0:
                 log.log(step, **{f"vae/{k}": v for k, v in losses.items()}, epoch=epoch)
-            bar.set_postfix(recon=f"{float(losses['recon']):.1f}", kl=f"{float(losses['kl']):.1f}")
+            bar.set_postfix(recon=f"{losses['recon'].item():.1f}", kl=f"{losses['kl'].item():.1f}")
         save_state(_ckpt(cfg.run_dir), {"model": vae.state_dict(), "optim": opt.state_dict(),
                                         "epoch": epoch + 1, "step": step, "rng": rng_state()},
                    metadata={"config": to_dict(cfg), "kind": "vae"})
@@ -237,7 +237,7 @@ def train_mdnrnn(cfg: TrainMDNRNNConfig, vae: ConvVAE | None = None,
             opt.step()
             step += 1
             log.log(step, **{f"mdnrnn/{k}": v for k, v in losses.items()}, epoch=epoch)
-        bar.set_postfix(nll=f"{float(losses['nll']):.3f}")
+        bar.set_postfix(nll=f"{losses['nll'].item():.3f}")
         save_state(_ckpt(cfg.run_dir), {"model": m.state_dict(), "optim": opt.state_dict(),
                                         "epoch": epoch + 1, "step": step, "rng": rng_state()},
                    metadata={"config": to_dict(cfg), "kind": "mdnrnn", "z_dim": vae.z_dim})

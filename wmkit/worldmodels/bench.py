@@ -1,0 +1,192 @@
+"""``wmkit bench worldmodels``: speed and quality figures of stage 1 (one JSON line per figure).
+
+Speed (synthetic inputs, the paper's model sizes):
+  vae_train        images/s     V forward + backward + Adam step, batch --vae-batch
+  mdnrnn_train     sequences/s  M forward + backward + Adam, batch --mdn-batch of --seq-len steps
+  dream_steps      steps/s      DreamBatch: --dream-batch dreams per LSTM call (and batch 1, and the ratio)
+
+Quality (real CarRacing-v3 data, held-out episodes):
+  vae_recon_mse    per-pixel MSE of V's reconstructions (through the posterior mean), in [0, 1]^2 units
+  mdnrnn_nll       M's next-latent NLL, nats per latent dimension (z = V's posterior mean)
+  repeat_z_nll     baseline: z_{t+1} ~ N(z_t, s^2) with s fitted per dimension on the training episodes
+  nll_gain         repeat_z_nll - mdnrnn_nll (positive = M predicts better than "nothing moves")
+
+By default the quality figures come from a quick run that fits the budget (--quick-episodes episodes
+of --quick-steps steps, --quick-vae-epochs, --quick-mdn-epochs; about 2 minutes on 2 cores). With
+``--runs DIR`` (e.g. runs/worldmodels after the cpu-profile CLI or notebook) they are measured on that
+run's trained V and M instead, on its last --held-out episodes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from wmkit.bench import emit, timeit
+from wmkit.worldmodels.data import Episode, episode_paths, frames_to_tensor, load_episode
+from wmkit.worldmodels.dream_env import DreamBatch, encode_episode
+from wmkit.worldmodels.mdnrnn import MDNRNN, mdn_nll
+from wmkit.worldmodels.vae import ConvVAE
+
+B = "worldmodels"
+
+
+@torch.no_grad()
+def recon_mse(vae: ConvVAE, episodes: list[Episode]) -> float:
+    """Mean per-pixel squared error of V's reconstructions over every frame of ``episodes``."""
+    errs = []
+    for ep in episodes:
+        for s in range(0, len(ep.obs), 256):
+            x = frames_to_tensor(ep.obs[s:s + 256])
+            errs.append(((vae.reconstruct(x) - x) ** 2).mean(dim=(1, 2, 3)))
+    return float(torch.cat(errs).mean())
+
+
+@torch.no_grad()
+def next_latent_nll(m: MDNRNN, mus: list[np.ndarray], episodes: list[Episode]) -> float:
+    """M's NLL of z_{t+1} given the real past (teacher forcing), nats per latent dimension."""
+    tot, n = 0.0, 0
+    for mu, ep in zip(mus, episodes):
+        z = torch.from_numpy(mu)[None]                                      # (1, T+1, Z)
+        out = m(z[:, :-1], torch.from_numpy(ep.actions)[None])
+        nll = mdn_nll(out.logit_pi, out.mu, out.log_sigma, z[:, 1:])        # (1, T, Z)
+        tot, n = tot + float(nll.sum()), n + nll.numel()
+    return tot / n
+
+
+def repeat_z_nll(train_mus: list[np.ndarray], test_mus: list[np.ndarray]) -> float:
+    """Baseline NLL: z_{t+1} ~ N(z_t, s^2), s = RMS of (z_{t+1} - z_t) per dim on training episodes."""
+    d_train = np.concatenate([np.diff(m, axis=0) for m in train_mus])      # (N, Z)
+    s = np.sqrt((d_train ** 2).mean(0)) + 1e-6                             # (Z,)
+    d = np.concatenate([np.diff(m, axis=0) for m in test_mus])
+    return float((0.5 * (d / s) ** 2 + np.log(s) + 0.5 * np.log(2 * np.pi)).mean())
+
+
+def speed(args: argparse.Namespace) -> None:
+    torch.manual_seed(0)
+    vae = ConvVAE()
+    opt = torch.optim.Adam(vae.parameters(), 1e-4)
+    x = torch.rand(args.vae_batch, 3, 64, 64)
+
+    def vae_step():
+        loss = vae.loss(x)["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    t = timeit(vae_step, warmup=1, repeat=args.repeat)
+    emit(B, "vae_train", args.vae_batch / t["median"], "images/s", batch=args.vae_batch)
+
+    m = MDNRNN()
+    opt = torch.optim.Adam(m.parameters(), 1e-3)
+    z, a = torch.randn(args.mdn_batch, args.seq_len + 1, 32), torch.rand(args.mdn_batch, args.seq_len, 3)
+    r, d = torch.randn(args.mdn_batch, args.seq_len), torch.zeros(args.mdn_batch, args.seq_len)
+
+    def mdn_step():
+        loss = m.loss(z, a, r, d)["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    t = timeit(mdn_step, warmup=1, repeat=args.repeat)
+    emit(B, "mdnrnn_train", args.mdn_batch / t["median"], "sequences/s", batch=args.mdn_batch,
+         seq_len=args.seq_len)
+
+    rates = {}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny per-step ops: extra threads only add synchronisation
+    for batch in (1, args.dream_batch):
+        core = DreamBatch(m, tau=1.0)
+        core.reset(torch.randn(batch, 32), seed=0)
+        acts = torch.rand(batch, 3)
+
+        def steps(core=core, acts=acts):
+            for _ in range(20):
+                core.step(acts)
+
+        t = timeit(steps, warmup=1, repeat=args.repeat)
+        rates[batch] = 20 * batch / t["median"]
+    emit(B, "dream_steps", rates[args.dream_batch], "steps/s", batch=args.dream_batch, threads=1)
+    emit(B, "dream_steps_single", rates[1], "steps/s", batch=1, threads=1)
+    emit(B, "dream_batched_speedup", rates[args.dream_batch] / rates[1], "x",
+         batch=args.dream_batch, threads=1)
+    torch.set_num_threads(threads)
+
+
+def quality(args: argparse.Namespace) -> None:
+    from wmkit.worldmodels.train import (
+        CollectConfig,
+        TrainMDNRNNConfig,
+        TrainVAEConfig,
+        load_mdnrnn,
+        load_vae,
+        run_collect,
+        train_mdnrnn,
+        train_vae,
+    )
+
+    if args.runs:
+        root = Path(args.runs)
+        paths = episode_paths(root / "episodes")
+        vae, m = load_vae(root / "vae", "cpu"), load_mdnrnn(root / "mdnrnn", "cpu")
+        budget = f"trained run {root}"
+    else:
+        root = Path(tempfile.mkdtemp(prefix="wm_bench_"))
+        n = args.quick_episodes
+        run_collect(CollectConfig(out_dir=str(root / "episodes"), n_rollouts=n, rollout_len=args.quick_steps,
+                                  workers=2, seed=1000), progress=False)
+        paths = episode_paths(root / "episodes")
+        train_paths = root / "train"
+        train_paths.mkdir()
+        for p in paths[:-args.held_out]:
+            (train_paths / p.name).symlink_to(p)
+        vae, _ = train_vae(TrainVAEConfig(data_dir=str(train_paths), run_dir=str(root / "vae"),
+                                          epochs=args.quick_vae_epochs, batch_size=32, device="cpu"),
+                           progress=False)
+        m, _ = train_mdnrnn(TrainMDNRNNConfig(data_dir=str(train_paths), run_dir=str(root / "mdnrnn"),
+                                              epochs=args.quick_mdn_epochs, batch_size=8, seq_len=64,
+                                              device="cpu"), vae=vae, progress=False)
+        budget = (f"quick: {n - args.held_out} train episodes x {args.quick_steps} steps, "
+                  f"VAE {args.quick_vae_epochs} epochs, M {args.quick_mdn_epochs} epochs")
+    eps = [load_episode(p) for p in paths]
+    train, test = eps[:-args.held_out], eps[-args.held_out:]
+    mus_train = [encode_episode(vae, e)[0] for e in train]
+    mus_test = [encode_episode(vae, e)[0] for e in test]
+    emit(B, "vae_recon_mse", recon_mse(vae, test), "mse/pixel", budget=budget)
+    nll, base = next_latent_nll(m, mus_test, test), repeat_z_nll(mus_train, mus_test)
+    emit(B, "mdnrnn_nll", nll, "nats/dim", budget=budget)
+    emit(B, "repeat_z_nll", base, "nats/dim", budget=budget)
+    emit(B, "nll_gain", base - nll, "nats/dim", budget=budget)
+
+
+def run(argv: list[str]) -> None:
+    p = argparse.ArgumentParser(prog="wmkit bench worldmodels", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--only", choices=["speed", "quality", "all"], default="all")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--vae-batch", type=int, default=64)
+    p.add_argument("--mdn-batch", type=int, default=16)
+    p.add_argument("--seq-len", type=int, default=64)
+    p.add_argument("--dream-batch", type=int, default=64, help="e.g. CMA-ES population x rollouts")
+    p.add_argument("--runs", default=None, help="measure quality on a trained run folder instead")
+    p.add_argument("--held-out", type=int, default=2, help="last N episodes are the test set")
+    p.add_argument("--quick-episodes", type=int, default=10)
+    p.add_argument("--quick-steps", type=int, default=200)
+    p.add_argument("--quick-vae-epochs", type=int, default=3)
+    p.add_argument("--quick-mdn-epochs", type=int, default=30)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.only in ("speed", "all"):
+        speed(args)
+    if args.only in ("quality", "all"):
+        quality(args)
+
+
+if __name__ == "__main__":
+    run(sys.argv[1:])

@@ -1,0 +1,104 @@
+"""``wmkit worldmodels collect | train-vae | train-mdnrnn | train-controller | dream``.
+
+The paper's procedure (Ha & Schmidhuber 2018, section 4.1), one subcommand per step::
+
+    wmkit worldmodels collect                  # 1. random rollouts  -> runs/worldmodels/episodes
+    wmkit worldmodels train-vae                # 2. V                -> runs/worldmodels/vae
+    wmkit worldmodels train-mdnrnn             # 3. M                -> runs/worldmodels/mdnrnn
+    wmkit worldmodels train-controller         # 4. C by CMA-ES in the dream, evaluated in the real env
+    wmkit worldmodels dream --tau 1.15         # re-dream a recorded episode; writes frames + a PNG strip
+
+Sizes default to the active profile (WMKIT_PROFILE=smoke|cpu|gpu); every option is in ``--help``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from wmkit.config import parse_config
+from wmkit.worldmodels import train as T
+from wmkit.worldmodels.data import episode_paths, load_episode
+from wmkit.worldmodels.dream_env import dream_from_episode
+
+ROOT = T.ROOT
+
+
+@dataclass
+class DreamConfig:
+    """Re-dream a recorded episode with M (real actions, M's own samples) and save real vs dream."""
+
+    data_dir: str = f"{ROOT}/episodes"
+    """Folder of episode .npz files."""
+    episode: int = -1
+    """Index of the episode in data_dir (sorted; -1 = the last one)."""
+    vae_dir: str = f"{ROOT}/vae"
+    """Run folder of a trained V."""
+    mdnrnn_dir: str = f"{ROOT}/mdnrnn"
+    """Run folder of a trained M."""
+    start: int = 50
+    """First frame (50 skips CarRacing's zoom-in animation)."""
+    context: int = 10
+    """Real frames M reads before it starts dreaming."""
+    horizon: int = 100
+    """Dreamed steps."""
+    tau: float = 1.0
+    """Temperature (paper: 1.0 ... 1.3)."""
+    seed: int = 0
+    """Seed of the dream's randomness."""
+    out: str = f"{ROOT}/dream"
+    """Output prefix: <out>.npz (real, dream, rewards) and <out>.png (every 10th frame, real over dream)."""
+
+
+def dream(cfg: DreamConfig) -> dict:
+    from PIL import Image
+
+    vae, m = T.load_vae(cfg.vae_dir), T.load_mdnrnn(cfg.mdnrnn_dir)
+    ep = load_episode(episode_paths(cfg.data_dir)[cfg.episode])
+    start = min(cfg.start, max(0, len(ep) - cfg.context - cfg.horizon))
+    res = dream_from_episode(vae, m, ep, start, cfg.horizon, cfg.context, cfg.tau, cfg.seed)
+    out = Path(cfg.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(out.with_suffix(".npz"), **res)
+    idx = slice(0, cfg.horizon, 10)
+    strip = np.concatenate([np.concatenate(list(res["real"][idx]), 1),
+                            np.concatenate(list(res["dream"][idx]), 1)], 0)
+    Image.fromarray(strip).save(out.with_suffix(".png"))
+    mse = float(np.mean((res["real"] / 255.0 - res["dream"] / 255.0) ** 2))
+    summary = {"out": str(out.with_suffix(".npz")), "tau": cfg.tau, "frames": cfg.horizon,
+               "pixel_mse_real_vs_dream": mse, "dream_return": float(res["dream_reward"].sum()),
+               "real_return": float(res["real_reward"].sum())}
+    print(json.dumps(summary))
+    return summary
+
+
+COMMANDS = {
+    "collect": (T.CollectConfig, lambda c: print(f"{len(T.run_collect(c))} episodes in {c.out_dir}")),
+    "train-vae": (T.TrainVAEConfig, lambda c: T.train_vae(c)),
+    "train-mdnrnn": (T.TrainMDNRNNConfig, lambda c: T.train_mdnrnn(c)),
+    "train-controller": (T.TrainControllerConfig,
+                         lambda c: print(json.dumps({k: v for k, v in T.train_controller(c)[1].items()
+                                                     if k != "history"}))),
+    "dream": (DreamConfig, dream),
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        print(__doc__.strip())
+        print("\ncommands: " + ", ".join(COMMANDS))
+        if argv and argv[0] not in ("-h", "--help"):
+            raise SystemExit(f"wmkit worldmodels: unknown command {argv[0]!r}")
+        raise SystemExit(0 if argv else 2)
+    cls, fn = COMMANDS[argv[0]]
+    cfg = parse_config(cls, argv[1:], prog=f"wmkit worldmodels {argv[0]}")
+    fn(cfg)
+
+
+if __name__ == "__main__":
+    main()
