@@ -48,7 +48,7 @@ def test_unimix_floor_and_straight_through():
     assert logp.exp().min() >= 0.01 / 4 * (1 - 1e-5)
     # the straight-through sample is one-hot in value but passes gradients to the logits
     logits = torch.randn(2, rssm.stoch * rssm.classes, requires_grad=True)
-    sample = rssm.sample(rssm._logits(logits), None)
+    sample = rssm.sample(rssm._logits(logits), rssm.noise((2,), None, "cpu"))
     assert torch.allclose(sample.detach().reshape(2, rssm.stoch, -1).sum(-1), torch.ones(2, rssm.stoch))
     (sample * torch.randn_like(sample)).sum().backward()
     assert logits.grad.abs().sum() > 0

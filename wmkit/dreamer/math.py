@@ -106,6 +106,19 @@ def lambda_return(rew: torch.Tensor, val: torch.Tensor, con: torch.Tensor, disc:
 # [/eq:lambda_return]
 
 
+def _percentiles(x: torch.Tensor, qs: tuple) -> list[torch.Tensor]:
+    """Linear-interpolated percentiles of a flat tensor (numpy's default method), like
+    ``torch.quantile`` but with the positions computed on the host from the size alone: no device sync."""
+    xs = x.sort().values
+    n, out = xs.shape[0], []
+    for q in qs:
+        pos = q / 100 * (n - 1)
+        i = min(int(pos), n - 1)
+        j = min(i + 1, n - 1)
+        out.append(xs[i] + (xs[j] - xs[i]) * (pos - i))
+    return out
+
+
 # [eq:retnorm]
 class ReturnNormalizer:
     """EMA of the 5th and 95th return percentiles; scale = max(limit, hi - lo) (Eq. 12).
@@ -125,13 +138,12 @@ class ReturnNormalizer:
         self.rate, self.low, self.high, self.limit = rate, low, high, limit
         self.lo = torch.zeros((), device=device)
         self.hi = torch.zeros((), device=device)
-        self._q = torch.tensor([low / 100, high / 100], device=device)
 
     def update(self, returns: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         x = torch.as_tensor(returns).detach().float().reshape(-1).to(self.lo.device)
-        q = torch.quantile(x, self._q.to(x.device))                    # (2,) no host sync
-        self.lo = (1 - self.rate) * self.lo + self.rate * q[0]
-        self.hi = (1 - self.rate) * self.hi + self.rate * q[1]
+        lo, hi = _percentiles(x, (self.low, self.high))
+        self.lo = (1 - self.rate) * self.lo + self.rate * lo
+        self.hi = (1 - self.rate) * self.hi + self.rate * hi
         return self.stats()
 
     def stats(self) -> tuple[torch.Tensor, torch.Tensor]:

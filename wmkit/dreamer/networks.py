@@ -17,6 +17,12 @@ from torch import nn
 from wmkit.dreamer.math import symexp, symlog, twohot, twohot_bins
 
 
+def gumbel_noise(shape: tuple, gen: torch.Generator | None, device) -> torch.Tensor:
+    """Standard Gumbel noise: argmax(log p + g) is a sample from p (the Gumbel-max trick)."""
+    u = torch.rand(shape, generator=gen, device=device).clamp_(1e-20, 1.0)
+    return -torch.log(-torch.log(u))
+
+
 def make_norm(kind: str, dim: int) -> nn.Module:
     """LayerNorm (2023) or RMSNorm (2025), with the official code's epsilons."""
     if kind == "layer":
@@ -188,19 +194,19 @@ class Actor(nn.Module):
         std = (self.max_std - self.min_std) * torch.sigmoid(std + 2.0) + self.min_std
         return torch.tanh(mean), std
 
-    def sample(self, dist: tuple, gen: torch.Generator | None, mode: bool = False) -> torch.Tensor:
+    def noise(self, shape: tuple, gen: torch.Generator | None, device) -> torch.Tensor:
+        """Noise for ``sample``: Gumbel (discrete) or standard normal (continuous), (*shape, n)."""
+        if self.discrete:
+            return gumbel_noise((*shape, self.n), gen, device)
+        return torch.randn((*shape, self.n), generator=gen, device=device)
+
+    def sample(self, dist: tuple, noise: torch.Tensor | None, mode: bool = False) -> torch.Tensor:
         """One-hot (..., n) float or a Gaussian sample (..., n) (not clipped; the env clips)."""
         a, b = dist
         if self.discrete:
-            if mode:
-                idx = a.argmax(-1, keepdim=True)
-            else:
-                u = torch.rand(a.shape, generator=gen, device=a.device).clamp_(1e-20, 1.0)
-                idx = (a - torch.log(-torch.log(u))).argmax(-1, keepdim=True)   # Gumbel-max
+            idx = a.argmax(-1, keepdim=True) if mode else (a + noise).argmax(-1, keepdim=True)
             return torch.zeros_like(a).scatter_(-1, idx, 1.0)
-        if mode:
-            return a
-        return a + b * torch.randn(a.shape, generator=gen, device=a.device)
+        return a if mode else a + b * noise
 
     def log_prob_entropy(self, dist: tuple, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         a, b = dist

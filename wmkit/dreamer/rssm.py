@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from wmkit.dreamer.networks import make_norm
+from wmkit.dreamer.networks import gumbel_noise, make_norm
 
 
 class BlockLinear(nn.Module):
@@ -136,35 +136,50 @@ class RSSM(nn.Module):
         return self._logits(self.prior(deter))
 
     # [eq:straight_through]
-    def sample(self, logits: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
-        """One-hot sample with straight-through gradients: onehot + p - sg(p). (..., S*K)"""
-        u = torch.rand(logits.shape, generator=gen, device=logits.device).clamp_(1e-20, 1.0)
-        idx = (logits - torch.log(-torch.log(u))).argmax(-1, keepdim=True)              # Gumbel-max
+    def sample(self, logits: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """One-hot sample with straight-through gradients: onehot + p - sg(p). (..., S*K)
+
+        ``noise`` is Gumbel noise of the logits' shape (drawn for all steps at once by the caller), so
+        that argmax(logits + noise) is an exact sample (the Gumbel-max trick).
+        """
+        idx = (logits + noise).argmax(-1, keepdim=True)
         probs = logits.exp()
         onehot = torch.zeros_like(probs).scatter_(-1, idx, 1.0)
         return (onehot + probs - probs.detach()).flatten(-2)
     # [/eq:straight_through]
 
+    def noise(self, shape: tuple, gen: torch.Generator | None, device) -> torch.Tensor:
+        """Gumbel noise (*shape, S, K) for ``sample``."""
+        return gumbel_noise((*shape, self.stoch, self.classes), gen, device)
+
     # ---- sequences -------------------------------------------------------------------------------
+    def obs_cell(self, deter: torch.Tensor, stoch: torch.Tensor, keep: torch.Tensor, act_in: torch.Tensor,
+                 emb_in: torch.Tensor, noise: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """One posterior step (the body of ``observe``; pure, so ``torch.compile`` can fuse it)."""
+        deter, stoch = deter * keep, stoch * keep                                         # reset
+        deter = self.core(deter, stoch, act_in)                                           # (B, D)
+        logit = self.post_logits(deter, emb_in)                                           # (B, S, K)
+        return deter, self.sample(logit, noise), logit
+
     def observe(self, embed: torch.Tensor, action: torch.Tensor, is_first: torch.Tensor,
-                state: tuple[torch.Tensor, torch.Tensor], gen: torch.Generator | None) -> dict:
+                state: tuple[torch.Tensor, torch.Tensor], gen: torch.Generator | None,
+                cell=None) -> dict:
         """Posterior rollout over a batch of sequences.
 
         embed (B, T, E), action (B, T, A) (a_t led to x_t), is_first (B, T) bool. The state is reset
         to zeros where ``is_first``. Returns deter (B, T, D), stoch (B, T, S*K), post and prior
-        log-probs (B, T, S, K).
+        log-probs (B, T, S, K). ``cell`` replaces ``obs_cell`` (e.g. a compiled version).
         """
         B, T = embed.shape[:2]
+        cell = cell or self.obs_cell
         keep = (~is_first).to(embed.dtype).unsqueeze(-1)                                 # (B, T, 1)
         act_in = self.action_input(action * keep)                                         # (B, T, Hd)
         emb_in = self.post_embed(embed)                                                   # (B, T, Hd)
+        noise = self.noise((T, B), gen, embed.device)                                     # (T, B, S, K)
         deter, stoch = state
         deters, stochs, posts = [], [], []
         for t in range(T):
-            deter, stoch = deter * keep[:, t], stoch * keep[:, t]
-            deter = self.core(deter, stoch, act_in[:, t])                                 # (B, D)
-            logit = self.post_logits(deter, emb_in[:, t])                                 # (B, S, K)
-            stoch = self.sample(logit, gen)                                               # (B, S*K)
+            deter, stoch, logit = cell(deter, stoch, keep[:, t], act_in[:, t], emb_in[:, t], noise[t])
             deters.append(deter)
             stochs.append(stoch)
             posts.append(logit)
@@ -173,10 +188,10 @@ class RSSM(nn.Module):
                 "prior": self.prior_logits(deter)}                                        # (B, T, S, K)
 
     def img_step(self, deter: torch.Tensor, stoch: torch.Tensor, action: torch.Tensor,
-                 gen: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+                 noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One step of the prior (imagination): (B, D), (B, S*K), action (B, A) -> next state."""
         deter = self.core(deter, stoch, self.action_input(action))
-        return deter, self.sample(self.prior_logits(deter), gen)
+        return deter, self.sample(self.prior_logits(deter), noise)
 
     # [eq:kl_balance]
     def kl_losses(self, post: torch.Tensor, prior: torch.Tensor, free: float

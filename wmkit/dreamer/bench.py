@@ -1,0 +1,185 @@
+"""``wmkit bench dreamer``: milliseconds per full DreamerV3 update (world model + actor + critic).
+
+For each size preset (default: ``tiny`` and the ~3M ``size3m``) at B=16, T=64 this prints one JSON
+line per figure, naming the model's dimensions (deter, hidden, stoch x classes, MLP units/layers, CNN
+depth, parameter count) and B, T, so the figure can be set beside other implementations configured
+the same way:
+
+* ``update_ms``        -- ``Agent.update`` as shipped (eager; ``--compile`` adds a compiled variant);
+* ``plain_update_ms``  -- OUR OWN deliberately plain port of the SAME model and math, written the way a
+  first PyTorch port usually is: ``torch.distributions`` objects, prior and posterior computed inside
+  the per-step loop, imagination with autograd on for everything, NCHW convolutions, ``.item()`` after
+  every loss, separate backward passes, for-loop optimisers and clipping. It is a baseline we wrote,
+  not a measurement of any published implementation;
+* ``speedup_vs_plain`` -- the ratio of the two, measured in the same run.
+
+The training-loop figure (environment steps per second of the whole loop) is added by
+``wmkit.dreamer.train.bench_loop`` when that function exists (the engine's half of the stage).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+import torch
+import torch.distributions as td
+
+from wmkit.bench import emit, timeit
+from wmkit.dreamer.agent import Agent
+from wmkit.dreamer.config import DreamerConfig
+from wmkit.dreamer.math import lambda_return
+from wmkit.utils import pick_device
+
+
+def synthetic_batch(B: int, T: int, n_act: int, device, seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    batch = {"image": torch.randint(0, 256, (B, T, 64, 64, 3), dtype=torch.uint8, generator=g),
+             "action": torch.nn.functional.one_hot(torch.randint(0, n_act, (B, T), generator=g), n_act).float(),
+             "reward": (torch.rand(B, T, generator=g) < 0.1).float(),
+             "is_first": torch.zeros(B, T, dtype=torch.bool), "is_terminal": torch.zeros(B, T, dtype=torch.bool)}
+    batch["is_first"][:, 0] = True
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+class PlainUpdate:
+    """A straightforward port of the same update on the same networks (see the module docstring)."""
+
+    def __init__(self, agent: Agent):
+        self.a = agent
+        c = agent.cfg
+        self.opts = {"wm": torch.optim.Adam(agent.wm.parameters(), lr=c.model_lr, eps=c.model_eps, foreach=False),
+                     "actor": torch.optim.Adam(agent.actor.parameters(), lr=c.actor_lr, eps=c.ac_eps, foreach=False),
+                     "critic": torch.optim.Adam(agent.critic.parameters(), lr=c.critic_lr, eps=c.ac_eps,
+                                                foreach=False)}
+
+    def _dist(self, logits):   # logits are unimix log-probs (B, S, K)
+        return td.Independent(td.OneHotCategoricalStraightThrough(logits=logits), 1)
+
+    def update(self, batch: dict) -> dict:
+        a, c = self.a, self.a.cfg
+        wm, rssm = a.wm, a.wm.rssm
+        B, T = batch["is_first"].shape
+        img = batch["image"].permute(0, 1, 4, 2, 3).contiguous().float() / 255.0 - 0.5      # NCHW
+        embed = wm.encoder.cnn(img.reshape(B * T, 3, 64, 64)).permute(0, 2, 3, 1).reshape(B, T, -1)
+        deter, stoch = rssm.initial(B, img.device)
+        deters, stochs, kl_dyn, kl_rep = [], [], [], []
+        for t in range(T):
+            keep = (~batch["is_first"][:, t]).float()[:, None]
+            deter, stoch = deter * keep, stoch * keep
+            deter = rssm.core(deter, stoch, rssm.action_input(batch["action"][:, t] * keep))
+            prior = self._dist(rssm.prior_logits(deter))
+            post_logits = rssm.post_logits(deter, rssm.post_embed(embed[:, t]))
+            post = self._dist(post_logits)
+            stoch = post.rsample().flatten(-2)
+            kl_dyn.append(td.kl_divergence(self._dist(post_logits.detach()), prior))
+            kl_rep.append(td.kl_divergence(post, self._dist(prior.base_dist.logits.detach())))
+            deters.append(deter)
+            stochs.append(stoch)
+        feat = torch.cat([torch.stack(deters, 1), torch.stack(stochs, 1)], -1)
+        x = wm.decoder.img_in(feat.reshape(B * T, -1)).reshape(-1, 4, 4, 8 * wm.decoder.depth)
+        rec = wm.decoder.cnn(x.permute(0, 3, 1, 2).contiguous()).reshape(B, T, 3, 64, 64)
+        dec = ((rec - img) ** 2).sum((-3, -2, -1))
+        rew = wm.reward.loss(wm.reward(feat), batch["reward"])
+        cont = torch.nn.functional.binary_cross_entropy_with_logits(
+            wm.cont(feat).squeeze(-1), 1.0 - batch["is_terminal"].float(), reduction="none")
+        dyn = torch.stack(kl_dyn, 1).clamp(min=c.free_nats)
+        rep = torch.stack(kl_rep, 1).clamp(min=c.free_nats)
+        loss = (dec + rew + cont + c.dyn_scale * dyn + c.rep_scale * rep).mean()
+        mets = {"wm_loss": loss.item(), "dec": dec.mean().item(), "rew": rew.mean().item(),
+                "cont": cont.mean().item(), "dyn": dyn.mean().item(), "rep": rep.mean().item()}
+        self.opts["wm"].zero_grad()
+        loss.backward()
+        mets["wm_gn"] = torch.nn.utils.clip_grad_norm_(wm.parameters(), c.model_clip, foreach=False).item()
+        self.opts["wm"].step()
+        # imagination with autograd on everywhere, actions from torch.distributions
+        deter, stoch = feat[..., :c.deter].detach().reshape(B * T, -1), feat[..., c.deter:].detach().reshape(B * T, -1)
+        feats, acts, logps, ents = [torch.cat([deter, stoch], -1)], [], [], []
+        for _ in range(c.imag_horizon):
+            logp, _ = a.actor(feats[-1].detach())
+            pi = td.OneHotCategorical(logits=logp)
+            act = pi.sample()
+            logps.append(pi.log_prob(act))
+            ents.append(pi.entropy())
+            deter = rssm.core(deter, stoch, rssm.action_input(act))
+            stoch = self._dist(rssm.prior_logits(deter)).rsample().flatten(-2)
+            feats.append(torch.cat([deter, stoch], -1))
+            acts.append(act)
+        feats = torch.stack(feats)
+        rew = wm.reward.pred(wm.reward(feats[1:]))
+        con = (torch.sigmoid(wm.cont(feats[1:]).squeeze(-1)) > 0.5).float()
+        val = a.critic.pred(a.critic(feats))
+        rew = torch.cat([torch.zeros_like(rew[:1]), rew])
+        con = torch.cat([1.0 - batch["is_terminal"].float().reshape(1, -1), con])
+        ret = lambda_return(rew, val, con, c.discount, c.lam)
+        weight = (torch.cumprod(c.discount * con, 0) / c.discount)[:-1].detach()
+        _, scale = a.retnorm.update(ret.detach())
+        adv = (ret - val[:-1]) / scale
+        actor_loss = (-(torch.stack(logps) * adv.detach() + c.actor_entropy * torch.stack(ents)) * weight).mean()
+        slow = a.slow_critic.pred(a.slow_critic(feats[:-1].detach())).detach()
+        logits = a.critic(feats[:-1].detach())
+        critic_loss = ((a.critic.loss(logits, ret.detach()) + a.critic.loss(logits, slow)) * weight).mean()
+        mets.update(actor=actor_loss.item(), critic=critic_loss.item(), ret=ret.mean().item(),
+                    scale=float(scale.item()))
+        for name, l, mod in (("actor", actor_loss, a.actor), ("critic", critic_loss, a.critic)):
+            self.opts[name].zero_grad()
+            l.backward(retain_graph=True)
+            mets[name + "_gn"] = torch.nn.utils.clip_grad_norm_(mod.parameters(), c.ac_clip, foreach=False).item()
+            self.opts[name].step()
+        for p, q in zip(a.critic.parameters(), a.slow_critic.parameters()):
+            q.data.mul_(1 - c.slow_critic_fraction).add_(c.slow_critic_fraction * p.data)
+        return mets
+
+
+def run(argv: list[str]) -> None:
+    ap = argparse.ArgumentParser(prog="wmkit bench dreamer", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", nargs="+", default=["tiny", "size3m"], help="size presets to measure")
+    ap.add_argument("--recipe", default="2023", choices=["2023", "2025"])
+    ap.add_argument("--batch", type=int, default=16, help="B, sequences per update")
+    ap.add_argument("--length", type=int, default=64, help="T, steps per sequence")
+    ap.add_argument("--repeat", type=int, default=3, help="timed updates per variant")
+    ap.add_argument("--warmup", type=int, default=1, help="untimed updates first")
+    ap.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = leave as is)")
+    ap.add_argument("--no-plain", action="store_true", help="skip the plain-port baseline")
+    ap.add_argument("--compile", action="store_true", help="also time cfg.compile=True (torch.compile)")
+    ap.add_argument("--no-loop", action="store_true", help="skip the whole-loop env steps/s figure")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = pick_device(args.device)
+    B, T, n_act = args.batch, args.length, 17
+    obs_space = {"image": ((64, 64, 3), np.uint8)}
+    for size in args.sizes:
+        variants = [("update_ms", False)] + ([("compiled_update_ms", True)] if args.compile else [])
+        results = {}
+        for metric, compiled in variants:
+            cfg = DreamerConfig(recipe=args.recipe, size=size, compile=compiled)
+            agent = Agent(obs_space, {"n": n_act, "discrete": True}, cfg, device=device, seed=0)
+            batch = synthetic_batch(B, T, n_act, device)
+            extra = dict(size=size, recipe=args.recipe, deter=cfg.deter, hidden=cfg.hidden,
+                         stoch=f"{cfg.stoch}x{cfg.classes}", units=cfg.units, mlp_layers=cfg.mlp_layers,
+                         cnn_depth=cfg.cnn_depth, params=agent.param_counts()["total"], B=B, T=T,
+                         horizon=cfg.imag_horizon, device=str(device))
+            t = timeit(lambda agent=agent, batch=batch: agent.update(batch), warmup=args.warmup + compiled,
+                       repeat=args.repeat, sync=device)
+            results[metric] = t["min"] * 1000
+            emit("dreamer", metric, results[metric], "ms", median_ms=t["median"] * 1000, **extra)
+            if not compiled and not args.no_plain:
+                plain = PlainUpdate(agent)
+                t = timeit(lambda plain=plain, batch=batch: plain.update(batch), warmup=args.warmup,
+                           repeat=args.repeat, sync=device)
+                results["plain"] = t["min"] * 1000
+                emit("dreamer", "plain_update_ms", results["plain"], "ms", median_ms=t["median"] * 1000,
+                     baseline="our own plain port of the same model (see wmkit/dreamer/bench.py)", **extra)
+                emit("dreamer", "speedup_vs_plain", results["plain"] / results["update_ms"], "x", **extra)
+        print(f"{size:>8}: " + "  ".join(f"{k}={v:.0f} ms" for k, v in results.items()), file=sys.stderr)
+    if not args.no_loop:
+        try:   # the engine's half: env steps per second of the whole training loop
+            from wmkit.dreamer.train import bench_loop  # type: ignore[attr-defined]
+        except ImportError:
+            print("(whole-loop env steps/s: wmkit.dreamer.train.bench_loop not available yet)", file=sys.stderr)
+        else:
+            bench_loop(args, emit)
