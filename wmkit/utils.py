@@ -79,3 +79,12 @@ def set_rng_state(state: dict) -> None:
 def count_parameters(module: torch.nn.Module, trainable_only: bool = False) -> int:
     """Number of parameters (the figure papers report)."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+
+
+def runs_dir(*parts: str) -> os.PathLike:
+    """Folder for runs and generated data: ``$WMKIT_RUNS_DIR/<parts>`` or ``./runs/<parts>`` (created)."""
+    from pathlib import Path
+
+    path = Path(os.environ.get("WMKIT_RUNS_DIR", "runs")).joinpath(*parts)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
