@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -83,8 +84,6 @@ def count_parameters(module: torch.nn.Module, trainable_only: bool = False) -> i
 
 def runs_dir(*parts: str) -> os.PathLike:
     """Folder for runs and generated data: ``$WMKIT_RUNS_DIR/<parts>`` or ``./runs/<parts>`` (created)."""
-    from pathlib import Path
-
     path = Path(os.environ.get("WMKIT_RUNS_DIR", "runs")).joinpath(*parts)
     path.mkdir(parents=True, exist_ok=True)
     return path
