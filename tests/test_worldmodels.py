@@ -20,6 +20,7 @@ from wmkit.worldmodels import (
     EpisodeFormatError,
     FrameDataset,
     LatentSequenceDataset,
+    ShuffledFrames,
     brownian_actions,
     cma_search,
     collect_episode,
@@ -247,6 +248,18 @@ def test_episode_roundtrip(tmp_path):
     item = seqs[1]
     assert len(seqs) == 2 and item["z"].shape == (6, 32) and item["actions"].shape == (5, 3)
     np.testing.assert_allclose(item["z"].numpy(), mus[0][5:11])
+
+
+def test_shuffled_frames_visit_every_frame_once_per_epoch(tmp_path):
+    paths = [save_episode(tmp_path / f"episode_{i:06d}.npz", _episode(T=9 + i, seed=i)) for i in range(3)]
+    ds = ShuffledFrames(paths, batch_size=4, chunk_episodes=2, seed=0, drop_last=False)
+    seen = torch.cat(list(ds))                                   # (33, 3, 64, 64)
+    every = torch.cat([frames_to_tensor(load_episode(p).obs) for p in paths])
+    assert seen.shape == every.shape == (33, 3, 64, 64)
+    key = lambda x: sorted(x.flatten(1)[:, :16].numpy().round(4).tolist())  # noqa: E731
+    assert key(seen) == key(every)
+    ds.set_epoch(1)
+    assert not torch.equal(torch.cat(list(ds)), seen)            # a new order every epoch
 
 
 def test_corrupt_or_truncated_episode_names_the_file(tmp_path):

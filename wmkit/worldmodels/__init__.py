@@ -12,6 +12,7 @@ from wmkit.worldmodels.data import (
     EpisodeFormatError,
     FrameDataset,
     LatentSequenceDataset,
+    ShuffledFrames,
     brownian_actions,
     check_frames,
     collect,
@@ -39,6 +40,6 @@ __all__ = [
     "cma_search", "real_returns", "DreamBatch", "DreamEnv", "DreamVectorEnv", "dream_returns",
     "dream_from_episode", "encode_episode", "make_dream_env", "ENV_ID", "Episode", "EpisodeFormatError",
     "FrameDataset",
-    "LatentSequenceDataset", "brownian_actions", "check_frames", "collect", "collect_episode",
+    "LatentSequenceDataset", "ShuffledFrames", "brownian_actions", "check_frames", "collect", "collect_episode",
     "episode_paths", "frames_to_tensor", "load_episode", "preprocess_frame", "save_episode",
 ]

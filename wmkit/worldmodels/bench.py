@@ -39,10 +39,10 @@ B = "worldmodels"
 @torch.no_grad()
 def recon_mse(vae: ConvVAE, episodes: list[Episode]) -> float:
     """Mean per-pixel squared error of V's reconstructions over every frame of ``episodes``."""
-    errs = []
+    errs, dev = [], next(vae.parameters()).device
     for ep in episodes:
         for s in range(0, len(ep.obs), 256):
-            x = frames_to_tensor(ep.obs[s:s + 256])
+            x = frames_to_tensor(ep.obs[s:s + 256]).to(dev)
             errs.append(((vae.reconstruct(x) - x) ** 2).mean(dim=(1, 2, 3)))
     return float(torch.cat(errs).mean())
 
@@ -50,10 +50,10 @@ def recon_mse(vae: ConvVAE, episodes: list[Episode]) -> float:
 @torch.no_grad()
 def next_latent_nll(m: MDNRNN, mus: list[np.ndarray], episodes: list[Episode]) -> float:
     """M's NLL of z_{t+1} given the real past (teacher forcing), nats per latent dimension."""
-    tot, n = 0.0, 0
+    tot, n, dev = 0.0, 0, next(m.parameters()).device
     for mu, ep in zip(mus, episodes):
-        z = torch.from_numpy(mu)[None]                                      # (1, T+1, Z)
-        out = m(z[:, :-1], torch.from_numpy(ep.actions)[None])
+        z = torch.from_numpy(mu)[None].to(dev)                              # (1, T+1, Z)
+        out = m(z[:, :-1], torch.from_numpy(ep.actions)[None].to(dev))
         nll = mdn_nll(out.logit_pi, out.mu, out.log_sigma, z[:, 1:])        # (1, T, Z)
         tot, n = tot + float(nll.sum()), n + nll.numel()
     return tot / n

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, IterableDataset
 
 ENV_ID = "CarRacing-v3"
 FRAME_SHAPE = (64, 64, 3)
@@ -269,6 +269,35 @@ class FrameDataset(Dataset):
 
     def __getitem__(self, i: int) -> torch.Tensor:
         return self.frames[i].permute(2, 0, 1).float().div(255.0)  # (3, 64, 64)
+
+
+class ShuffledFrames(IterableDataset):
+    """Frames of many episodes in shuffled batches without holding them all in memory.
+
+    Paper scale is 10M frames (120 GB as uint8), so each pass reads ``chunk_episodes`` episodes at a
+    time (in a fresh random order), shuffles their frames together and yields (B, 3, 64, 64) float
+    batches. When every episode fits in one chunk this is an ordinary full shuffle.
+    """
+
+    def __init__(self, paths: Sequence[str | os.PathLike], batch_size: int, chunk_episodes: int = 200,
+                 seed: int = 0, drop_last: bool = True):
+        if not paths:
+            raise ValueError("ShuffledFrames needs at least one episode file")
+        self.paths, self.batch_size, self.chunk = [Path(p) for p in paths], batch_size, chunk_episodes
+        self.seed, self.drop_last, self.epoch = seed, drop_last, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        rng = np.random.default_rng([self.seed, self.epoch])
+        order = rng.permutation(len(self.paths))
+        for c in range(0, len(order), self.chunk):
+            frames = np.concatenate([load_episode(self.paths[i]).obs for i in order[c:c + self.chunk]])
+            perm = rng.permutation(len(frames))
+            stop = len(perm) - (len(perm) % self.batch_size if self.drop_last else 0)
+            for s in range(0, stop, self.batch_size):
+                yield frames_to_tensor(frames[np.sort(perm[s:s + self.batch_size])])  # (B, 3, 64, 64)
 
 
 class LatentSequenceDataset(Dataset):

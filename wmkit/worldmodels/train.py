@@ -28,8 +28,8 @@ from wmkit.training import Logger, check_finite
 from wmkit.utils import pick_device, rng_state, seed_everything, set_rng_state
 from wmkit.worldmodels.controller import Controller, cma_search, real_returns
 from wmkit.worldmodels.data import (
-    FrameDataset,
     LatentSequenceDataset,
+    ShuffledFrames,
     collect,
     episode_paths,
     load_episode,
@@ -46,6 +46,12 @@ def _fill(cfg, **from_profile):
     P = profile().worldmodels
     return dataclasses.replace(cfg, **{k: getattr(P, v) for k, v in from_profile.items()
                                         if getattr(cfg, k) is None})
+
+
+def _num_frames(path: Path) -> int:
+    """Frames in an episode file, reading only its small rewards array."""
+    with np.load(path) as f:
+        return len(f["rewards"]) + 1
 
 
 def _ckpt(run_dir: str | Path) -> Path:
@@ -98,6 +104,8 @@ class TrainVAEConfig:
     """Latent size (paper: 32 for CarRacing)."""
     max_episodes: int | None = None
     """Use only the first N episodes (None = all)."""
+    chunk_episodes: int = 200
+    """Episodes held in memory at once; frames are shuffled within a chunk (paper scale: 10M frames)."""
     seed: int = 0
     """Seed for initialisation and batch order."""
     device: str = "auto"
@@ -113,7 +121,7 @@ def train_vae(cfg: TrainVAEConfig, progress: bool = True) -> tuple[ConvVAE, list
     dev = pick_device(cfg.device)
     seed_everything(cfg.seed)
     paths = episode_paths(cfg.data_dir)[: cfg.max_episodes]
-    data = FrameDataset(paths)
+    data = ShuffledFrames(paths, cfg.batch_size, cfg.chunk_episodes, seed=cfg.seed)
     vae = ConvVAE(cfg.z_dim, cfg.kl_tolerance).to(dev)
     opt = torch.optim.Adam(vae.parameters(), lr=cfg.lr)
     start_epoch, step = 0, 0
@@ -125,10 +133,11 @@ def train_vae(cfg: TrainVAEConfig, progress: bool = True) -> tuple[ConvVAE, list
         set_rng_state(st["rng"])
     log = Logger(cfg.run_dir, resume=cfg.resume)
     log.save_config(to_dict(cfg))
-    g = torch.Generator().manual_seed(cfg.seed + start_epoch)
+    per_epoch = sum(_num_frames(p) for p in paths) // cfg.batch_size
+    log_every = 10 if per_epoch >= 100 else 1
     for epoch in range(start_epoch, cfg.epochs):
-        loader = DataLoader(data, batch_size=cfg.batch_size, shuffle=True, generator=g, drop_last=True)
-        bar = tqdm(loader, desc=f"VAE epoch {epoch + 1}/{cfg.epochs}", disable=not progress)
+        data.set_epoch(epoch)
+        bar = tqdm(data, desc=f"VAE epoch {epoch + 1}/{cfg.epochs}", total=per_epoch, disable=not progress)
         for x in bar:
             losses = vae.loss(x.to(dev))
             check_finite(losses, step)
@@ -136,7 +145,7 @@ def train_vae(cfg: TrainVAEConfig, progress: bool = True) -> tuple[ConvVAE, list
             losses["loss"].backward()
             opt.step()
             step += 1
-            if step % 10 == 0:
+            if step % log_every == 0:
                 log.log(step, **{f"vae/{k}": v for k, v in losses.items()}, epoch=epoch)
             bar.set_postfix(recon=f"{losses['recon'].item():.1f}", kl=f"{losses['kl'].item():.1f}")
         save_state(_ckpt(cfg.run_dir), {"model": vae.state_dict(), "optim": opt.state_dict(),
