@@ -57,11 +57,14 @@ _WORLDMODELS = {
 # Stage 2: DreamerV3 (Hafner et al. 2023). gpu = the paper's budgets (Crafter 1M, Atari 100k).
 _DREAMER = {
     "smoke": dict(size="tiny", env_steps=300, train_ratio=32, batch_size=4, batch_length=16,
-                  imag_horizon=15, prefill=100, eval_episodes=1),
+                  imag_horizon=15, prefill=100, eval_episodes=1,
+                  anatomy_size="tiny", anatomy_steps=30, anatomy_updates=2),
     "cpu": dict(size="tiny", env_steps=20_000, train_ratio=64, batch_size=16, batch_length=64,
-                imag_horizon=15, prefill=1000, eval_episodes=5),
+                imag_horizon=15, prefill=1000, eval_episodes=5,
+                anatomy_size="tiny", anatomy_steps=300, anatomy_updates=12),
     "gpu": dict(size="size50m", env_steps=1_000_000, train_ratio=512, batch_size=16,
-                batch_length=64, imag_horizon=15, prefill=5000, eval_episodes=20),
+                batch_length=64, imag_horizon=15, prefill=5000, eval_episodes=20,
+                anatomy_size="size12m", anatomy_steps=300, anatomy_updates=40),
 }
 
 _CHAPTERS: dict[str, dict[str, dict[str, Any]]] = {
