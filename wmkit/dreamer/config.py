@@ -47,12 +47,14 @@ SIZES: dict[str, dict[str, int]] = {
 }
 
 #: What changes with ``recipe`` (fields left at None take these values).
+# [recipes]
 RECIPES: dict[str, dict] = {
     "2023": dict(dyn_scale=0.5, norm="layer", bins_space="symlog", optimizer="adam", repval_scale=0.0,
                  model_lr=1e-4, actor_lr=3e-5, critic_lr=3e-5),
     "2025": dict(dyn_scale=1.0, norm="rms", bins_space="symexp", optimizer="laprop", repval_scale=0.3,
                  model_lr=4e-5, actor_lr=4e-5, critic_lr=4e-5),
 }
+# [/recipes]
 
 
 @dataclass
