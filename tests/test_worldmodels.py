@@ -24,6 +24,7 @@ from wmkit.worldmodels import (
     brownian_actions,
     cma_search,
     collect_episode,
+    dream_from_episode,
     dream_returns,
     frames_to_tensor,
     load_episode,
@@ -192,6 +193,20 @@ def test_dream_returns_use_common_random_numbers():
     r = dream_returns(np.repeat(p, 3, 0), m, None, rollouts=4, horizon=10, seed=5)
     assert r.shape == (3,) and np.allclose(r, r[0])  # same controller, same dreams -> same fitness
     np.testing.assert_allclose(dream_returns(p, m, None, 4, 10, seed=5), r[:1], rtol=1e-5)
+
+
+def test_cold_dream_is_deterministic_and_hot_dreams_differ():
+    torch.manual_seed(0)
+    vae, m, ep = ConvVAE(), MDNRNN(), _episode(T=30)
+    cold = [dream_from_episode(vae, m, ep, 2, 10, 4, tau=0.0, seed=s)["dream"] for s in (0, 1)]
+    hot = [dream_from_episode(vae, m, ep, 2, 10, 4, tau=1.0, seed=s)["dream"] for s in (0, 1)]
+    np.testing.assert_array_equal(cold[0], cold[1])
+    assert not np.array_equal(hot[0], hot[1])
+    d = dream_from_episode(vae, m, ep, 2, 10, 4, tau=1.0, seed=0)
+    assert d["real"].shape == d["dream"].shape == (10, 64, 64, 3) and d["dream_reward"].shape == (10,)
+    np.testing.assert_array_equal(d["real"], ep.obs[6:16])
+    with pytest.raises(ValueError, match="too long"):
+        dream_from_episode(vae, m, ep, 20, 10, 4)
 
 
 # ------------------------------------------------------------------------------------ controller

@@ -69,3 +69,12 @@ def test_bench_speed_prints_json_lines(capsys):
     assert {r["metric"] for r in rows} == {"vae_train", "mdnrnn_train", "dream_steps", "dream_steps_single",
                                           "dream_batched_speedup"}
     assert all(r["bench"] == "worldmodels" and r["value"] > 0 for r in rows)
+
+
+def test_repeat_last_z_baseline_matches_the_gaussian_entropy():
+    from wmkit.worldmodels.bench import repeat_z_nll
+
+    rng = np.random.default_rng(0)
+    walks = [np.cumsum(rng.normal(0, 0.3, size=(5000, 4)), axis=0) for _ in range(2)]
+    expected = 0.5 + np.log(0.3) + 0.5 * np.log(2 * np.pi)  # entropy of N(0, 0.3^2) in nats
+    assert repeat_z_nll(walks[:1], walks[1:]) == pytest.approx(expected, abs=0.03)

@@ -63,11 +63,13 @@ class Episode:
 
 # ------------------------------------------------------------------------------------------ actions
 def brownian_actions(n: int, rng: np.random.Generator, dt: float = 0.05,
-                     start: np.ndarray | None = None) -> np.ndarray:
+                     start: np.ndarray | None = None, brake_scale: float = 0.1) -> np.ndarray:
     """``n`` actions of the random exploration policy: a clipped Brownian motion in action space.
 
     ``dt`` sets how fast actions drift (std of one increment = sqrt(dt)). The first action is drawn
-    uniformly from the action box unless ``start`` is given. Returns (n, 3) float32.
+    uniformly from the action box unless ``start`` is given. The brake channel is multiplied by
+    ``brake_scale``: with brake as likely as gas the car mostly stands still and the data would show
+    little of the track. Returns (n, 3) float32.
     """
     if n < 0 or dt <= 0:
         raise ValueError(f"brownian_actions needs n >= 0 and dt > 0, got n={n}, dt={dt}")
@@ -77,6 +79,7 @@ def brownian_actions(n: int, rng: np.random.Generator, dt: float = 0.05,
     for t in range(n):
         out[t] = a
         a = np.clip(a + np.sqrt(dt) * rng.standard_normal(ACTION_DIM), ACTION_LOW, ACTION_HIGH)
+    out[:, 2] *= brake_scale
     return out
 
 
@@ -318,8 +321,8 @@ class LatentSequenceDataset(Dataset):
         self.dones = [e.terminated for e in episodes]
         self.index = []  # (episode, start): non-overlapping windows covering each episode
         for k, e in enumerate(episodes):
-            if len(self.mus[k]) != len(e.obs):
-                raise ValueError(f"episode {k}: {len(self.mus[k])} latents but {len(e.obs)} frames")
+            if len(self.mus[k]) != len(e) + 1:
+                raise ValueError(f"episode {k}: {len(self.mus[k])} latents but {len(e) + 1} frames")
             T = len(e)
             if T < seq_len:
                 continue

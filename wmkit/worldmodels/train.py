@@ -202,12 +202,18 @@ class TrainMDNRNNConfig:
 
 
 def encode_all(vae: ConvVAE, paths: list[Path], progress: bool = True):
-    """Episodes and V's (mu, logvar) for each of their frames."""
+    """Episodes (frames dropped after encoding, to save memory) and V's (mu, logvar) per frame."""
     from tqdm.auto import tqdm
 
-    eps = [load_episode(p) for p in paths]
-    enc = [encode_episode(vae, e) for e in tqdm(eps, desc="encode", disable=not progress)]
-    return eps, [m for m, _ in enc], [lv for _, lv in enc]
+    eps, mus, lvs = [], [], []
+    for p in tqdm(paths, desc="encode", disable=not progress):
+        ep = load_episode(p)
+        mu, lv = encode_episode(vae, ep)
+        ep.obs = ep.obs[:1]  # keep only the first frame: 10k episodes of frames would be 120 GB
+        eps.append(ep)
+        mus.append(mu)
+        lvs.append(lv)
+    return eps, mus, lvs
 
 
 def train_mdnrnn(cfg: TrainMDNRNNConfig, vae: ConvVAE | None = None,
