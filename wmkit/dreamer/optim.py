@@ -18,15 +18,18 @@ import torch
 # [eq:agc]
 @torch.no_grad()
 def clip_agc_(params: list[torch.Tensor], clip: float, pmin: float = 1e-3) -> torch.Tensor:
-    """Adaptive gradient clipping in place; returns the global gradient norm before clipping."""
+    """Adaptive gradient clipping in place; returns the global gradient norm before clipping.
+
+    Per tensor: g <- g * min(1, clip * max(|w|, pmin) / |g|). A handful of foreach kernels for all
+    tensors together, whatever their number.
+    """
     params = [p for p in params if p.grad is not None]
     grads = [p.grad for p in params]
-    gnorm = torch._foreach_norm(grads)
-    pnorm = torch._foreach_norm(params)
-    for g, gn, pn in zip(grads, gnorm, pnorm):
-        limit = clip * pn.clamp(min=pmin)
-        g.mul_(torch.clamp(limit / gn.clamp(min=1e-12), max=1.0))   # scale only if |g| > limit
-    return torch.linalg.vector_norm(torch.stack(gnorm))
+    gnorm = torch.stack(torch._foreach_norm(grads))                    # (P,)
+    pnorm = torch.stack(torch._foreach_norm(params))                   # (P,)
+    scale = torch.clamp(clip * pnorm.clamp(min=pmin) / gnorm.clamp(min=1e-12), max=1.0)
+    torch._foreach_mul_(grads, list(scale.unbind()))
+    return torch.linalg.vector_norm(gnorm)
 # [/eq:agc]
 
 
@@ -53,16 +56,16 @@ class LaProp(torch.optim.Optimizer):
             for p in ps:
                 st = self.state[p]
                 if not st:
-                    st["step"] = torch.zeros((), device=p.device)
                     st["exp_avg"] = torch.zeros_like(p)
                     st["exp_avg_sq"] = torch.zeros_like(p)
+            first = self.state[ps[0]]   # one step counter per group, kept with its first parameter
+            if "step" not in first:
+                first["step"] = torch.zeros((), device=ps[0].device)
             grads = [p.grad for p in ps]
             ms = [self.state[p]["exp_avg"] for p in ps]
             vs = [self.state[p]["exp_avg_sq"] for p in ps]
-            step = self.state[ps[0]]["step"]
+            step = first["step"]
             step += 1
-            for p in ps[1:]:
-                self.state[p]["step"].copy_(step)
             torch._foreach_mul_(vs, b2)
             torch._foreach_addcmul_(vs, grads, grads, value=1 - b2)
             denom = torch._foreach_div(vs, 1 - b2 ** step)                      # debiased v

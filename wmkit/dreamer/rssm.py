@@ -16,6 +16,9 @@ Speed: ``observe`` precomputes everything that does not depend on the recursion 
 embedding projections for all T steps at once, the prior for all steps after the loop), so the Python
 loop runs only the GRU cell, the posterior layer and the sample.
 
+Initial state: zeros, as in the later official code (the 2023 code learns an initial h); every replayed
+chunk starts from it.
+
 Recipes: "2023" feeds one projection of [z, a] and h into a LayerNorm GRU (the paper); "2025" feeds three
 normed projections (h, z, a) into a block-diagonal GRU with one hidden block layer (official code).
 """
