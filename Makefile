@@ -8,7 +8,7 @@ PROFILE = $(shell $(PY) -c "import wmkit; print(wmkit.default_profile_name())" 2
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: book test setup vendor book-smoke serve lint test-deps clean help
+.PHONY: book test setup vendor book-smoke serve lint test-deps clean clean-cache help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -42,6 +42,9 @@ test: setup vendor test-deps  ## COMMAND 2: the whole test suite (smoke profile)
 
 lint:  ## ruff
 	$(VENV)/bin/ruff check .
+
+clean-cache:  ## forget executed notebook outputs (after changing wmkit code the notebooks rely on)
+	rm -rf _build/*/_build/.jupyter_cache
 
 clean:  ## remove build outputs (keeps .venv)
 	rm -rf _build book/_static/vendor tools/js/node_modules
