@@ -18,6 +18,7 @@ Registered names (``ENV_NAMES``):
 * ``reach`` / ``reach-continuous`` -- our cheap pixel task (8x8 grid drawn at 64x64: move the red block
   onto the green one; reward 1 - manhattan/14 per step, 50 steps). Learnable in minutes on a CPU, used
   by the tests and the cpu-profile notebook. A random policy scores about 30, a good one about 45.
+  ``reach-vector`` is the same task seen as 4 numbers (agent and target cells), no pixels.
 * ``cartpole`` -- gymnasium CartPole-v1 from its 4-D state vector (the "vector" observation path).
 * ``pendulum`` -- gymnasium Pendulum-v1 rendered to 64x64 pixels, continuous torque, action repeat 2
   (as the paper's visual control runs), rewards in [-16.3, 0] per step.
@@ -182,10 +183,10 @@ class Reach(Env):
     GRID, CELL, LENGTH = 8, 8, 50
     MOVES = np.array([[0, 0], [-1, 0], [1, 0], [0, -1], [0, 1]], np.float32)
 
-    def __init__(self, seed: int = 0, continuous: bool = False):
+    def __init__(self, seed: int = 0, continuous: bool = False, pixels: bool = True):
         super().__init__(seed)
-        self.continuous = continuous
-        self.obs_space = {"image": ((*SIZE, 3), np.uint8)}
+        self.continuous, self.pixels = continuous, pixels
+        self.obs_space = {"image": ((*SIZE, 3), np.uint8)} if pixels else {"vector": ((4,), np.float32)}
         self.act_space = {"n": 2 if continuous else 5, "discrete": not continuous}
         self.time_limit = self.LENGTH
 
@@ -194,13 +195,34 @@ class Reach(Env):
         g = self.GRID
         self.pos = rng.integers(0, g, 2).astype(np.float32)
         self.target = rng.integers(0, g, 2).astype(np.float32)
-        return {"image": self._render()}
+        return self._parts()
 
     def _step(self, a):
         delta = np.asarray(a, np.float32) if self.continuous else self.MOVES[a]
         self.pos = np.clip(self.pos + delta, 0, self.GRID - 1)  # walls: the arena is bounded
         d = np.abs(np.round(self.pos) - self.target).sum()
-        return {"image": self._render()}, 1.0 - d / (2 * (self.GRID - 1)), False, False
+        return self._parts(), 1.0 - d / (2 * (self.GRID - 1)), False, False
+
+    def _parts(self):
+        if not self.pixels:  # the same state as 4 numbers in [0, 1]: agent (y, x), target (y, x)
+            return {"vector": np.concatenate([np.round(self.pos), self.target]) / (self.GRID - 1)}
+        return {"image": self._render()}
+
+    @classmethod
+    def render_vector(cls, vec) -> np.ndarray:
+        """Draw a (possibly imagined, fractional) state vector as the 64x64 frame -- so a world model
+        trained on ``reach-vector`` can still be watched dreaming. (4,) or (T, 4) -> uint8 frames."""
+        vec = np.asarray(vec, np.float32)
+        if vec.ndim == 2:
+            return np.stack([cls.render_vector(v) for v in vec])
+        if vec.shape != (4,):
+            raise ValueError(f"reach state vector must have shape (4,) or (T, 4), got {vec.shape}")
+        img, c, top = np.zeros((*SIZE, 3), np.uint8), cls.CELL, SIZE[0] - cls.CELL
+        (ay, ax), (ty, tx) = (np.clip(np.round(v * (cls.GRID - 1) * c), 0, top).astype(int)
+                              for v in (vec[:2], vec[2:]))
+        img[ty:ty + c, tx:tx + c, 1] = 255
+        img[ay:ay + c, ax:ax + c, 0] = 255
+        return img
 
     def _render(self):
         img = np.zeros((*SIZE, 3), np.uint8)
@@ -371,7 +393,7 @@ class RewardScale(Env):
         return obs
 
 
-ENV_NAMES = ("reach", "reach-continuous", "cartpole", "pendulum", "crafter", "atari100k:<game>",
+ENV_NAMES = ("reach", "reach-continuous", "reach-vector", "cartpole", "pendulum", "crafter", "atari100k:<game>",
              "atari:<game>")
 
 
@@ -381,6 +403,8 @@ def make_env(name: str, seed: int = 0, reward_scale: float = 1.0) -> Env:
         env = Reach(seed)
     elif name == "reach-continuous":
         env = Reach(seed, continuous=True)
+    elif name == "reach-vector":
+        env = Reach(seed, pixels=False)
     elif name == "cartpole":
         env = GymEnv("CartPole-v1", seed, pixels=False)
     elif name == "pendulum":

@@ -34,6 +34,7 @@ import torch
 
 from wmkit.checkpoint import checkpoint_exists, load_state, save_state
 from wmkit.config import from_dict, to_dict
+from wmkit.dreamer import ablations
 from wmkit.dreamer.envs import CRAFTER_ACHIEVEMENTS, crafter_score, crafter_success_rates, make_env
 from wmkit.dreamer.replay import Replay, TrainRatio
 from wmkit.profiles import profile
@@ -84,7 +85,10 @@ class TrainConfig:
     reward_scale: float = 1.0
     """Multiply the env's rewards (the one-config-everywhere experiment: 0.001 ... 1000)."""
     dreamer: str = ""
-    """Overrides of DreamerConfig fields, 'name=value,name=value' (e.g. for ablations)."""
+    """Overrides of DreamerConfig fields, 'name=value,name=value'."""
+    ablation: str = ""
+    """'' (none), 'no_symlog_twohot' (MSE reward/critic on raw values) or 'no_retnorm' (raw advantages),
+    see wmkit/dreamer/ablations.py."""
     video: bool = True
     """Write a decoded imagination video (GIF + npz) at every evaluation."""
     progress: bool = True
@@ -142,9 +146,10 @@ class Trainer:
         self.device = pick_device(cfg.device)
         self.env = make_env(cfg.env, cfg.seed, cfg.reward_scale)
         self.eval_env = make_env(cfg.env, cfg.seed + 10_000, cfg.reward_scale)
+        ablations.check(cfg.ablation)
         self.dcfg = DreamerConfig(recipe=cfg.recipe, size=cfg.size, **parse_overrides(cfg.dreamer))
-        self.agent = Agent(self.env.obs_space, self.env.act_space, self.dcfg, device=self.device,
-                           seed=cfg.seed)
+        self.agent = ablations.apply(Agent(self.env.obs_space, self.env.act_space, self.dcfg,
+                                           device=self.device, seed=cfg.seed), cfg.ablation)
         self.n, self.discrete = self.env.act_space["n"], self.env.act_space["discrete"]
         self.replay = Replay(self.env.obs_space, self.n, min(cfg.replay_capacity, cfg.steps + 1), cfg.seed)
         self.ratio = TrainRatio(cfg.train_ratio / (cfg.batch_size * cfg.batch_length))
@@ -241,12 +246,17 @@ class Trainer:
         from PIL import Image
 
         rep = self.imagine(1)
-        real, imag = rep["real"][0], rep["imagined"][0]  # (T, 64, 64, 3) uint8
-        err = np.abs(real.astype(np.int16) - imag.astype(np.int16)).astype(np.uint8)
-        frames = np.concatenate([real, imag, err], axis=2)  # (T, 64, 192, 3): real | imagined | error
         out = self.run_dir / "videos"
         out.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(out / "latest.npz", **rep)
+        if "real" not in rep:  # a vector env: draw the states if the env knows how (reach-vector)
+            draw = getattr(self.env, "render_vector", None)
+            if draw is None:
+                return out / "latest.npz"
+            rep = {"real": draw(rep["real_vector"][0])[None], "imagined": draw(rep["imagined_vector"][0])[None]}
+        real, imag = rep["real"][0], rep["imagined"][0]  # (T, 64, 64, 3) uint8
+        err = np.abs(real.astype(np.int16) - imag.astype(np.int16)).astype(np.uint8)
+        frames = np.concatenate([real, imag, err], axis=2)  # (T, 64, 192, 3): real | imagined | error
         path = out / f"imagine_{self.step:08d}.gif"
         ims = [Image.fromarray(f).resize((f.shape[1] * 2, f.shape[0] * 2), Image.NEAREST) for f in frames]
         ims[0].save(path, save_all=True, append_images=ims[1:], duration=100, loop=0)
