@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from wmkit.checkpoint import load_state, save_state
-from wmkit.dreamer import Agent, DreamerConfig
+from wmkit.dreamer import Agent, DreamerConfig, symlog, twohot
 from wmkit.dreamer.agent import WorldModel, size_table
 
 IMG = {"image": ((64, 64, 3), np.uint8)}
@@ -170,3 +170,30 @@ def test_world_model_builds_on_meta_device_for_paper_sizes():
     with torch.device("meta"):
         wm = WorldModel(IMG, 17, DreamerConfig(recipe="2025", size="size50m"))
     assert wm.feat_dim == 4096 + 32 * 32
+
+
+@pytest.mark.parametrize("space", ["symlog", "symexp"])
+def test_twohot_head_round_trip_in_both_bin_spaces(space):
+    from wmkit.dreamer.networks import TwoHotHead
+    head = TwoHotHead(4, 8, 1, "layer", 255, space)
+    y = torch.tensor([-2500.0, -1.0, 0.0, 0.37, 42.0, 9000.0])
+    target = twohot(symlog(y) if space == "symlog" else y, head.bins)
+    logits = torch.log(target + 1e-30)             # a head that outputs exactly the two-hot target
+    assert torch.allclose(head.pred(logits), y, rtol=1e-3, atol=1e-4)
+    # cross-entropy is minimal (= entropy of the target) at the target itself
+    assert torch.all(head.loss(logits, y) <= head.loss(torch.zeros_like(logits), y))
+
+
+def test_vector_only_agent_and_eval_mode_is_deterministic():
+    agent = tiny_agent(VEC)
+    batch = make_batch(B=2, T=5, image=False, vector=True)
+    m = agent.update(batch)
+    assert np.isfinite(m["wm_loss"]) and "imagined_vector" in agent.imagine_report(batch, context=2)
+    obs = {"vector": np.ones((3, 6), np.float32), "is_first": np.ones(3, bool)}
+    a1, s1 = agent.policy(obs, agent.initial_state(3), mode="eval")
+    assert a1.shape == (3, 4) and np.all(a1.sum(-1) == 1)          # one-hot actions
+    obs2 = {**obs, "is_first": np.zeros(3, bool)}
+    a2, _ = agent.policy(obs2, s1, mode="eval")
+    assert a2.shape == (3, 4)
+    with pytest.raises(ValueError, match="mode"):
+        agent.policy(obs, s1, mode="greedy")

@@ -27,7 +27,7 @@ import torch
 import torch.distributions as td
 
 from wmkit.bench import emit, timeit
-from wmkit.dreamer.agent import Agent
+from wmkit.dreamer.agent import Agent, size_table
 from wmkit.dreamer.config import DreamerConfig
 from wmkit.dreamer.math import lambda_return
 from wmkit.utils import pick_device
@@ -146,7 +146,16 @@ def run(argv: list[str]) -> None:
     ap.add_argument("--no-plain", action="store_true", help="skip the plain-port baseline")
     ap.add_argument("--compile", action="store_true", help="also time cfg.compile=True (torch.compile)")
     ap.add_argument("--no-loop", action="store_true", help="skip the whole-loop env steps/s figure")
+    ap.add_argument("--params", action="store_true",
+                    help="only print the parameter count of every size preset (64x64 image, 17 actions)")
     args = ap.parse_args(argv)
+    if args.params:
+        for size, n in size_table(args.recipe).items():
+            cfg = DreamerConfig(recipe=args.recipe, size=size)
+            emit("dreamer", "params", n, "parameters", size=size, recipe=args.recipe, deter=cfg.deter,
+                 hidden=cfg.hidden, stoch=f"{cfg.stoch}x{cfg.classes}", units=cfg.units,
+                 mlp_layers=cfg.mlp_layers, cnn_depth=cfg.cnn_depth, blocks=cfg.blocks)
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)
