@@ -28,6 +28,7 @@ def test_twohot_known_weights():
     expected = torch.tensor([[0.75, 0.25, 0.0], [0.0, 1.0, 0.0], [0.0, 0.5, 0.5],
                              [1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, 0.0, 1.0]])
     assert torch.allclose(twohot(y, bins), expected)
+    assert torch.isnan(twohot(torch.tensor([float("nan")]), bins)).any()   # NaN is not hidden
 
 
 def test_twohot_mean_recovers_value_and_shapes():

@@ -197,3 +197,12 @@ def test_vector_only_agent_and_eval_mode_is_deterministic():
     assert a2.shape == (3, 4)
     with pytest.raises(ValueError, match="mode"):
         agent.policy(obs, s1, mode="greedy")
+
+
+def test_nan_stops_with_a_message_naming_the_loss():
+    from wmkit.training import NonFiniteLossError
+    agent = tiny_agent()
+    batch = make_batch(B=2, T=4)
+    batch["reward"][0, 2] = float("nan")
+    with pytest.raises(NonFiniteLossError, match="reward_loss"):
+        agent.update(batch)

@@ -317,7 +317,9 @@ class Agent:
         keys = list(mets)
         values = torch.stack([mets[k].detach().float().reshape(()) for k in keys]).tolist()  # one sync
         result = dict(zip(keys, values))
-        check_finite({k: v for k, v in result.items() if k.endswith(("loss", "norm"))}, self.step)
+        # components first, so that the message names the loss that went bad, not the total
+        watch = sorted((k for k in result if k.endswith(("loss", "norm"))), key=lambda k: k == "wm_loss")
+        check_finite({k: result[k] for k in watch}, self.step)
         return result
 
     # ---- the scrubber ----------------------------------------------------------------------------

@@ -73,6 +73,7 @@ def twohot(y: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
     span = b_hi - b_lo
     same = span == 0                                                  # y outside the range
     w_hi = torch.where(same, torch.zeros_like(y), (y - b_lo) / torch.where(same, 1.0, span))
+    w_hi = torch.where(torch.isnan(y), y, w_hi)      # a NaN target stays NaN (never a silent edge bin)
     w_lo = 1.0 - w_hi
     out = torch.zeros(*y.shape, K, dtype=bins.dtype, device=bins.device)
     out.scatter_add_(-1, below.unsqueeze(-1), w_lo.unsqueeze(-1))
