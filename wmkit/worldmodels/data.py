@@ -63,23 +63,25 @@ class Episode:
 
 # ------------------------------------------------------------------------------------------ actions
 def brownian_actions(n: int, rng: np.random.Generator, dt: float = 0.05,
-                     start: np.ndarray | None = None, brake_scale: float = 0.1) -> np.ndarray:
+                     start: np.ndarray | None = None, brake_floor: float = -2.0) -> np.ndarray:
     """``n`` actions of the random exploration policy: a clipped Brownian motion in action space.
 
-    ``dt`` sets how fast actions drift (std of one increment = sqrt(dt)). The first action is drawn
-    uniformly from the action box unless ``start`` is given. The brake channel is multiplied by
-    ``brake_scale``: with brake as likely as gas the car mostly stands still and the data would show
-    little of the track. Returns (n, 3) float32.
+    ``dt`` sets how fast actions drift (std of one increment = sqrt(dt)). Steer and gas wander inside
+    their ranges. The brake wanders inside [brake_floor, 1] and is then clipped at 0, so with the
+    default it is off about two thirds of the time yet still covers all of [0, 1]: a brake as busy as
+    the gas keeps the car standing still, and a brake that never goes above a small value lets a
+    controller trained in the dream exploit M where it has seen no braking. The first point is drawn
+    uniformly unless ``start`` (in the internal box) is given. Returns (n, 3) float32.
     """
     if n < 0 or dt <= 0:
         raise ValueError(f"brownian_actions needs n >= 0 and dt > 0, got n={n}, dt={dt}")
-    a = rng.uniform(ACTION_LOW, ACTION_HIGH).astype(np.float32) if start is None else \
-        np.asarray(start, np.float32)
+    low = np.array([ACTION_LOW[0], ACTION_LOW[1], min(brake_floor, 0.0)], np.float32)
+    a = rng.uniform(low, ACTION_HIGH).astype(np.float32) if start is None else np.asarray(start, np.float32)
     out = np.empty((n, ACTION_DIM), np.float32)
     for t in range(n):
         out[t] = a
-        a = np.clip(a + np.sqrt(dt) * rng.standard_normal(ACTION_DIM), ACTION_LOW, ACTION_HIGH)
-    out[:, 2] *= brake_scale
+        a = np.clip(a + np.sqrt(dt) * rng.standard_normal(ACTION_DIM), low, ACTION_HIGH)
+    out[:, 2] = np.maximum(out[:, 2], 0.0)
     return out
 
 
@@ -173,13 +175,17 @@ def episode_paths(data_dir: str | os.PathLike) -> list[Path]:
 
 # ------------------------------------------------------------------------------------------ collection
 def collect_episode(seed: int, max_steps: int = 1000, policy: Policy | None = None,
-                    dt: float = 0.05) -> Episode:
+                    dt: float = 0.05, follow_road: bool = False) -> Episode:
     """Roll out one CarRacing-v3 episode. ``policy=None`` uses :func:`brownian_actions`.
 
-    ``seed`` seeds both the track (env.reset(seed=...)) and the exploration noise, so the same seed
-    gives the same episode.
+    ``follow_road=True`` (beyond the paper) steers with :func:`wmkit.episodes.road_follower` plus
+    half of the Brownian steering, with Brownian gas and brake: the car wobbles along the road, so
+    the data shows the track and what earns reward. ``seed`` seeds the track (env.reset(seed=...))
+    and the exploration noise, so the same seed and options give the same episode.
     """
     import gymnasium as gym
+
+    from wmkit.episodes import road_follower
 
     env = gym.make(ENV_ID, max_episode_steps=max_steps)
     rng = np.random.default_rng(seed)
@@ -188,7 +194,13 @@ def collect_episode(seed: int, max_steps: int = 1000, policy: Policy | None = No
     frames = [preprocess_frame(obs96)]
     acts, rews, terms, truncs = [], [], [], []
     for t in range(max_steps):
-        a = explore[t] if policy is None else np.asarray(policy(frames[-1], t), np.float32)
+        if policy is not None:
+            a = np.asarray(policy(frames[-1], t), np.float32)
+        elif follow_road:
+            steer = road_follower(obs96)[0] + 0.5 * explore[t, 0]
+            a = np.array([np.clip(steer, -1, 1), explore[t, 1], explore[t, 2]], np.float32)
+        else:
+            a = explore[t]
         obs96, r, term, trunc, _ = env.step(a)
         frames.append(preprocess_frame(obs96))
         acts.append(a)
@@ -204,18 +216,22 @@ def collect_episode(seed: int, max_steps: int = 1000, policy: Policy | None = No
                    truncated=np.asarray(truncs, bool), seed=int(seed))
 
 
-def _collect_to_file(seed: int, out: str, max_steps: int, dt: float) -> tuple[str, int, float]:
-    ep = collect_episode(seed, max_steps=max_steps, dt=dt)
+def _collect_to_file(seed: int, out: str, max_steps: int, dt: float,
+                     follow_road: bool = False) -> tuple[str, int, float]:
+    ep = collect_episode(seed, max_steps=max_steps, dt=dt, follow_road=follow_road)
     save_episode(out, ep)
     return out, len(ep), float(ep.rewards.sum())
 
 
 def collect(out_dir: str | os.PathLike, n_rollouts: int, max_steps: int, seed: int = 0,
-            workers: int = 1, dt: float = 0.05, progress: bool = True) -> list[Path]:
-    """Collect ``n_rollouts`` Brownian-exploration episodes into ``out_dir/episode_<seed>.npz``.
+            workers: int = 1, dt: float = 0.05, progress: bool = True,
+            follow_fraction: float = 0.0) -> list[Path]:
+    """Collect ``n_rollouts`` exploration episodes into ``out_dir/episode_<seed>.npz``.
 
     Episode i uses seed ``seed + i``; files that already exist and load cleanly are kept (so an
-    interrupted collection resumes). ``workers > 1`` runs episodes in parallel processes.
+    interrupted collection resumes). ``workers > 1`` runs episodes in parallel processes. Every
+    k-th episode (a ``follow_fraction`` of them) follows the road with Brownian noise, the others are
+    pure Brownian exploration (``follow_fraction=0``: the paper's random data).
     """
     from tqdm.auto import tqdm
 
@@ -224,15 +240,16 @@ def collect(out_dir: str | os.PathLike, n_rollouts: int, max_steps: int, seed: i
     todo, done = [], []
     for i in range(n_rollouts):
         p = out_dir / f"episode_{seed + i:06d}.npz"
+        follow = int((i + 1) * follow_fraction) > int(i * follow_fraction)
         try:
             load_episode(p)
             done.append(p)
         except (FileNotFoundError, EpisodeFormatError):
-            todo.append((seed + i, str(p)))
+            todo.append((seed + i, str(p), follow))
     bar = tqdm(total=n_rollouts, initial=len(done), desc="collect", unit="ep", disable=not progress)
     if workers <= 1:
-        for s, p in todo:
-            _collect_to_file(s, p, max_steps, dt)
+        for s, p, f in todo:
+            _collect_to_file(s, p, max_steps, dt, f)
             done.append(Path(p))
             bar.update()
     else:
@@ -240,7 +257,7 @@ def collect(out_dir: str | os.PathLike, n_rollouts: int, max_steps: int, seed: i
         # spawn elsewhere (macOS/Windows: call collect under `if __name__ == "__main__":`).
         ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
         with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-            futs = [pool.submit(_collect_to_file, s, p, max_steps, dt) for s, p in todo]
+            futs = [pool.submit(_collect_to_file, s, p, max_steps, dt, f) for s, p, f in todo]
             for fut in as_completed(futs):
                 done.append(Path(fut.result()[0]))
                 bar.update()

@@ -75,12 +75,15 @@ class CollectConfig:
     """Episode i uses seed + i for the track and the exploration noise."""
     dt: float = 0.05
     """Brownian step size: each action component moves by sqrt(dt) * N(0, 1) per step."""
+    follow_fraction: float = 0.5
+    """Fraction of episodes that follow the road with Brownian noise (beyond the paper, whose random
+    policy rarely stays on the road); 0 = the paper's purely random data."""
 
 
 def run_collect(cfg: CollectConfig, progress: bool = True) -> list[Path]:
     cfg = _fill(cfg, n_rollouts="n_rollouts", rollout_len="rollout_len", workers="workers")
     return collect(cfg.out_dir, cfg.n_rollouts, cfg.rollout_len, seed=cfg.seed, workers=cfg.workers,
-                   dt=cfg.dt, progress=progress)
+                   dt=cfg.dt, progress=progress, follow_fraction=cfg.follow_fraction)
 
 
 # ---------------------------------------------------------------------------------------------- V
@@ -290,8 +293,8 @@ class TrainControllerConfig:
     """Rollouts averaged per candidate (default: the profile's cma_rollouts; paper: 16)."""
     horizon: int | None = None
     """Steps per dreamed rollout (default: the profile's dream_horizon)."""
-    tau: float = 1.0
-    """Dream temperature (the paper trains Doom in the dream at 1.15)."""
+    tau: float = 1.15
+    """Dream temperature: > 1 makes the dream harder to exploit (the paper's Doom setting: 1.15)."""
     sigma0: float = 0.1
     """Initial CMA-ES step size."""
     eval_episodes: int | None = None
