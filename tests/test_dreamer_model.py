@@ -10,6 +10,16 @@ from wmkit.dreamer import Agent, DreamerConfig, symlog, twohot
 from wmkit.dreamer.agent import WorldModel, size_table
 
 IMG = {"image": ((64, 64, 3), np.uint8)}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models: one thread is fastest on a shared 2-core machine; restore the setting after."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
 VEC = {"vector": ((6,), np.float32)}
 
 
@@ -104,7 +114,6 @@ def test_zero_initialised_heads_predict_zero():
 
 @pytest.mark.parametrize("recipe", ["2023", "2025"])
 def test_updates_lower_world_model_loss(recipe):
-    torch.set_num_threads(1)
     agent = tiny_agent(recipe=recipe, warmup=0, model_lr=1e-3)   # a larger lr so 6 steps show it
     batch = make_batch(B=4, T=10)
     losses = [agent.update(batch)["wm_loss"] for _ in range(6)]
@@ -113,7 +122,6 @@ def test_updates_lower_world_model_loss(recipe):
 
 
 def test_determinism_and_resume_are_bit_identical(tmp_path):
-    torch.set_num_threads(1)
     batch = make_batch(B=2, T=6, vector=True)
     obs = {**IMG, **VEC}
     a, b = tiny_agent(obs, seed=3), tiny_agent(obs, seed=3)
