@@ -11,3 +11,11 @@ from wmkit.dreamer.math import ReturnNormalizer, lambda_return, symexp, symlog, 
 
 __all__ = ["symlog", "symexp", "twohot", "twohot_bins", "lambda_return", "ReturnNormalizer",
            "DreamerConfig", "SIZES", "Agent"]
+
+# Training half: environments, replay, the training loop (wmkit/dreamer/{envs,replay,train}.py).
+from wmkit.dreamer.envs import ENV_NAMES, crafter_score, make_env, random_returns  # noqa: E402
+from wmkit.dreamer.replay import Replay, TrainRatio  # noqa: E402
+from wmkit.dreamer.train import TrainConfig, Trainer, train  # noqa: E402
+
+__all__ += ["ENV_NAMES", "make_env", "random_returns", "crafter_score", "Replay", "TrainRatio",
+            "TrainConfig", "Trainer", "train"]
