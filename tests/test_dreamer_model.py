@@ -190,6 +190,10 @@ def test_twohot_head_round_trip_in_both_bin_spaces(space):
     assert torch.allclose(head.pred(logits), y, rtol=1e-3, atol=1e-4)
     # cross-entropy is minimal (= entropy of the target) at the target itself
     assert torch.all(head.loss(logits, y) <= head.loss(torch.zeros_like(logits), y))
+    # the gathered loss equals the dense two-hot cross-entropy
+    other = torch.randn(6, 255)
+    dense = -(target * other.log_softmax(-1)).sum(-1)
+    assert torch.allclose(head.loss(other, y), dense, atol=1e-5)
 
 
 def test_vector_only_agent_and_eval_mode_is_deterministic():

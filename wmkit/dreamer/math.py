@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["symlog", "symexp", "twohot", "twohot_bins", "lambda_return", "ReturnNormalizer"]
+__all__ = ["symlog", "symexp", "twohot", "twohot_parts", "twohot_bins", "lambda_return", "ReturnNormalizer"]
 
 
 # [eq:symlog]
@@ -58,11 +58,10 @@ def twohot_bins(recipe: str = "2023", num: int = 255, limit: float = 20.0,
 
 
 # [eq:twohot]
-def twohot(y: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
-    """Two-hot encoding of ``y`` (any shape) over sorted ``bins`` (K,) -> weights (..., K) (Eq. 11).
+def twohot_parts(y: torch.Tensor, bins: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The two bins that bracket ``y`` and their weights: (below, above, w_below, w_above), each (...).
 
-    The two bins that bracket ``y`` share the mass by linear interpolation, so that
-    ``sum(weights * bins) == y`` inside the range; outside it all mass sits on the edge bin.
+    Linear interpolation inside the range; outside it both indices are the edge bin (weight 1 in all).
     """
     K = bins.shape[0]
     y = y.to(bins.dtype)
@@ -74,8 +73,17 @@ def twohot(y: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
     same = span == 0                                                  # y outside the range
     w_hi = torch.where(same, torch.zeros_like(y), (y - b_lo) / torch.where(same, 1.0, span))
     w_hi = torch.where(torch.isnan(y), y, w_hi)      # a NaN target stays NaN (never a silent edge bin)
-    w_lo = 1.0 - w_hi
-    out = torch.zeros(*y.shape, K, dtype=bins.dtype, device=bins.device)
+    return below, above, 1.0 - w_hi, w_hi
+
+
+def twohot(y: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
+    """Two-hot encoding of ``y`` (any shape) over sorted ``bins`` (K,) -> weights (..., K) (Eq. 11).
+
+    The two bins that bracket ``y`` share the mass by linear interpolation, so that
+    ``sum(weights * bins) == y`` inside the range; outside it all mass sits on the edge bin.
+    """
+    below, above, w_lo, w_hi = twohot_parts(y, bins)
+    out = torch.zeros(*y.shape, bins.shape[0], dtype=bins.dtype, device=bins.device)
     out.scatter_add_(-1, below.unsqueeze(-1), w_lo.unsqueeze(-1))
     out.scatter_add_(-1, above.unsqueeze(-1), w_hi.unsqueeze(-1))
     return out                                                        # (..., K)

@@ -14,13 +14,27 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from wmkit.dreamer.math import symexp, symlog, twohot, twohot_bins
+from wmkit.dreamer.math import symexp, symlog, twohot_bins, twohot_parts
 
 
 def gumbel_noise(shape: tuple, gen: torch.Generator | None, device) -> torch.Tensor:
     """Standard Gumbel noise: argmax(log p + g) is a sample from p (the Gumbel-max trick)."""
     u = torch.rand(shape, generator=gen, device=device).clamp_(1e-20, 1.0)
     return -torch.log(-torch.log(u))
+
+
+def softmax(x: torch.Tensor) -> torch.Tensor:
+    """``x.softmax(-1)``. On CPU, PyTorch's kernel is ~10x slower per row for a last axis shorter than
+    16 (measured with AVX-512: 8 latent classes, 5 actions), so there the explicit formula is used."""
+    if x.is_cpu and x.shape[-1] < 16:
+        e = (x - x.amax(-1, keepdim=True)).exp()
+        return e / e.sum(-1, keepdim=True)
+    return x.softmax(-1)
+
+
+def tanh(x: torch.Tensor) -> torch.Tensor:
+    """``torch.tanh``; on CPU computed as 2 sigmoid(2x) - 1, which measured 3x faster there."""
+    return 2.0 * torch.sigmoid(2.0 * x) - 1.0 if x.is_cpu else torch.tanh(x)
 
 
 def make_norm(kind: str, dim: int) -> nn.Module:
@@ -167,9 +181,16 @@ class TwoHotHead(nn.Module):
         return symexp(mean) if self.space == "symlog" else mean
 
     def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Cross-entropy against the two-hot encoding of ``target`` (raw space). -> (...)"""
+        """Cross-entropy against the two-hot encoding of ``target`` (raw space). -> (...)
+
+        Equal to ``-(twohot(y, bins) * log_softmax(logits)).sum(-1)``; only the two non-zero terms
+        are gathered, so no (..., K) target is built.
+        """
         y = symlog(target) if self.space == "symlog" else target
-        return -(twohot(y.detach(), self.bins) * logits.log_softmax(-1)).sum(-1)
+        below, above, w_lo, w_hi = twohot_parts(y.detach(), self.bins)
+        logp = logits.log_softmax(-1)                                 # (..., K)
+        return -(w_lo * logp.gather(-1, below.unsqueeze(-1)).squeeze(-1)
+                 + w_hi * logp.gather(-1, above.unsqueeze(-1)).squeeze(-1))
     # [/eq:twohot_head]
 
 
@@ -188,11 +209,11 @@ class Actor(nn.Module):
         """Discrete: (log-probs after unimix (..., n), None). Continuous: (mean, std), each (..., n)."""
         x = self.out(self.mlp(feat))
         if self.discrete:
-            probs = (1 - self.unimix) * x.softmax(-1) + self.unimix / self.n
+            probs = (1 - self.unimix) * softmax(x) + self.unimix / self.n
             return probs.log(), None
         mean, std = x.chunk(2, -1)
         std = (self.max_std - self.min_std) * torch.sigmoid(std + 2.0) + self.min_std
-        return torch.tanh(mean), std
+        return tanh(mean), std
 
     def noise(self, shape: tuple, gen: torch.Generator | None, device) -> torch.Tensor:
         """Noise for ``sample``: Gumbel (discrete) or standard normal (continuous), (*shape, n)."""

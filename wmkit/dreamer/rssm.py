@@ -28,7 +28,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from wmkit.dreamer.networks import gumbel_noise, make_norm
+from wmkit.dreamer.networks import gumbel_noise, make_norm, softmax, tanh
 
 
 class BlockLinear(nn.Module):
@@ -118,7 +118,7 @@ class RSSM(nn.Module):
         else:
             reset, cand, update = x.chunk(3, -1)
         reset = torch.sigmoid(reset)
-        cand = torch.tanh(reset * cand)
+        cand = tanh(reset * cand)
         update = torch.sigmoid(update - 1.0)     # bias -1: start out remembering
         return update * cand + (1 - update) * deter                                       # (B, D)
     # [/eq:gru]
@@ -126,7 +126,7 @@ class RSSM(nn.Module):
     # [eq:unimix]
     def _logits(self, raw: torch.Tensor) -> torch.Tensor:
         """Raw (..., S*K) -> log-probs (..., S, K) with 1% uniform mixed in."""
-        probs = raw.reshape(*raw.shape[:-1], self.stoch, self.classes).softmax(-1)
+        probs = softmax(raw.reshape(*raw.shape[:-1], self.stoch, self.classes))
         return ((1 - self.unimix) * probs + self.unimix / self.classes).log()
     # [/eq:unimix]
 
