@@ -29,17 +29,20 @@ import torch.distributions as td
 from wmkit.bench import emit, timeit
 from wmkit.dreamer.agent import Agent, size_table
 from wmkit.dreamer.config import DreamerConfig
-from wmkit.dreamer.math import lambda_return
+from wmkit.dreamer.math import lambda_return, symlog
 from wmkit.utils import pick_device
 
 
-def synthetic_batch(B: int, T: int, n_act: int, device, seed: int = 0) -> dict:
+def synthetic_batch(B: int, T: int, n_act: int, device, seed: int = 0, obs: str = "image") -> dict:
     g = torch.Generator().manual_seed(seed)
-    batch = {"image": torch.randint(0, 256, (B, T, 64, 64, 3), dtype=torch.uint8, generator=g),
-             "action": torch.nn.functional.one_hot(torch.randint(0, n_act, (B, T), generator=g), n_act).float(),
+    batch = {"action": torch.nn.functional.one_hot(torch.randint(0, n_act, (B, T), generator=g), n_act).float(),
              "reward": (torch.rand(B, T, generator=g) < 0.1).float(),
              "is_first": torch.zeros(B, T, dtype=torch.bool), "is_terminal": torch.zeros(B, T, dtype=torch.bool)}
     batch["is_first"][:, 0] = True
+    if obs == "image":
+        batch["image"] = torch.randint(0, 256, (B, T, 64, 64, 3), dtype=torch.uint8, generator=g)
+    else:
+        batch["vector"] = torch.randn(B, T, 16, generator=g)
     return {k: v.to(device) for k, v in batch.items()}
 
 
@@ -61,9 +64,12 @@ class PlainUpdate:
         a, c = self.a, self.a.cfg
         wm, rssm = a.wm, a.wm.rssm
         B, T = batch["is_first"].shape
-        img = batch["image"].permute(0, 1, 4, 2, 3).contiguous().float() / 255.0 - 0.5      # NCHW
-        embed = wm.encoder.cnn(img.reshape(B * T, 3, 64, 64)).permute(0, 2, 3, 1).reshape(B, T, -1)
-        deter, stoch = rssm.initial(B, img.device)
+        if "image" in batch:
+            img = batch["image"].permute(0, 1, 4, 2, 3).contiguous().float() / 255.0 - 0.5  # NCHW
+            embed = wm.encoder.cnn(img.reshape(B * T, 3, 64, 64)).permute(0, 2, 3, 1).reshape(B, T, -1)
+        else:
+            embed = wm.encoder.mlp(batch["vector"])
+        deter, stoch = rssm.initial(B, embed.device)
         deters, stochs, kl_dyn, kl_rep = [], [], [], []
         for t in range(T):
             keep = (~batch["is_first"][:, t]).float()[:, None]
@@ -78,9 +84,12 @@ class PlainUpdate:
             deters.append(deter)
             stochs.append(stoch)
         feat = torch.cat([torch.stack(deters, 1), torch.stack(stochs, 1)], -1)
-        x = wm.decoder.img_in(feat.reshape(B * T, -1)).reshape(-1, 4, 4, 8 * wm.decoder.depth)
-        rec = wm.decoder.cnn(x.permute(0, 3, 1, 2).contiguous()).reshape(B, T, 3, 64, 64)
-        dec = ((rec - img) ** 2).sum((-3, -2, -1))
+        if "image" in batch:
+            x = wm.decoder.img_in(feat.reshape(B * T, -1)).reshape(-1, 4, 4, 8 * wm.decoder.depth)
+            rec = wm.decoder.cnn(x.permute(0, 3, 1, 2).contiguous()).reshape(B, T, 3, 64, 64)
+            dec = ((rec - img) ** 2).sum((-3, -2, -1))
+        else:
+            dec = ((wm.decoder.vec_out(wm.decoder.mlp(feat)) - symlog(batch["vector"])) ** 2).sum(-1)
         rew = wm.reward.loss(wm.reward(feat), batch["reward"])
         cont = torch.nn.functional.binary_cross_entropy_with_logits(
             wm.cont(feat).squeeze(-1), 1.0 - batch["is_terminal"].float(), reduction="none")
@@ -143,6 +152,8 @@ def run(argv: list[str]) -> None:
     ap.add_argument("--warmup", type=int, default=1, help="untimed updates first")
     ap.add_argument("--device", default="auto", help="auto, cpu, cuda")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = leave as is)")
+    ap.add_argument("--obs", default="image", choices=["image", "vector"],
+                    help="64x64 images (the paper's setting) or 16-dim vectors (no CNN)")
     ap.add_argument("--no-plain", action="store_true", help="skip the plain-port baseline")
     ap.add_argument("--compile", action="store_true", help="also time cfg.compile=True (torch.compile)")
     ap.add_argument("--no-loop", action="store_true", help="skip the whole-loop env steps/s figure")
@@ -160,12 +171,12 @@ def run(argv: list[str]) -> None:
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)
     B, T, n_act = args.batch, args.length, 17
-    obs_space = {"image": ((64, 64, 3), np.uint8)}
+    obs_space = {"image": ((64, 64, 3), np.uint8)} if args.obs == "image" else {"vector": ((16,), np.float32)}
     for size in args.sizes:
         cfg = DreamerConfig(recipe=args.recipe, size=size)
         agent = Agent(obs_space, {"n": n_act, "discrete": True}, cfg, device=device, seed=0)
-        batch = synthetic_batch(B, T, n_act, device)
-        extra = dict(size=size, recipe=args.recipe, deter=cfg.deter, hidden=cfg.hidden,
+        batch = synthetic_batch(B, T, n_act, device, obs=args.obs)
+        extra = dict(size=size, recipe=args.recipe, obs=args.obs, deter=cfg.deter, hidden=cfg.hidden,
                      stoch=f"{cfg.stoch}x{cfg.classes}", units=cfg.units, mlp_layers=cfg.mlp_layers,
                      cnn_depth=cfg.cnn_depth, params=agent.param_counts()["total"], B=B, T=T,
                      horizon=cfg.imag_horizon, device=str(device))
