@@ -84,7 +84,7 @@ def resize_image(frame: np.ndarray, size=SIZE) -> np.ndarray:
 
     if frame.shape[:2] == tuple(size):
         return frame
-    return np.asarray(Image.fromarray(frame).resize(size[::-1], Image.BILINEAR))
+    return np.array(Image.fromarray(frame).resize(size[::-1], Image.BILINEAR))  # writable copy
 
 
 class Env:
