@@ -1,6 +1,6 @@
 """``wmkit worldmodels collect | train-vae | train-mdnrnn | train-controller | dream``.
 
-The paper's procedure (Ha & Schmidhuber 2018, section 4.1), one subcommand per step::
+The paper's procedure (Ha & Schmidhuber 2018, Car Racing experiment, "Procedure"), one subcommand per step::
 
     wmkit worldmodels collect                  # 1. random rollouts  -> runs/worldmodels/episodes
     wmkit worldmodels train-vae                # 2. V                -> runs/worldmodels/vae

@@ -1,4 +1,4 @@
-"""C: the linear controller of World Models and its CMA-ES training (Ha & Schmidhuber 2018, 2.3, 4.3).
+"""C: the linear controller of World Models and its CMA-ES training (Ha & Schmidhuber 2018, section 2.3).
 
     a_t = W_c [z_t, h_t] + b_c        squashed to CarRacing's action box as in the paper's code:
     steer = tanh(.) in [-1, 1],  gas = (tanh(.) + 1) / 2 in [0, 1],  brake = clip(tanh(.), 0, 1)

@@ -1,4 +1,4 @@
-"""Rollout data for World Models (Ha & Schmidhuber 2018, section 4.1 "Procedure", step 1).
+"""Rollout data for World Models (Ha & Schmidhuber 2018, Car Racing experiment, "Procedure", step 1).
 
 The paper collects 10,000 rollouts of CarRacing with a random policy and trains V and M on them. Here:
 

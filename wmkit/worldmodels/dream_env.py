@@ -1,4 +1,4 @@
-"""Dreams: running the world inside M (Ha & Schmidhuber 2018, section 4.4 "Car Racing Dreams", 5).
+"""Dreams: running the world inside M (Ha & Schmidhuber 2018, "Car Racing Dreams"; VizDoom experiment).
 
 * :class:`DreamBatch` -- the batched core: B dreams stepped at once by one LSTM call. The state is
   (z_t, h_t, c_t); a step feeds [z_t, a_t] to M, samples z_{t+1} at temperature tau from the mixture,

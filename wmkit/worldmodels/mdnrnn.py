@@ -1,4 +1,4 @@
-"""M: the mixture-density recurrent network of World Models (Ha & Schmidhuber 2018, section 2.2, A.2).
+"""M: the mixture-density recurrent network of World Models (Ha & Schmidhuber 2018, section 2.2).
 
 An LSTM (Hochreiter & Schmidhuber 1997) with 256 hidden units reads [z_t, a_t] and outputs, for every
 one of the 32 latent dimensions separately, a mixture of K = 5 one-dimensional Gaussians for z_{t+1}
@@ -11,7 +11,7 @@ The head is one dense layer 256 -> 32 * 5 * 3 (logit pi, mu, log sigma). Paramet
 bias vector per gate (4 * 256); PyTorch's nn.LSTM has two (b_ih and b_hh, 2 * 4 * 256), so the same
 architecture counts 422,368 parameters in the paper and 423,392 here -- the difference is exactly 1,024.
 
-Temperature tau (section 4.4/5.3 of the paper, the ``temperature`` of its code): the mixture logits are
+Temperature tau (the paper's dream experiments; the ``temperature`` of its code): the mixture logits are
 divided by tau and every standard deviation is multiplied by sqrt(tau). tau -> 0 gives the mean of the
 most likely component (deterministic); tau > 1 makes dreams more chaotic.
 

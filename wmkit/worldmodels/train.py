@@ -1,4 +1,4 @@
-"""Trainers for World Models (Ha & Schmidhuber 2018, section 4.1 "Procedure"), one per step:
+"""Trainers for World Models (Ha & Schmidhuber 2018, Car Racing experiment, "Procedure"), one per step:
 
 1. :func:`run_collect`          -- rollouts with the random (Brownian) policy        -> episodes/*.npz
 2. :func:`train_vae`            -- V on every frame                                   -> vae/ckpt/latest
@@ -345,10 +345,16 @@ def train_controller(cfg: TrainControllerConfig, vae: ConvVAE | None = None, mdn
                             cfg.horizon, cfg.workers)
         return rets.reshape(len(pop), cfg.rollouts).mean(1)
 
-    best, history, es = cma_search(fitness, ctrl.num_params, cfg.popsize, cfg.generations, cfg.sigma0,
-                                   cfg.seed, x0=x0, progress=progress,
-                                   callback=lambda g, row: log.log(g, **{f"cma/{k}": v for k, v in row.items()
-                                                                          if k != "generation"}))
+    threads = torch.get_num_threads()
+    if cfg.device == "cpu":  # many tiny LSTM steps: one thread avoids synchronisation (2-3x faster)
+        torch.set_num_threads(1)
+    try:
+        best, history, es = cma_search(
+            fitness, ctrl.num_params, cfg.popsize, cfg.generations, cfg.sigma0, cfg.seed, x0=x0,
+            progress=progress,
+            callback=lambda g, row: log.log(g, **{f"cma/{k}": v for k, v in row.items() if k != "generation"}))
+    finally:
+        torch.set_num_threads(threads)
     ctrl.set_flat(best)
     results = {"env": cfg.env, "train_best": history[-1]["best_so_far"], "history": history}
     if cfg.eval_episodes > 0:

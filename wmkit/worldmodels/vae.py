@@ -1,4 +1,4 @@
-"""V: the convolutional VAE of World Models (Ha & Schmidhuber 2018, section 2.1 and appendix A.1).
+"""V: the convolutional VAE of World Models (Ha & Schmidhuber 2018, section 2.1).
 
 A 64x64x3 frame in [0, 1] is compressed to a latent z of 32 numbers (Kingma & Welling 2014):
 
