@@ -14,7 +14,8 @@ Quality (real CarRacing-v3 data, held-out episodes):
 By default the quality figures come from a quick run that fits the budget (--quick-episodes episodes
 of --quick-steps steps, --quick-vae-epochs, --quick-mdn-epochs; about 2 minutes on 2 cores). With
 ``--runs DIR`` (e.g. runs/worldmodels after the cpu-profile CLI or notebook) they are measured on that
-run's trained V and M instead, on its last --held-out episodes.
+run's trained V and M instead, on the episodes in ``--heldout-dir`` (else its last --held-out ones,
+which that run trained on).
 """
 
 from __future__ import annotations
@@ -165,6 +166,9 @@ def quality(args: argparse.Namespace) -> None:
                   f"VAE {args.quick_vae_epochs} epochs, M {args.quick_mdn_epochs} epochs")
     eps = [load_episode(p) for p in paths]
     train, test = eps[:-args.held_out], eps[-args.held_out:]
+    if args.runs and args.heldout_dir:  # episodes V and M never trained on
+        train, test = eps, [load_episode(p) for p in episode_paths(args.heldout_dir)]
+        budget += f", held out: {args.heldout_dir}"
     mus_train, mus_test = posterior_samples(vae, train, seed=1), posterior_samples(vae, test, seed=2)
     emit(B, "vae_recon_mse", recon_mse(vae, test), "mse/pixel", budget=budget)
     nll, base = next_latent_nll(m, mus_test, test), repeat_z_nll(mus_train, mus_test)
@@ -185,6 +189,8 @@ def run(argv: list[str]) -> None:
     p.add_argument("--dream-batch", type=int, default=64, help="e.g. CMA-ES population x rollouts")
     p.add_argument("--runs", default=None, help="measure quality on a trained run folder instead")
     p.add_argument("--held-out", type=int, default=2, help="last N episodes are the test set")
+    p.add_argument("--heldout-dir", default=None,
+                   help="with --runs: a folder of episodes the run never trained on (the test set)")
     p.add_argument("--quick-episodes", type=int, default=10)
     p.add_argument("--quick-steps", type=int, default=200)
     p.add_argument("--quick-vae-epochs", type=int, default=3)
