@@ -171,3 +171,15 @@ def test_reward_scale_wrapper():
     a.reset(), b.reset()
     ra, rb = a.step(1)["reward"], b.step(1)["reward"]
     assert rb == pytest.approx(1000.0 * ra)
+
+
+def test_reach_vector_is_the_same_task_and_renders():
+    px, vec = make_env("reach", seed=2), make_env("reach-vector", seed=2)
+    o_px, o_vec = px.reset(), vec.reset()
+    assert vec.obs_space == {"vector": ((4,), np.float32)} and o_vec["vector"].dtype == np.float32
+    assert np.array_equal(Reach.render_vector(o_vec["vector"]), o_px["image"])  # same state, same frame
+    for a in (1, 4, 4, 2):
+        assert px.step(a)["reward"] == vec.step(a)["reward"]
+    assert Reach.render_vector(np.zeros((3, 4))).shape == (3, 64, 64, 3)
+    with pytest.raises(ValueError, match="shape"):
+        Reach.render_vector(np.zeros(5))

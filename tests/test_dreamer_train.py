@@ -162,3 +162,34 @@ def test_trainer_rejects_bad_config(tmp_path):
         resolve(TrainConfig(batch_length=0))
     with pytest.raises(ValueError, match="unknown environment"):
         make_env("reach-v9")
+
+
+def test_ablations_swap_the_heads_and_the_normaliser():
+    from wmkit.dreamer import Agent, DreamerConfig
+    from wmkit.dreamer.ablations import MSEHead, apply
+
+    env = make_env("reach-vector")
+    rep = Replay(env.obs_space, 5, 200, seed=0)
+    obs = env.reset()
+    rep.add(obs, None)
+    for i in range(60):
+        a = np.eye(5, dtype=np.float32)[i % 5]
+        if obs["is_last"]:
+            obs = env.reset()
+            rep.add(obs, None)
+        obs = env.step(a)
+        obs["reward"] = np.float32(obs["reward"] * 1000)  # rewards of ~1000 per step
+        rep.add(obs, a)
+    batch = rep.sample(4, 16)
+    losses = {}
+    for name in ("", "no_symlog_twohot", "no_retnorm"):
+        agent = apply(Agent(env.obs_space, env.act_space, DreamerConfig(size="tiny"), seed=0), name)
+        losses[name] = agent.update(batch)
+    assert not isinstance(agent.wm.reward, MSEHead)  # the last one built is no_retnorm
+    assert isinstance(apply(Agent(env.obs_space, env.act_space, DreamerConfig(size="tiny")),
+                            "no_symlog_twohot").critic, MSEHead)
+    # raw squared error on rewards of ~1000 vs two-hot cross-entropy (~ln 255 at init)
+    assert losses["no_symlog_twohot"]["reward_loss"] > 1e4 > 100 > losses[""]["reward_loss"]
+    assert losses["no_retnorm"]["return_scale"] == 1.0
+    with pytest.raises(ValueError, match="unknown ablation"):
+        apply(agent, "no_kl")
