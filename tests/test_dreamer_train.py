@@ -193,3 +193,14 @@ def test_ablations_swap_the_heads_and_the_normaliser():
     assert losses["no_retnorm"]["return_scale"] == 1.0
     with pytest.raises(ValueError, match="unknown ablation"):
         apply(agent, "no_kl")
+
+
+def test_nan_loss_stops_training_naming_the_loss(tmp_path, monkeypatch):
+    from wmkit.dreamer.train import TrainConfig, Trainer
+    from wmkit.training import NonFiniteLossError
+
+    t = Trainer(TrainConfig(run_dir=str(tmp_path), **{**SMALL, "steps": 40, "prefill": 20}))
+    monkeypatch.setattr(t.agent, "update", lambda batch: {"wm_loss": 1.0, "reward_loss": float("nan")})
+    with pytest.raises(NonFiniteLossError, match="'reward_loss' at step 20"):
+        t.run()
+    t.close()

@@ -32,6 +32,7 @@ Registered names (``ENV_NAMES``):
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
 import numpy as np
@@ -240,6 +241,8 @@ class GymEnv(Env):
     def __init__(self, name: str, seed: int = 0, pixels: bool = True, repeat: int = 1, **kwargs):
         import gymnasium as gym
 
+        if pixels:  # rgb_array rendering is off-screen; without this SDL complains about XDG_RUNTIME_DIR
+            os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
         super().__init__(seed)
         self.pixels, self.repeat = pixels, repeat
         self._env = gym.make(name, render_mode="rgb_array" if pixels else None, **kwargs)

@@ -285,7 +285,8 @@ class Trainer:
         self.act_rng.bit_generator.state = sd["act_rng"]
         c = sd["counters"]
         self.step, self.updates = int(c["step"]), int(c["updates"])
-        self.pstate = sd["pstate"] if sd["pstate"] != {} else None
+        self.pstate = ({k: v.to(self.device) for k, v in sd["pstate"].items()}
+                       if isinstance(sd["pstate"], dict) and sd["pstate"] else None)
         self.episodes, self.evals, self._acc = (json.loads(sd[k]) for k in ("episodes", "evals", "acc"))
         self.eval_env.episode = int(c["eval_episode"])
         if c["has_obs"]:  # rebuild the current episode: same seed, same actions, same frames
