@@ -185,6 +185,7 @@ class Agent:
         data = self._prepare(obs, 1, "obs", ("is_first",))
         rssm = self.wm.rssm
         keep = (~data["is_first"]).float().unsqueeze(-1)                                 # (B, 1)
+        state = {k: state[k].to(self.device) for k in ("deter", "stoch", "action")}   # e.g. restored on CPU
         deter, stoch, prev = state["deter"] * keep, state["stoch"] * keep, state["action"] * keep
         embed = self.wm.encoder(data)                                                    # (B, E)
         deter = rssm.core(deter, stoch, rssm.action_input(prev))                         # (B, D)
