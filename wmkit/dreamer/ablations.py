@@ -9,7 +9,9 @@
   weight 3e-4 then means something different for every reward scale (too weak at x1000, too strong
   at x0.001).
 
-The agent keeps its API, so the training loop, checkpoints and resume work unchanged.
+The agent keeps its API, so the training loop, checkpoints and resume work unchanged. (This module
+reaches into the agent: ``wm.reward``, ``critic``, ``slow_critic``, ``retnorm.low/high`` and
+``_make_opt``; if those change in agent.py, change them here too -- tests/test_dreamer_train.py checks.)
 """
 
 from __future__ import annotations
