@@ -2,7 +2,8 @@
 
 Examples::
 
-    wmkit dreamer train --env reach --steps 6000 --run-dir runs/dreamer/reach      # minutes on a CPU
+    wmkit dreamer train --env reach-vector --steps 5000 --batch-size 16 --batch-length 16 \
+        --train-ratio 256 --prefill 500 --run-dir runs/dreamer/reach   # learns on a CPU (see the book)
     wmkit dreamer train --env crafter --size size50m --steps 1000000 --train-ratio 512
     wmkit dreamer train --env atari100k:pong --steps 100000                    # 400k frames
     wmkit dreamer train --run-dir runs/dreamer/reach --resume                   # continue a run
