@@ -218,3 +218,17 @@ def test_nan_stops_with_a_message_naming_the_loss():
     batch["reward"][0, 2] = float("nan")
     with pytest.raises(NonFiniteLossError, match="reward_loss"):
         agent.update(batch)
+
+
+@pytest.mark.parametrize("recipe,discrete", [("2025", True), ("2025", False), ("2023", False)])
+def test_resume_is_bit_identical_for_laprop_and_continuous(tmp_path, recipe, discrete):
+    batch = make_batch(B=2, T=5)
+    if not discrete:
+        batch["action"] = torch.rand(2, 5, 4) * 2 - 1
+    a = tiny_agent(discrete=discrete, recipe=recipe, seed=1)
+    a.update(batch)
+    save_state(tmp_path / "ckpt", a.state_dict())
+    expected = [a.update(batch) for _ in range(2)]
+    b = tiny_agent(discrete=discrete, recipe=recipe, seed=5)
+    b.load_state_dict(load_state(tmp_path / "ckpt"))
+    assert [b.update(batch) for _ in range(2)] == expected
