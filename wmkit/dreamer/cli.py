@@ -1,4 +1,4 @@
-"""``wmkit dreamer train | evaluate`` -- the command line of stage 2 (DreamerV3, Hafner et al. 2023).
+r"""``wmkit dreamer train | evaluate`` -- the command line of stage 2 (DreamerV3, Hafner et al. 2023).
 
 Examples::
 
