@@ -232,3 +232,17 @@ def test_resume_is_bit_identical_for_laprop_and_continuous(tmp_path, recipe, dis
     b = tiny_agent(discrete=discrete, recipe=recipe, seed=5)
     b.load_state_dict(load_state(tmp_path / "ckpt"))
     assert [b.update(batch) for _ in range(2)] == expected
+
+
+def test_replay_returns_hand_computed():
+    from wmkit.dreamer.agent import replay_returns
+    rew = torch.tensor([[0.0, 1.0, 2.0, 3.0]])
+    term = torch.zeros(1, 4, dtype=torch.bool)
+    first = torch.tensor([[True, False, True, False]])          # a new episode starts at t = 2
+    boot = torch.tensor([[10.0, 20.0, 30.0, 40.0]])
+    # R[2] = 3 + .5 (.5 * 40 + .5 * 40) = 23; R[1] = boot[1] = 20 (cut, weight 0); R[0] = 1 + .5 (10 + 10) = 11
+    ret, valid = replay_returns(rew, term, first, boot, 0.5, 0.5)
+    assert torch.allclose(ret, torch.tensor([[11.0, 20.0, 23.0]]))
+    assert torch.equal(valid, torch.tensor([[1.0, 0.0, 1.0]]))
+    term[0, 3] = True                                          # arriving at t = 3 ends the episode
+    assert float(replay_returns(rew, term, first, boot, 0.5, 0.5)[0][0, 2]) == 3.0

@@ -86,6 +86,25 @@ class WorldModel(nn.Module):
     # [/eq:wm_loss]
 
 
+def replay_returns(rew: torch.Tensor, term: torch.Tensor, first: torch.Tensor, boot: torch.Tensor,
+                   disc: float, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Lambda-returns along replayed sequences (B, T) -> returns and validity (B, T-1).
+
+    R[t] = rew[t+1] + disc (1 - term[t+1]) ((1 - lam) boot[t+1] + lam R[t+1]), R[T-1] = boot[T-1].
+    Where step t+1 starts a new episode (``first[t+1]``) the transition is not real: R[t] = boot[t] and
+    the step gets weight 0.
+    """
+    rew, con, boot = rew.T, 1.0 - term.float().T, boot.T                                  # (T, B)
+    ok = (~first[:, 1:]).float().T                                                       # (T-1, B)
+    # R[t] = a[t] + b[t] R[t+1]: the lambda-return where the next step is valid, else boot[t]
+    a = ok * (rew[1:] + disc * con[1:] * (1 - lam) * boot[1:]) + (1 - ok) * boot[:-1]
+    b = ok * disc * con[1:] * lam                                                        # (T-1, B)
+    out = [boot[-1]]
+    for t in reversed(range(boot.shape[0] - 1)):
+        out.append(a[t] + b[t] * out[-1])
+    return torch.stack(out[:0:-1]).T.detach(), ok.T                                      # (B, T-1)
+
+
 @contextlib.contextmanager
 def frozen(*modules: nn.Module):
     """Parameters get no gradients inside (gradients still flow THROUGH the modules)."""
@@ -264,25 +283,17 @@ class Agent:
 
     # [eq:repval]
     def _replay_value_loss(self, feat: torch.Tensor, data: dict, boot: torch.Tensor) -> torch.Tensor:
-        """2025 recipe: critic on the REAL replayed sequence, lambda-return bootstrapped with the imagined
-        return of each replayed state. feat (B, T, F), boot (B, T). Crossing into a new episode (is_first
-        at t+1) cuts the return: the target there is the bootstrap itself and the step gets no weight."""
+        """2025 recipe: the critic also learns from the REAL replayed sequence (feat (B, T, F)), with
+        lambda-returns of the replayed rewards bootstrapped by the imagined return of each replayed state
+        (boot (B, T))."""
         cfg = self.cfg
-        rew = data["reward"].T                                                           # (T, B)
-        con = 1.0 - data["is_terminal"].float().T                                        # (T, B)
-        nxt_ok = (~data["is_first"][:, 1:]).float().T                                    # (T-1, B)
-        boot = boot.T                                                                    # (T, B)
-        inter = rew[1:] + cfg.discount * con[1:] * (1 - cfg.lam) * boot[1:]
-        out = [boot[-1]]
-        for t in reversed(range(boot.shape[0] - 1)):
-            r = inter[t] + cfg.discount * con[t + 1] * cfg.lam * out[-1]
-            out.append(nxt_ok[t] * r + (1 - nxt_ok[t]) * boot[t])
-        ret = torch.stack(out[:0:-1]).T.detach()                                         # (B, T-1)
+        ret, valid = replay_returns(data["reward"], data["is_terminal"], data["is_first"], boot,
+                                    cfg.discount, cfg.lam)                               # (B, T-1)
         logits = self.critic(feat[:, :-1].detach())                                      # (B, T-1, K)
         with torch.no_grad():
             slow = self.slow_critic.pred(self.slow_critic(feat[:, :-1]))
         loss = self.critic.loss(logits, ret) + cfg.slowreg * self.critic.loss(logits, slow)
-        return (loss * nxt_ok.T).mean()
+        return (loss * valid).mean()
     # [/eq:repval]
 
     def update(self, batch: dict) -> dict[str, float]:
