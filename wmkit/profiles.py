@@ -41,16 +41,19 @@ _TOUR = {
 _WORLDMODELS = {
     "smoke": dict(n_rollouts=2, rollout_len=40, vae_epochs=1, vae_batch=16, mdnrnn_epochs=1,
                   mdnrnn_batch=2, mdnrnn_seq_len=16, cma_popsize=4, cma_generations=1,
-                  cma_rollouts=1, dream_horizon=20, eval_episodes=1, eval_max_steps=40, workers=1),
+                  cma_rollouts=1, dream_horizon=20, eval_episodes=1, eval_max_steps=40, workers=1,
+                  real_popsize=4, real_generations=1, real_rollouts=1, real_horizon=30),
     # cpu: ~10k frames; V ~450 updates of 64 (2-5 min on 2 cores), M 30 epochs (~1 min), C: CMA-ES in
     # the dream (16 x 8 dreams of 200 steps per generation, ~1 min), 4 real evaluation episodes.
+    # real_*: C trained in the real env instead (the paper's CarRacing setup), ~5 min on 2 cores.
     "cpu": dict(n_rollouts=32, rollout_len=300, vae_epochs=3, vae_batch=64, mdnrnn_epochs=30,
                 mdnrnn_batch=16, mdnrnn_seq_len=64, cma_popsize=16, cma_generations=40,
-                cma_rollouts=8, dream_horizon=200, eval_episodes=4, eval_max_steps=1000, workers=2),
+                cma_rollouts=8, dream_horizon=200, eval_episodes=4, eval_max_steps=1000, workers=2,
+                real_popsize=8, real_generations=10, real_rollouts=1, real_horizon=300),
     "gpu": dict(n_rollouts=10_000, rollout_len=1000, vae_epochs=1, vae_batch=100, mdnrnn_epochs=20,
                 mdnrnn_batch=100, mdnrnn_seq_len=999, cma_popsize=64, cma_generations=300,
                 cma_rollouts=16, dream_horizon=1000, eval_episodes=100, eval_max_steps=1000,
-                workers=16),
+                workers=16, real_popsize=16, real_generations=30, real_rollouts=2, real_horizon=1000),
 }
 
 # ----------------------------------------------------------------------------------------------------
