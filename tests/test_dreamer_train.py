@@ -204,3 +204,19 @@ def test_nan_loss_stops_training_naming_the_loss(tmp_path, monkeypatch):
     with pytest.raises(NonFiniteLossError, match="'reward_loss' at step 20"):
         t.run()
     t.close()
+
+
+def test_bench_loop_reports_env_steps_per_second():
+    """The whole-loop figure of `wmkit bench dreamer`: timed steps include the replayed updates."""
+    import types
+
+    from wmkit.dreamer.train import bench_loop
+
+    rows = []
+    args = types.SimpleNamespace(device="cpu", sizes=["tiny"], recipe="2023", batch=4, length=8, loop_steps=4)
+    bench_loop(args, lambda *a, **kw: rows.append((a, kw)))
+    assert [kw["env"] for _, kw in rows] == ["reach-vector", "reach"]
+    for (bench, metric, value, unit), kw in rows:
+        assert (bench, metric, unit) == ("dreamer", "loop_env_steps_per_s", "env steps/s") and value > 0
+        # train ratio 512 with B*T = 32 replayed steps per update: 16 updates per env step
+        assert kw["updates"] == 4 * 512 // 32 and kw["steps"] == 4

@@ -157,6 +157,7 @@ def run(argv: list[str]) -> None:
     ap.add_argument("--no-plain", action="store_true", help="skip the plain-port baseline")
     ap.add_argument("--compile", action="store_true", help="also time cfg.compile=True (torch.compile)")
     ap.add_argument("--no-loop", action="store_true", help="skip the whole-loop env steps/s figure")
+    ap.add_argument("--loop-steps", type=int, default=64, help="timed env steps of the whole-loop figure")
     ap.add_argument("--params", action="store_true",
                     help="only print the parameter count of every size preset (64x64 image, 17 actions)")
     args = ap.parse_args(argv)

@@ -365,3 +365,38 @@ def load_config(run_dir: str | Path) -> TrainConfig:
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist; is {run_dir} a `wmkit dreamer train` run folder?")
     return from_dict(TrainConfig, json.loads(path.read_text())["train"])
+
+
+def bench_loop(args, emit) -> None:
+    """``wmkit bench dreamer``'s whole-loop figure: environment steps per second of the training loop.
+
+    Everything a real run does per step is timed -- act with the policy, store in replay, and the
+    replayed updates that the train ratio asks for -- after an untimed random prefill. Uses the paper's
+    train ratio (512 replayed steps per env step, i.e. one update every B*T/512 env steps), the bench's
+    B and T, and the first ``--sizes`` preset, on a cheap vector task and on the same task from 64x64
+    pixels, so that the figure is about the agent, not an expensive simulator.
+    """
+    import tempfile
+
+    device = pick_device(args.device)
+    steps = getattr(args, "loop_steps", 64)
+    prefill = max(4 * args.length, 256)
+    for env in ("reach-vector", "reach"):
+        with tempfile.TemporaryDirectory() as tmp:
+            cfg = TrainConfig(env=env, steps=prefill + steps + 1, size=args.sizes[0], recipe=args.recipe,
+                              train_ratio=512, batch_size=args.batch, batch_length=args.length,
+                              prefill=prefill, eval_every=0, save_every=0, log_every=10**9, run_dir=tmp,
+                              device=str(device), video=False, progress=False)
+            trainer = Trainer(cfg)
+            try:
+                trainer.run(until=prefill)                        # random prefill, not timed
+                updates0, t0 = trainer.updates, time.perf_counter()
+                trainer.run(until=prefill + steps)
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                secs = time.perf_counter() - t0
+            finally:
+                trainer.close()
+            emit("dreamer", "loop_env_steps_per_s", steps / secs, "env steps/s", env=env, size=cfg.size,
+                 recipe=cfg.recipe, train_ratio=cfg.train_ratio, B=cfg.batch_size, T=cfg.batch_length,
+                 updates=trainer.updates - updates0, steps=steps, device=str(device))
