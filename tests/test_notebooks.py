@@ -1,8 +1,10 @@
 """Every notebook executes top to bottom in the smoke profile, each within its budget.
 
-Budget: 150 s of wall time per notebook on the 2-core CI machine (BUDGET_S below; a notebook may have
-its own entry in BUDGETS with a reason). The smoke profile exists so that this holds: it runs every
-code path with tiny sizes. Notebooks run live (no WMKIT_RENDER), as a reader's kernel would; the book
+Budget: 240 s of wall time per notebook on the 2-core CI machine (BUDGET_S below; a notebook may have
+its own entry in BUDGETS with a reason). On an idle machine the smoke notebooks take 5-50 s; the margin
+is for a machine that is busy with something else (measured: 02b took 186 s while a cpu-profile book
+build trained beside it). The smoke profile exists so that this holds: it runs every code path with
+tiny sizes. Notebooks run live (no WMKIT_RENDER), as a reader's kernel would; the book
 build runs them again in static mode (tests/test_book_browser.py).
 """
 
@@ -18,7 +20,7 @@ from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
-BUDGET_S = 150
+BUDGET_S = 240
 BUDGETS: dict[str, int] = {}
 
 pytestmark = pytest.mark.slow
