@@ -12,13 +12,7 @@ from wmkit.dreamer.agent import WorldModel, size_table
 IMG = {"image": ((64, 64, 3), np.uint8)}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one thread is fastest on a shared 2-core machine; restore the setting after."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 VEC = {"vector": ((6,), np.float32)}
 

@@ -34,13 +34,7 @@ from wmkit.worldmodels import (
     save_episode,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _episode(T=12, seed=0) -> Episode:
