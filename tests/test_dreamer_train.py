@@ -186,8 +186,14 @@ def test_ablations_swap_the_heads_and_the_normaliser():
         agent = apply(Agent(env.obs_space, env.act_space, DreamerConfig(size="tiny"), seed=0), name)
         losses[name] = agent.update(batch)
     assert not isinstance(agent.wm.reward, MSEHead)  # the last one built is no_retnorm
-    assert isinstance(apply(Agent(env.obs_space, env.act_space, DreamerConfig(size="tiny")),
-                            "no_symlog_twohot").critic, MSEHead)
+    ablated = apply(Agent(env.obs_space, env.act_space, DreamerConfig(size="tiny")), "no_symlog_twohot")
+    assert isinstance(ablated.critic, MSEHead)
+    # no symlog anywhere: raw vector inputs and a raw-space vector decoder loss
+    assert not ablated.wm.encoder.mlp.symlog_inputs and not ablated.wm.decoder.symlog_vector
+    pred = {"vector": torch.full((1, 4), 2.0)}
+    target = {"vector": torch.full((1, 4), 5.0)}
+    assert ablated.wm.decoder.loss(pred, target).item() == pytest.approx(4 * 3.0 ** 2)
+    assert ablated.wm.decoder.vector_mean(pred)[0, 0].item() == 2.0
     # raw squared error on rewards of ~1000 vs two-hot cross-entropy (~ln 255 at init)
     assert losses["no_symlog_twohot"]["reward_loss"] > 1e4 > 100 > losses[""]["reward_loss"]
     assert losses["no_retnorm"]["return_scale"] == 1.0

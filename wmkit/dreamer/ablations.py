@@ -2,7 +2,8 @@
 "Return normalization"; the paper's ablation figure), applied to a built :class:`~wmkit.dreamer.Agent`.
 
 * ``no_symlog_twohot`` -- reward and critic become plain regression heads (one output, squared error
-  on the RAW reward/return), and vector inputs are no longer symlog-squashed. With rewards of 1000 per
+  on the RAW reward/return), vector inputs are no longer symlog-squashed and the vector decoder
+  regresses the raw vector. With rewards of 1000 per
   step the squared errors -- and the gradients -- are ~10^6 times larger than with rewards of 1.
 * ``no_retnorm`` -- advantages are no longer divided by the 5th-95th percentile range of the returns:
   both tracked percentiles are set to the median, so ``scale = max(1, P50 - P50) = 1``. The fixed entropy
@@ -64,7 +65,8 @@ def apply(agent, name: str):
         agent.critic = MSEHead(F, cfg.units, cfg.mlp_layers, cfg.norm).to(agent.device)
     agent.slow_critic = copy.deepcopy(agent.critic).requires_grad_(False)
     if getattr(agent.wm.encoder, "has_vector", False):
-        agent.wm.encoder.mlp.symlog_inputs = False
+        agent.wm.encoder.mlp.symlog_inputs = False     # raw vector inputs ...
+        agent.wm.decoder.symlog_vector = False         # ... and a plain MSE on raw vectors
     # The optimisers held the old heads' parameters: rebuild them exactly as the agent does.
     agent.opts = {k: agent._make_opt(mod, lr, eps) for k, mod, lr, eps in (
         ("wm", agent.wm, cfg.model_lr, cfg.model_eps), ("actor", agent.actor, cfg.actor_lr, cfg.ac_eps),

@@ -359,13 +359,14 @@ class Agent:
         L = context + horizon
         rep = {"reward": self.wm.reward.pred(self.wm.reward(feat)),
                "cont": torch.sigmoid(self.wm.cont(feat).squeeze(-1)),
-               "value": self.critic.pred(self.critic(feat))}
+               "value": self.critic.pred(self.critic(feat)),
+               "real_reward": data["reward"][:, :L]}
         if "image" in dec:
             rep["real"] = data["image"][:, :L]
             rep["imagined"] = ((dec["image"] + 0.5).clamp(0, 1) * 255).round().to(torch.uint8)
         if "vector" in dec:
             rep["real_vector"] = data["vector"][:, :L]
-            rep["imagined_vector"] = torch.sign(dec["vector"]) * torch.expm1(dec["vector"].abs())
+            rep["imagined_vector"] = self.wm.decoder.vector_mean(dec)
         return {k: v.cpu().numpy() for k, v in rep.items()}
 
     # ---- checkpointing ---------------------------------------------------------------------------

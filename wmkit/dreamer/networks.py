@@ -129,6 +129,7 @@ class Decoder(nn.Module):
         if self.has_vector:
             self.mlp = MLP(feat_dim, units, layers, norm)
             self.vec_out = nn.Linear(self.mlp.out_dim, obs_space["vector"][0][0])
+        self.symlog_vector = True   # False only in the no_symlog_twohot ablation: plain MSE on raw vectors
 
     def forward(self, feat: torch.Tensor) -> dict:
         out = {}
@@ -149,9 +150,14 @@ class Decoder(nn.Module):
             diff = pred["image"] - image_to_float(obs["image"])      # (..., 64, 64, 3)
             total = total + (diff * diff).sum((-3, -2, -1))
         if self.has_vector:
-            total = total + (pred["vector"] - symlog(obs["vector"])).square().sum(-1)
+            target = symlog(obs["vector"]) if self.symlog_vector else obs["vector"]   # (..., D)
+            total = total + (pred["vector"] - target).square().sum(-1)
         return total
     # [/eq:decoder_loss]
+
+    def vector_mean(self, pred: dict) -> torch.Tensor:
+        """The decoded vector in raw observation space (undo symlog unless ablated). -> (..., D)"""
+        return symexp(pred["vector"]) if self.symlog_vector else pred["vector"]
 
 
 class TwoHotHead(nn.Module):

@@ -1,0 +1,35 @@
+"""wmkit.dreamer.experiments: the numbers notebook 02c reads its conclusions from."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from wmkit.dreamer.experiments import fit_heads, run_variant
+
+
+def test_mse_head_gradient_scales_with_the_reward_and_two_hot_does_not(one_thread):
+    out = fit_heads(scales=(1.0, 1000.0), steps=3)
+    # At step 0 the MSE head outputs exactly 0, so d/dθ ½(0 - y)² = -y dθ: the norm is linear in the scale.
+    mse = out[("mse", 1000.0)]["grad_norm"][0] / out[("mse", 1.0)]["grad_norm"][0]
+    assert mse == pytest.approx(1000.0, rel=1e-4)
+    # The two-hot cross-entropy is bounded whatever the target: the same order at both scales.
+    th = out[("two-hot", 1000.0)]["grad_norm"][0] / out[("two-hot", 1.0)]["grad_norm"][0]
+    assert 0.1 < th < 10
+    # After one step from a zero-initialised output layer, two-hot's bins are still ~uniform, so it
+    # predicts ~0: relative error ~1 (the definition's "no better than predicting zero").
+    assert out[("two-hot", 1.0)]["rel_err"][0] == pytest.approx(1, abs=0.02)
+
+
+def test_run_variant_reports_scale_free_diagnostics(tmp_path, one_thread):
+    r = run_variant("reach-vector", 60, run_dir=str(tmp_path / "x1000"), reward_scale=1000.0,
+                    batch_size=2, batch_length=8, train_ratio=16, prefill=30, eval_episodes=1, random_episodes=1)
+    for key in ("reward_rel_err", "obs_rel_err", "wm_grad_norm", "return_scale", "entropy_vs_advantage"):
+        assert np.isfinite(r[key]), key
+    assert 0.8 < r["reward_rel_err"] < 1.2     # barely trained: about as good as predicting 0
+    assert r["random"] > 1000                   # the random baseline is measured at the same reward scale
+    assert r["entropy_vs_advantage"] == pytest.approx(3e-4 / r["advantage_abs"])
+    a = run_variant("reach-vector", 60, run_dir=str(tmp_path / "abl"), reward_scale=1000.0,
+                    ablation="no_symlog_twohot", batch_size=2, batch_length=8, train_ratio=16, prefill=30,
+                    eval_episodes=1, random_episodes=1)
+    assert a["wm_grad_norm"] > 100 * r["wm_grad_norm"]   # the raw squared reward error dominates
