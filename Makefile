@@ -21,7 +21,10 @@ vendor:  ## copy the book's JavaScript (widgets manager, RequireJS, MathJax) int
 
 book: setup vendor  ## COMMAND 1: set up, execute every notebook in the default profile, build the HTML book
 	@p=$(PROFILE); echo "Building the book in the '$$p' profile (notebook outputs are cached per profile)"; \
-	  WMKIT_PROFILE=$$p WMKIT_RENDER=static $(JB) build . --path-output _build/$$p -W --keep-going \
+	  cfg=_config.yml; if [ "$$p" = gpu ]; then \
+	    mkdir -p _build/gpu && sed 's/^  timeout: 1800$$/  timeout: -1/' _config.yml > _build/gpu/_config.yml \
+	    && cfg=_build/gpu/_config.yml && echo "gpu profile: paper-scale runs of hours to days, so no per-cell timeout"; fi; \
+	  WMKIT_PROFILE=$$p WMKIT_RENDER=static $(JB) build . --config $$cfg --path-output _build/$$p -W --keep-going \
 	  && rm -f _build/html && ln -s $$p/_build/html _build/html \
 	  && echo "" && echo "The book is in $$(pwd)/_build/html/index.html" \
 	  && echo "Serve it (offline is fine) with:  make serve   ->  http://$(HOST):$(PORT)/"

@@ -33,3 +33,20 @@ def test_run_variant_reports_scale_free_diagnostics(tmp_path, one_thread):
                     ablation="no_symlog_twohot", batch_size=2, batch_length=8, train_ratio=16, prefill=30,
                     eval_episodes=1, random_episodes=1)
     assert a["wm_grad_norm"] > 100 * r["wm_grad_norm"]   # the raw squared reward error dominates
+
+
+def test_human_normalised_scores_known_answers():
+    from wmkit.dreamer import ATARI100K_GAMES, human_normalized, human_normalized_mean
+
+    assert len(ATARI100K_GAMES) == 26
+    assert human_normalized("atari100k:pong", 14.6) == pytest.approx(1.0)
+    assert human_normalized("pong", -20.7) == pytest.approx(0.0)
+    assert human_normalized("breakout", 1.7 + (30.5 - 1.7) / 2) == pytest.approx(0.5)
+    assert human_normalized_mean({"pong": 14.6, "boxing": 0.1}) == pytest.approx(0.5)
+    # the game must be one of the 26 that have reference scores, and all 26 must exist in ale-py
+    with pytest.raises(ValueError, match="montezuma_revenge"):
+        human_normalized("montezuma_revenge", 0.0)
+    import ale_py.roms
+
+    roms = {p.stem for p in __import__("pathlib").Path(ale_py.roms.__file__).parent.glob("*.bin")}
+    assert set(ATARI100K_GAMES) <= roms, set(ATARI100K_GAMES) - roms

@@ -133,9 +133,13 @@ def test_resume_gives_identical_numbers_and_same_seed_is_deterministic(full_run,
     first.close()
     resumed = Trainer(TrainConfig(run_dir=str(tmp_path), resume=True, **SMALL))
     assert resumed.step == 150
+    # the in-memory history is the run's up to the checkpoint (plots of a resumed run are whole)
+    assert resumed.logger.history and [r["step"] for r in resumed.logger.history] == \
+        [r["step"] for r in _rows(full_dir) if r["step"] <= 150]
     resumed.run()
     resumed.close()
     assert _rows(tmp_path) == _rows(full_dir)  # every loss, return and eval identical to the end
+    assert [{k: v for k, v in r.items() if k != "train/fps"} for r in resumed.logger.history] == _rows(full_dir)
     other = TrainConfig(run_dir=str(tmp_path / "seed1"), **{**SMALL, "steps": 120, "seed": 1})
     t = Trainer(other)
     t.run()

@@ -76,3 +76,15 @@ def test_ruff_clean():
     assert ruff, "ruff is not installed (pip install -e '.[dev]')"
     out = subprocess.run([ruff, "check", "."], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_gpu_book_build_lifts_the_cell_timeout():
+    """`make book` in the gpu profile rewrites the timeout line of _config.yml; the pattern must match."""
+    config = (ROOT / "_config.yml").read_text()
+    makefile = (ROOT / "Makefile").read_text()
+    sed = re.search(r"sed '(s/[^']+)' _config.yml", makefile)
+    assert sed, "the Makefile's book target no longer rewrites _config.yml for the gpu profile"
+    out = subprocess.run(["sed", sed.group(1).replace("$$", "$")], input=config, capture_output=True, text=True,
+                         check=True).stdout
+    assert "\n  timeout: -1\n" in out and "timeout: 1800" not in out
+    assert out.replace("timeout: -1", "timeout: 1800") == config  # nothing else changes

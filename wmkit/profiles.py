@@ -57,13 +57,16 @@ _WORLDMODELS = {
 }
 
 # ----------------------------------------------------------------------------------------------------
-# Stage 2: DreamerV3 (Hafner et al. 2023). gpu = the paper's budgets (Crafter 1M, Atari 100k).
+# Stage 2: DreamerV3 (Hafner et al. 2023). gpu = the paper's budgets (Crafter 1M, Atari 100k): days on
+# one GPU, so the gpu runs checkpoint every ckpt_every steps and resume_runs continues an interrupted
+# build from the last checkpoint (cpu/smoke always start fresh, so a changed notebook never reuses a run).
 _DREAMER = {
     "smoke": dict(size="tiny", env_steps=300, train_ratio=32, batch_size=4, batch_length=16,
                   imag_horizon=15, prefill=100, eval_episodes=1,
                   anatomy_size="tiny", anatomy_steps=30, anatomy_updates=2,
                   learn_env="reach-vector", learn_steps=120, learn_batch_size=4, learn_batch_length=16,
-                  learn_train_ratio=8, learn_prefill=100, pixel_env="reach", pixel_steps=120,
+                  learn_train_ratio=8, learn_prefill=100, pixel_env="reach", pixel_steps=120, pixel_train_ratio=8,
+                  ckpt_every=0, resume_runs=False,
                   onecfg_envs=("reach-vector", "cartpole", "pendulum"), onecfg_steps=80,
                   onecfg_scales=(1000.0,), ablation_scale=1000.0, heads_steps=40, random_episodes=2),
     "cpu": dict(size="tiny", env_steps=20_000, train_ratio=64, batch_size=16, batch_length=64,
@@ -71,6 +74,7 @@ _DREAMER = {
                 anatomy_size="tiny", anatomy_steps=300, anatomy_updates=12,
                 learn_env="reach-vector", learn_steps=4000, learn_batch_size=16, learn_batch_length=16,
                 learn_train_ratio=256, learn_prefill=500, pixel_env="reach", pixel_steps=600,
+                pixel_train_ratio=256, ckpt_every=0, resume_runs=False,
                 onecfg_envs=("reach-vector", "cartpole", "pendulum"), onecfg_steps=800,
                 onecfg_scales=(0.001, 1000.0), ablation_scale=1000.0, heads_steps=1000, random_episodes=20),
     "gpu": dict(size="size50m", env_steps=1_000_000, train_ratio=512, batch_size=16,
@@ -78,8 +82,9 @@ _DREAMER = {
                 anatomy_size="size12m", anatomy_steps=300, anatomy_updates=40,
                 learn_env="atari100k:pong", learn_steps=100_000, learn_batch_size=16,
                 learn_batch_length=64, learn_train_ratio=256, learn_prefill=5000, pixel_env="crafter",
-                pixel_steps=100_000, onecfg_envs=("reach-vector", "cartpole", "pendulum", "crafter",
-                "atari100k:pong"), onecfg_steps=100_000, onecfg_scales=(0.001, 1000.0),
+                pixel_steps=1_000_000, pixel_train_ratio=512, ckpt_every=50_000, resume_runs=True,
+                onecfg_envs=("reach-vector", "cartpole", "pendulum", "crafter", "atari100k:pong"),
+                onecfg_steps=100_000, onecfg_scales=(0.001, 1000.0),
                 ablation_scale=1000.0, heads_steps=3000, random_episodes=50),
 }
 

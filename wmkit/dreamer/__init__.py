@@ -15,7 +15,9 @@ __all__ = ["symlog", "symexp", "twohot", "twohot_bins", "lambda_return", "Return
 # Training half: environments, replay, the training loop (wmkit/dreamer/{envs,replay,train}.py).
 from wmkit.dreamer.envs import ENV_NAMES, crafter_score, make_env, random_returns  # noqa: E402
 from wmkit.dreamer.replay import Replay, TrainRatio  # noqa: E402
+from wmkit.dreamer.scores import ATARI100K_GAMES, human_normalized, human_normalized_mean  # noqa: E402
 from wmkit.dreamer.train import TrainConfig, Trainer, train  # noqa: E402
 
-__all__ += ["ENV_NAMES", "make_env", "random_returns", "crafter_score", "Replay", "TrainRatio",
+__all__ += ["ENV_NAMES", "make_env", "random_returns", "crafter_score", "ATARI100K_GAMES", "human_normalized",
+            "human_normalized_mean", "Replay", "TrainRatio",
             "TrainConfig", "Trainer", "train"]

@@ -53,12 +53,18 @@ def diagnose(trainer: Trainer, batch_size: int = 16) -> dict:
 
 def run_variant(env: str, steps: int, *, run_dir: str, reward_scale: float = 1.0, ablation: str = "",
                 batch_size: int = 16, batch_length: int = 16, train_ratio: float = 256, prefill: int = 500,
-                eval_episodes: int = 5, random_episodes: int = 20, seed: int = 0) -> dict:
-    """Train one combination with the one config; return its returns, curve and diagnosis."""
+                eval_episodes: int = 5, random_episodes: int = 20, seed: int = 0, save_every: int = 0,
+                resume: bool = False) -> dict:
+    """Train one combination with the one config; return its returns, curve and diagnosis.
+
+    ``save_every=0`` checkpoints only at the end; ``resume=True`` continues ``run_dir``'s last checkpoint
+    (the gpu profile's runs take hours).
+    """
     cfg = TrainConfig(env=env, steps=steps, batch_size=batch_size, batch_length=batch_length,
                       train_ratio=train_ratio, prefill=min(prefill, steps // 2), eval_every=max(1, steps // 4),
-                      eval_episodes=eval_episodes, log_every=max(1, steps // 8), save_every=steps,
-                      reward_scale=reward_scale, ablation=ablation, video=False, run_dir=run_dir, seed=seed)
+                      eval_episodes=eval_episodes, log_every=max(1, steps // 8), save_every=save_every or steps,
+                      reward_scale=reward_scale, ablation=ablation, video=False, run_dir=run_dir, seed=seed,
+                      resume=resume)
     t = train(cfg)
     return {"env": env, "scale": reward_scale, "ablation": ablation or "-",
             "random": float(np.mean(random_returns(env, random_episodes, seed, reward_scale))),

@@ -38,7 +38,7 @@ from wmkit.dreamer import ablations
 from wmkit.dreamer.envs import CRAFTER_ACHIEVEMENTS, crafter_score, crafter_success_rates, make_env
 from wmkit.dreamer.replay import Replay, TrainRatio
 from wmkit.profiles import profile
-from wmkit.training import Logger, check_finite
+from wmkit.training import Logger, check_finite, read_metrics
 from wmkit.utils import pick_device, rng_state, seed_everything, set_rng_state
 
 
@@ -300,8 +300,9 @@ class Trainer:
                     raise RuntimeError(f"resume: rebuilding the current {self.cfg.env!r} episode gave a "
                                        f"different {k!r} than the checkpoint; the env is not deterministic")
         set_rng_state(sd["rng"])
-        self.logger.history = [r for r in self.logger.history if r["step"] <= self.step]
         _truncate_metrics(self.run_dir / "metrics.jsonl", self.step)
+        # the logged history up to the checkpoint, so that plots of a resumed run show the whole run
+        self.logger.history = read_metrics(self.run_dir) if (self.run_dir / "metrics.jsonl").exists() else []
 
     # -- the loop ----------------------------------------------------------------------------------
     def run(self, until: int | None = None) -> dict:
