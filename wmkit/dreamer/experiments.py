@@ -66,7 +66,7 @@ def run_variant(env: str, steps: int, *, run_dir: str, reward_scale: float = 1.0
                       reward_scale=reward_scale, ablation=ablation, video=False, run_dir=run_dir, seed=seed,
                       resume=resume)
     t = train(cfg)
-    return {"env": env, "scale": reward_scale, "ablation": ablation or "-",
+    return {"env": env, "scale": reward_scale, "ablation": ablation or "full",
             "random": float(np.mean(random_returns(env, random_episodes, seed, reward_scale))),
             "dreamer": t.evals[-1]["eval/return"], "curve": [e["eval/return"] for e in t.evals],
             "steps_per_s": t.summary["env_steps_per_s"], "trainer": t, **diagnose(t)}
