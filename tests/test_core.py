@@ -241,3 +241,13 @@ def test_bench_prints_json_lines():
         assert {"metric", "unit", "device", "torch"} <= set(row)
     unknown = subprocess.run([sys.executable, "-m", "wmkit.bench", "nope"], capture_output=True, text=True)
     assert unknown.returncode != 0 and "unknown benchmark 'nope'" in unknown.stderr
+
+
+def test_interleaved_times_round_robin_and_drops_warmup():
+    from wmkit.bench import interleaved
+
+    calls = []
+    out = interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, warmup=1, repeat=3)
+    assert calls == ["a", "b"] * 4                      # one call of each per round, warm-up round included
+    assert [len(v) for v in out.values()] == [3, 3]     # ... but not recorded
+    assert all(t >= 0 for v in out.values() for t in v)

@@ -31,7 +31,7 @@ import time
 import numpy as np
 import torch
 
-from wmkit.bench import emit, timeit
+from wmkit.bench import emit, interleaved
 from wmkit.dreamer.agent import Agent
 from wmkit.dreamer.bench import synthetic_batch
 from wmkit.dreamer.config import DreamerConfig
@@ -191,12 +191,7 @@ def main(argv: list[str] | None = None) -> None:
             fns["wmkit_compiled_update_ms"] = lambda cagent=cagent, wb=wb: cagent.update(wb)
             fns["sheeprl_compiled_update_ms"] = lambda csl=csl, sb=sb: csl.update(sb)
         t0 = time.perf_counter()
-        samples = {k: [] for k in fns}
-        for r in range(args.warmup + args.repeat):
-            for k, fn in fns.items():
-                t = timeit(fn, warmup=0, repeat=1, sync=device)["min"]
-                if r >= args.warmup:
-                    samples[k].append(t * 1000)
+        samples = interleaved(fns, warmup=args.warmup, repeat=args.repeat, sync=device)
         best = {k: min(v) for k, v in samples.items()}
         # sanity, after the warm-up (at the very first step the zero-initialised output layers of the critic and
         # reward heads block the gradients of the layers below): one more update of sheeprl moves every

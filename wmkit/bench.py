@@ -67,6 +67,19 @@ def timeit(fn: Callable[[], Any], *, warmup: int = 2, repeat: int = 5, number: i
     return {"median": statistics.median(samples), "min": min(samples), "samples": len(samples)}
 
 
+def interleaved(fns: dict[str, Callable[[], Any]], *, warmup: int, repeat: int,
+                sync: torch.device | str | None = None) -> dict[str, list[float]]:
+    """Milliseconds per call of several variants, timed round-robin (one call of each per round) so that
+    load on a shared machine hits all of them alike. The first ``warmup`` rounds are not recorded."""
+    samples: dict[str, list[float]] = {k: [] for k in fns}
+    for r in range(warmup + repeat):
+        for k, fn in fns.items():
+            t = timeit(fn, warmup=0, repeat=1, sync=sync)["min"]
+            if r >= warmup:
+                samples[k].append(t * 1000)
+    return samples
+
+
 def run(name: str, argv: list[str] | None = None) -> None:
     if name not in REGISTRY:
         raise SystemExit(f"unknown benchmark {name!r}; available: {', '.join(sorted(REGISTRY))}")

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.distributions as td
 
-from wmkit.bench import emit, timeit
+from wmkit.bench import emit, interleaved
 from wmkit.dreamer.agent import Agent, size_table
 from wmkit.dreamer.config import DreamerConfig
 from wmkit.dreamer.math import lambda_return, symlog
@@ -189,13 +189,7 @@ def run(argv: list[str]) -> None:
             ccfg = DreamerConfig(recipe=args.recipe, size=size, compile=True)
             cagent = Agent(obs_space, {"n": n_act, "discrete": True}, ccfg, device=device, seed=0)
             fns["compiled_update_ms"] = lambda cagent=cagent, batch=batch: cagent.update(batch)
-        # interleave the variants (one call each per round) so that load on a shared machine hits all alike
-        samples = {k: [] for k in fns}
-        for r in range(args.warmup + args.repeat):
-            for k, fn in fns.items():
-                t = timeit(fn, warmup=0, repeat=1, sync=device)["min"]
-                if r >= args.warmup:
-                    samples[k].append(t * 1000)
+        samples = interleaved(fns, warmup=args.warmup, repeat=args.repeat, sync=device)
         results = {k: min(v) for k, v in samples.items()}
         for k, v in results.items():
             kw = {"baseline": "our own plain port of the same model (wmkit/dreamer/bench.py)"} \
