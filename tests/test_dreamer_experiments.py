@@ -16,9 +16,10 @@ def test_mse_head_gradient_scales_with_the_reward_and_two_hot_does_not(one_threa
     # The two-hot cross-entropy is bounded whatever the target: the same order at both scales.
     th = out[("two-hot", 1000.0)]["grad_norm"][0] / out[("two-hot", 1.0)]["grad_norm"][0]
     assert 0.1 < th < 10
-    # After one step from a zero-initialised output layer, two-hot's bins are still ~uniform, so it
-    # predicts ~0: relative error ~1 (the definition's "no better than predicting zero").
+    # Before any step the zero-initialised output layers make both heads predict ~0: relative error ~1
+    # (the definition's "no better than predicting zero").
     assert out[("two-hot", 1.0)]["rel_err"][0] == pytest.approx(1, abs=0.02)
+    assert out[("mse", 1.0)]["rel_err"][0] == pytest.approx(1)
 
 
 def test_run_variant_reports_scale_free_diagnostics(tmp_path, one_thread):

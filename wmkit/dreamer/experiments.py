@@ -79,8 +79,9 @@ def fit_heads(scales=(0.001, 1.0, 1000.0), steps: int = 400, n: int = 512, dim: 
     A two-hot head (255 symlog-spaced bins, cross-entropy) and a plain MSE head (one output, squared
     error in raw space), both with one hidden layer, are fitted to ``y = scale * sigmoid(w . x)`` from
     random features with the world model's optimiser settings (Adam, lr 1e-4, global-norm clip 1000).
-    Returns ``{(head, scale): {"rel_err": [...], "grad_norm": [...]}}`` per step, where rel_err is
-    mean |prediction - y| / mean |y| on the training points (1 = no better than predicting 0).
+    Returns ``{(head, scale): {"rel_err": [...], "grad_norm": [...]}}`` per step (both measured before
+    that step's update), where rel_err is mean |prediction - y| / mean |y| on the training points
+    (1 = no better than predicting 0).
     """
     from wmkit.dreamer.ablations import MSEHead
     from wmkit.dreamer.networks import TwoHotHead
@@ -99,12 +100,12 @@ def fit_heads(scales=(0.001, 1.0, 1000.0), steps: int = 400, n: int = 512, dim: 
             rel, norms = [], []
             for _ in range(steps):
                 o = head(x)
+                with torch.no_grad():   # the error of the prediction this step's gradient is taken at
+                    rel.append(float((head.pred(o) - y).abs().mean() / y.abs().mean()))
                 loss = head.loss(o, y).mean()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 norms.append(float(torch.nn.utils.clip_grad_norm_(head.parameters(), clip)))
                 opt.step()
-                with torch.no_grad():
-                    rel.append(float((head.pred(head(x)) - y).abs().mean() / y.abs().mean()))
             out[(name, scale)] = {"rel_err": rel, "grad_norm": norms}
     return out
