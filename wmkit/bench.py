@@ -28,6 +28,11 @@ REGISTRY: dict[str, tuple[str, str]] = {
     "scrubber": ("wmkit.widgets:bench", "rollout scrubber: PNG encoding rate and embedded HTML size"),
     "worldmodels": ("wmkit.worldmodels.bench:run", "stage 1: VAE images/s, MDN-RNN sequences/s, dream steps/s"),
     "dreamer": ("wmkit.dreamer.bench:run", "stage 2: ms per DreamerV3 update, env steps/s"),
+    "data": ("wmkit.data.bench:run", "stages 3-4 data: clips/s decoded and streamed from shards"),
+    "genie": ("wmkit.genie.bench:run", "stage 3a: training tokens/s, generated frames/s, ST vs full attention"),
+    "diffusion": ("wmkit.diffusion.bench:run", "stage 3b: training frames/s, generated frames/s per recipe"),
+    "fp8": ("wmkit.precision_bench:run", "stage 3c: fp32/bf16/fp8 step time and memory, as ratios to bf16"),
+    "jepa": ("wmkit.jepa.bench:run", "stage 4: training clips/s and FLOPs per sample of each compared model"),
 }
 
 

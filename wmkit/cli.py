@@ -19,6 +19,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
                     "stage 1 (Ha & Schmidhuber 2018): collect | train-vae | train-mdnrnn | "
                     "train-controller | dream"),
     "dreamer": ("wmkit.dreamer.cli:main", "stage 2 (DreamerV3): train | evaluate"),
+    "data": ("wmkit.data.cli:main", "stages 3-4 data: crafter | driving | atari | shard | info"),
+    "genie": ("wmkit.genie.cli:main", "stage 3a (Genie): train-tokenizer | train-lam | train-dynamics | play"),
+    "diffusion": ("wmkit.diffusion.cli:main", "stage 3b (DIAMOND / GameNGen / Dreamer 4): train | sample | play"),
+    "jepa": ("wmkit.jepa.cli:main", "stage 4 (V-JEPA): train | probe | plan"),
 }
 
 

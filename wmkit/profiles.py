@@ -88,10 +88,35 @@ _DREAMER = {
                 ablation_scale=1000.0, heads_steps=3000, random_episodes=50),
 }
 
+# ----------------------------------------------------------------------------------------------------
+# Stages 3-4 data layer (wmkit.data): stand-in recordings (Crafter, CarRacing driving, Atari) and shards.
+_DATA: dict[str, dict[str, Any]] = {"smoke": {}, "cpu": {}, "gpu": {}}
+
+# ----------------------------------------------------------------------------------------------------
+# Stage 3a: Genie-style video world model (wmkit.genie).
+_GENIE: dict[str, dict[str, Any]] = {"smoke": {}, "cpu": {}, "gpu": {}}
+
+# ----------------------------------------------------------------------------------------------------
+# Stage 3b: diffusion world models (wmkit.diffusion): DIAMOND's EDM, GameNGen, Dreamer 4 shortcut forcing.
+_DIFFUSION: dict[str, dict[str, Any]] = {"smoke": {}, "cpu": {}, "gpu": {}}
+
+# ----------------------------------------------------------------------------------------------------
+# Stage 3c: FP8 training (wmkit.precision).
+_FP8: dict[str, dict[str, Any]] = {"smoke": {}, "cpu": {}, "gpu": {}}
+
+# ----------------------------------------------------------------------------------------------------
+# Stage 4: V-JEPA (wmkit.jepa).
+_JEPA: dict[str, dict[str, Any]] = {"smoke": {}, "cpu": {}, "gpu": {}}
+
 _CHAPTERS: dict[str, dict[str, dict[str, Any]]] = {
     "tour": _TOUR,
     "worldmodels": _WORLDMODELS,
     "dreamer": _DREAMER,
+    "data": _DATA,
+    "genie": _GENIE,
+    "diffusion": _DIFFUSION,
+    "fp8": _FP8,
+    "jepa": _JEPA,
 }
 
 _DESCRIPTIONS = {
