@@ -154,6 +154,15 @@ def test_prepare_model_swaps_every_linear_and_keeps_state_dict(one_thread):
     assert sum(isinstance(m, Fp8Linear) for m in block.modules()) == 4
 
 
+def test_prepare_model_swaps_a_bare_linear(one_thread):
+    lin = nn.Linear(16, 16)
+    out = prepare_model(lin, "fp8", backend="emulation")
+    assert isinstance(out, Fp8Linear) and out.weight is lin.weight
+    x = torch.randn(4, 16)
+    assert torch.equal(out(x), fp8_quantize(x, "e4m3", current_scale(x)) @ fp8_quantize(
+        lin.weight.detach(), "e4m3", current_scale(lin.weight)).t() + lin.bias.detach())
+
+
 def test_autocast_dtypes(one_thread):
     lin = nn.Linear(4, 4)
     x = torch.randn(2, 4)
@@ -271,7 +280,7 @@ def test_torchao_and_te_paths_with_injected_modules(monkeypatch):
     model = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 10))  # 10 is not a multiple of 16
     monkeypatch.setattr(prec, "_resolve", lambda backend, device: ("torchao", "injected"))
     prepare_model(model, "fp8")
-    assert calls["recipe_name"] == "tensorwise" and calls["filtered"] == ["0"]
+    assert calls["recipe_name"] == "tensorwise" and calls["filtered"] == ["0.0"]  # (wrapped in a Sequential)
     assert precision_of(model)["skipped"] == ["2"]
 
     model = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 10))

@@ -438,7 +438,8 @@ def prepare_model(model: nn.Module, precision: str, backend: str = "auto", *, re
                   history_len: int = 1024) -> nn.Module:
     """Make ``model`` train in ``precision``. fp32/bf16: returned as is (bf16 comes from :func:`autocast`).
 
-    fp8: swaps ``nn.Linear`` layers for FP8 ones of the chosen backend, in place, and returns the model.
+    fp8: swaps ``nn.Linear`` layers for FP8 ones of the chosen backend, in place, and returns the model (a
+    new module if ``model`` itself is an ``nn.Linear``: always use the returned model).
     ``recipe``/``history_len`` configure the emulation's scaling: "current" (default; what TE picks on an
     RTX 5090 and what torchao's tensorwise recipe does) or "delayed" (TE's default on Hopper/Ada, history
     1024); TE uses :func:`fp8_recipe_for` and torchao its tensorwise recipe. TE and torchao only take
@@ -456,8 +457,9 @@ def prepare_model(model: nn.Module, precision: str, backend: str = "auto", *, re
     device = p.device if p is not None else torch.device("cpu")
     chosen, why = _resolve(backend, device)
     skipped = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and not _dims_ok(m)]
+    root = nn.Sequential(model)  # so that a bare nn.Linear passed as the model is swapped too
     if chosen == "emulation":
-        n = _swap_linears(model, lambda lin: Fp8Linear.from_linear(lin, recipe=recipe, history_len=history_len))
+        n = _swap_linears(root, lambda lin: Fp8Linear.from_linear(lin, recipe=recipe, history_len=history_len))
         skipped = []
     elif chosen == "te":
         te = _import_module("transformer_engine.pytorch")
@@ -471,15 +473,16 @@ def prepare_model(model: nn.Module, precision: str, backend: str = "auto", *, re
                     new.bias.copy_(lin.bias)
             return new
 
-        n = _swap_linears(model, make_te, keep=_dims_ok)
+        n = _swap_linears(root, make_te, keep=_dims_ok)
     else:  # torchao
         ao = _import_module("torchao.float8")
         cfg_cls = ao.Float8LinearConfig
         config = cfg_cls.from_recipe_name("tensorwise") if hasattr(cfg_cls, "from_recipe_name") else cfg_cls()
         before = sum(isinstance(m, nn.Linear) for m in model.modules())
-        ao.convert_to_float8_training(model, config=config,
+        ao.convert_to_float8_training(root, config=config,
                                       module_filter_fn=lambda m, fqn: isinstance(m, nn.Linear) and _dims_ok(m))
         n = before - len(skipped)
+    model = root[0]
     model.wmkit_precision = {"precision": "fp8", "backend": chosen, "reason": why, "swapped": n,
                              "skipped": skipped, "recipe": recipe if chosen == "emulation" else None}
     return model

@@ -111,7 +111,21 @@ _DIFFUSION: dict[str, dict[str, Any]] = {"smoke": {}, "cpu": {}, "gpu": {}}
 
 # ----------------------------------------------------------------------------------------------------
 # Stage 3c: FP8 training (wmkit.precision).
-_FP8: dict[str, dict[str, Any]] = {"smoke": {}, "cpu": {}, "gpu": {}}
+# toggle_*: the small causal transformer the precision toggle trains (wmkit.precision_bench.train_run);
+# bench_*: `wmkit bench fp8` -- matrix sweep (M = bench_tokens, K = N = each size) and one transformer step.
+_FP8: dict[str, dict[str, Any]] = {
+    "smoke": dict(toggle_model=dict(dim=32, depth=1, heads=2, seq_len=16, batch=8), toggle_steps=12,
+                  bench_sizes=(128, 256), bench_tokens=32,
+                  bench_model=dict(dim=32, depth=1, heads=2, seq_len=16, batch=4)),
+    # cpu: three 300-step runs of a 2-block, 64-wide transformer (~10-30 s each on one core)
+    "cpu": dict(toggle_model=dict(dim=64, depth=2, heads=4, seq_len=16, batch=16), toggle_steps=300,
+                bench_sizes=(512, 1024, 2048, 4096, 8192), bench_tokens=256,
+                bench_model=dict(dim=256, depth=2, heads=4, seq_len=64, batch=8)),
+    # gpu: a world-model-sized transformer (width 512) for the toggle; the bench model is 8 x 1024 wide
+    "gpu": dict(toggle_model=dict(dim=512, depth=4, heads=8, seq_len=256, batch=32), toggle_steps=500,
+                bench_sizes=(512, 1024, 2048, 4096, 8192), bench_tokens=4096,
+                bench_model=dict(dim=1024, depth=8, heads=16, seq_len=1024, batch=8)),
+}
 
 # ----------------------------------------------------------------------------------------------------
 # Stage 4: V-JEPA (wmkit.jepa).
