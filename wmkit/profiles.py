@@ -171,6 +171,8 @@ class Profile:
     def table(self, chapter: str) -> str:
         """A two-column text table of one chapter's sizes (what notebooks print at the top)."""
         rows = self.chapters[chapter]
+        if not rows:
+            return "(no sizes)"
         width = max(len(k) for k in rows)
         return "\n".join(f"{k:<{width}}  {v}" for k, v in rows.items())
 
