@@ -227,11 +227,11 @@ def test_cma_es_improves_a_simple_objective():
         acts = Controller.batched_act(torch.tensor(pop, dtype=torch.float32), obs.expand(len(pop), 64, 288))
         return -(acts - target).pow(2).mean(dim=(1, 2)).numpy()
 
-    best, history, _ = cma_search(fitness, 867, popsize=12, generations=40, sigma0=0.05, seed=0,
-                                  progress=False)
-    first, last = history[0]["mean"], history[-1]["best_so_far"]
-    assert last > first + 0.5 * abs(first), (first, last)
-    assert float(fitness(best[None], 0)[0]) == pytest.approx(last)
+    mean_x, history, _ = cma_search(fitness, 867, popsize=12, generations=40, sigma0=0.05, seed=0,
+                                    progress=False)
+    first = history[0]["mean"]
+    deployed = float(fitness(mean_x[None], 0)[0])  # cma_search returns the distribution mean
+    assert deployed > first + 0.5 * abs(first), (first, deployed)
 
 
 # ------------------------------------------------------------------------------------ data

@@ -40,7 +40,7 @@ def test_cli_pipeline_smoke_profile_with_resume(tmp_path, monkeypatch, capsys):
               "--run-dir", str(ctrl), "--generations", "2", "--eval-episodes", "1", "--eval-max-steps", "20"])
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert res["env"] == "dream" and np.isfinite(res["real_mean"])
-    assert load_state(ctrl / "ckpt" / "latest")["best"].shape == (867,)
+    assert load_state(ctrl / "ckpt" / "latest")["params"].shape == (867,)
 
     cli.main(["dream", "--data-dir", str(ep_dir), "--vae-dir", str(vae), "--mdnrnn-dir", str(mdn),
               "--start", "0", "--context", "4", "--horizon", "20", "--tau", "1.15", "--out", str(r / "dream")])

@@ -21,6 +21,7 @@ from wmkit.worldmodels.data import (
     frames_to_tensor,
     load_episode,
     preprocess_frame,
+    random_weight_policy,
     save_episode,
 )
 from wmkit.worldmodels.dream_env import (
@@ -41,5 +42,5 @@ __all__ = [
     "dream_from_episode", "encode_episode", "make_dream_env", "ENV_ID", "Episode", "EpisodeFormatError",
     "FrameDataset",
     "LatentSequenceDataset", "ShuffledFrames", "brownian_actions", "check_frames", "collect", "collect_episode",
-    "episode_paths", "frames_to_tensor", "load_episode", "preprocess_frame", "save_episode",
+    "episode_paths", "frames_to_tensor", "load_episode", "preprocess_frame", "random_weight_policy", "save_episode",
 ]

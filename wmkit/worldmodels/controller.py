@@ -73,11 +73,18 @@ class Controller(nn.Module):
 def cma_search(fitness: Callable[[np.ndarray, int], np.ndarray], dim: int, popsize: int,
                generations: int, sigma0: float = 0.1, seed: int = 0, x0: np.ndarray | None = None,
                progress: bool = True, callback: Callable[[int, dict], None] | None = None,
-               es=None) -> tuple[np.ndarray, list[dict], object]:
+               es=None, weight_decay: float = 0.01) -> tuple[np.ndarray, list[dict], object]:
     """Maximise ``fitness(pop (P, dim), generation) -> (P,)`` with cma.CMAEvolutionStrategy.
 
-    Returns (best parameters seen, per-generation history, the ES object -- pass it back as ``es``
-    to continue). History rows: generation, mean, max, best_so_far fitness.
+    Returns (the distribution mean ``es.result.xfavorite``, per-generation history, the ES object --
+    pass it back as ``es`` to continue). The mean is what the paper's code deploys and evaluates
+    (estool's ``current_param()``: "mean solution, presumably better with noise"): with noisy fitness the
+    best single candidate is mostly the luckiest one. History rows: generation, mean, max, best_so_far
+    (raw fitness), and sigma.
+
+    ``weight_decay``: CMA-ES ranks ``f - weight_decay * mean(x^2)`` (estool's ``compute_weight_decay``
+    with its default 0.01). estool's CMAES wrapper adds the term with the opposite sign (a bonus on
+    large weights, a sign slip); ``weight_decay=-0.01`` reproduces that exactly, 0 switches it off.
     """
     import cma
     from tqdm.auto import tqdm
@@ -86,22 +93,23 @@ def cma_search(fitness: Callable[[np.ndarray, int], np.ndarray], dim: int, popsi
         x0 = np.zeros(dim) if x0 is None else np.asarray(x0, np.float64)
         es = cma.CMAEvolutionStrategy(x0, sigma0, {"popsize": popsize, "seed": seed + 1, "verbose": -9})
     history: list[dict] = []
-    best_x, best_f = np.asarray(es.result.xbest if es.result.xbest is not None else es.mean), -np.inf
+    best_f = -np.inf
     bar = tqdm(range(generations), desc="CMA-ES", disable=not progress)
     for g in bar:
         pop = np.asarray(es.ask())                     # (P, dim)
         f = np.asarray(fitness(pop, g), np.float64)    # (P,) higher is better
         if f.shape != (len(pop),):
             raise ValueError(f"fitness returned shape {f.shape}, expected ({len(pop)},)")
-        es.tell(list(pop), list(-f))                   # cma minimises
-        if f.max() > best_f:
-            best_f, best_x = float(f.max()), pop[int(f.argmax())].copy()
-        row = {"generation": g, "mean": float(f.mean()), "max": float(f.max()), "best_so_far": best_f}
+        ranked = f - weight_decay * np.mean(pop ** 2, axis=1)  # (P,) L2 penalty on the weights
+        es.tell(list(pop), list(-ranked))              # cma minimises
+        best_f = max(best_f, float(f.max()))
+        row = {"generation": g, "mean": float(f.mean()), "max": float(f.max()), "best_so_far": best_f,
+               "sigma": float(es.sigma)}
         history.append(row)
         bar.set_postfix(mean=f"{row['mean']:.1f}", best=f"{best_f:.1f}")
         if callback is not None:
             callback(g, row)
-    return best_x, history, es
+    return np.asarray(es.result.xfavorite, np.float64).copy(), history, es
 
 
 @torch.no_grad()

@@ -2,9 +2,14 @@
 
 The paper collects 10,000 rollouts of CarRacing with a random policy and trains V and M on them. Here:
 
+* What the paper's code did (``carracing/extract.py``): every episode gets a *random-weight agent* --
+  V, M and C with fresh weights drawn from a Cauchy distribution of scale s ~ U(0, 0.01) -- and the
+  actions are C's: a = tanh(W [z, h] + b) squashed to the box. :func:`random_weight_policy` does exactly
+  that (``policy="random_weights"``). wmkit's default is different:
 * :func:`brownian_actions` -- the random exploration: a smoothly varying ("Brownian") action process,
   a_{t+1} = clip(a_t + sqrt(dt) * eps), eps ~ N(0, I), so the car steers in long arcs instead of
-  jittering in place as it would with i.i.d. uniform actions.
+  jittering in place as a random-weight agent mostly does (plus, by default, half of the episodes
+  following the road; see :func:`collect`).
 * :func:`preprocess_frame` -- 96x96x3 -> crop the dashboard (rows 84..95) -> 64x64x3 uint8, as in the
   paper's code.
 * :func:`collect_episode` / :func:`collect` -- roll out gymnasium ``CarRacing-v3`` (the seed's
@@ -83,6 +88,46 @@ def brownian_actions(n: int, rng: np.random.Generator, dt: float = 0.05,
         a = np.clip(a + np.sqrt(dt) * rng.standard_normal(ACTION_DIM), low, ACTION_HIGH)
     out[:, 2] = np.maximum(out[:, 2], 0.0)
     return out
+
+
+def random_weight_policy(seed: int, z_dim: int = 32, hidden: int = 256) -> Policy:
+    """The paper's CarRacing data policy: V, M and C with random Cauchy weights, a fresh agent per episode.
+
+    As ``carracing/extract.py`` + ``model.py`` (``init_random_model_params(stdev=np.random.rand() * 0.01)``):
+    s ~ U(0, 0.01) is drawn once per episode and every weight is ``standard_cauchy * s``. The paper's
+    V and M ``set_model_params`` then divide by 10,000 (their JSON format stores weights as integers x 1e4)
+    while C's does not, so V and M get Cauchy(0, s / 1e4) -- practically zero: z = mu + sigma * eps is
+    pure N(0, I) noise and M's h stays ~0 -- and C gets Cauchy(0, s). Each step a = tanh(W [z, h] + b),
+    gas = (a_1 + 1) / 2, brake = clip(a_2, 0, 1), then M steps on [z, a]. The actions are thus a per-episode
+    bias plus i.i.d. noise through W, with Cauchy's heavy tail making some agents steer or brake hard.
+    Returns a ``policy(frame, t) -> action (3,)`` for :func:`collect_episode`; deterministic given ``seed``.
+    """
+    from wmkit.worldmodels.controller import squash_actions
+    from wmkit.worldmodels.mdnrnn import MDNRNN
+    from wmkit.worldmodels.vae import ConvVAE
+
+    rng = np.random.default_rng(seed)
+    stdev = float(rng.uniform()) * 0.01
+    gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
+    vae, m = ConvVAE(z_dim).eval(), MDNRNN(z_dim, ACTION_DIM, hidden, reward_done_heads=False).eval()
+    W = torch.empty(ACTION_DIM, z_dim + hidden)
+    b = torch.empty(ACTION_DIM)
+    with torch.no_grad():
+        for p, scale in [*((p, stdev / 1e4) for p in [*vae.parameters(), *m.parameters()]), (W, stdev), (b, stdev)]:
+            u = torch.rand(p.shape, generator=gen)                # inverse CDF of the standard Cauchy:
+            p.copy_(torch.tan(torch.pi * (u - 0.5)) * scale)        # tan(pi (u - 1/2)) ~ Cauchy(0, 1)
+    state = m.initial_state(1)
+
+    @torch.no_grad()
+    def policy(frame: np.ndarray, t: int) -> np.ndarray:
+        nonlocal state
+        mu, logvar = vae.encode(frames_to_tensor(np.array(frame[None])))         # (1, Z) each
+        z = mu + torch.exp(0.5 * logvar) * torch.randn(mu.shape, generator=gen)  # (1, Z)
+        a = squash_actions(torch.cat([z, state[0][0]], -1) @ W.T + b)           # (1, 3)
+        state = m(z[:, None], a[:, None], state).state
+        return a[0].numpy().astype(np.float32)
+
+    return policy
 
 
 # ------------------------------------------------------------------------------------------ frames
@@ -216,17 +261,28 @@ def collect_episode(seed: int, max_steps: int = 1000, policy: Policy | None = No
                    truncated=np.asarray(truncs, bool), seed=int(seed))
 
 
+POLICIES = ("brownian", "random_weights")
+
+
 def _collect_to_file(seed: int, out: str, max_steps: int, dt: float,
-                     follow_road: bool = False) -> tuple[str, int, float]:
-    ep = collect_episode(seed, max_steps=max_steps, dt=dt, follow_road=follow_road)
+                     follow_road: bool = False, policy: str = "brownian") -> tuple[str, int, float]:
+    if policy == "random_weights":
+        torch.set_num_threads(1)  # one tiny agent per worker process
+        ep = collect_episode(seed, max_steps=max_steps, policy=random_weight_policy(seed))
+    else:
+        ep = collect_episode(seed, max_steps=max_steps, dt=dt, follow_road=follow_road)
     save_episode(out, ep)
     return out, len(ep), float(ep.rewards.sum())
 
 
 def collect(out_dir: str | os.PathLike, n_rollouts: int, max_steps: int, seed: int = 0,
             workers: int = 1, dt: float = 0.05, progress: bool = True,
-            follow_fraction: float = 0.0) -> list[Path]:
+            follow_fraction: float = 0.0, policy: str = "brownian") -> list[Path]:
     """Collect ``n_rollouts`` exploration episodes into ``out_dir/episode_<seed>.npz``.
+
+    ``policy="random_weights"``: the paper's data, every episode from a fresh random-weight V+M+C agent
+    (:func:`random_weight_policy`; ``dt`` and ``follow_fraction`` are then unused).
+    ``policy="brownian"`` (wmkit's default): Brownian exploration as below.
 
     Episode i uses seed ``seed + i``; files that already exist and load cleanly are kept (so an
     interrupted collection resumes). ``workers > 1`` runs episodes in parallel processes. Every
@@ -235,6 +291,10 @@ def collect(out_dir: str | os.PathLike, n_rollouts: int, max_steps: int, seed: i
     """
     from tqdm.auto import tqdm
 
+    if policy not in POLICIES:
+        raise ValueError(f"collect: policy must be one of {POLICIES}, got {policy!r}")
+    if policy == "random_weights":
+        follow_fraction = 0.0
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     todo, done = [], []
@@ -249,7 +309,7 @@ def collect(out_dir: str | os.PathLike, n_rollouts: int, max_steps: int, seed: i
     bar = tqdm(total=n_rollouts, initial=len(done), desc="collect", unit="ep", disable=not progress)
     if workers <= 1:
         for s, p, f in todo:
-            _collect_to_file(s, p, max_steps, dt, f)
+            _collect_to_file(s, p, max_steps, dt, f, policy)
             done.append(Path(p))
             bar.update()
     else:
@@ -257,7 +317,7 @@ def collect(out_dir: str | os.PathLike, n_rollouts: int, max_steps: int, seed: i
         # spawn elsewhere (macOS/Windows: call collect under `if __name__ == "__main__":`).
         ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
         with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-            futs = [pool.submit(_collect_to_file, s, p, max_steps, dt, f) for s, p, f in todo]
+            futs = [pool.submit(_collect_to_file, s, p, max_steps, dt, f, policy) for s, p, f in todo]
             for fut in as_completed(futs):
                 done.append(Path(fut.result()[0]))
                 bar.update()

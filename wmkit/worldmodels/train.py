@@ -1,6 +1,6 @@
 """Trainers for World Models (Ha & Schmidhuber 2018, Car Racing experiment, "Procedure"), one per step:
 
-1. :func:`run_collect`          -- rollouts with the random (Brownian) policy        -> episodes/*.npz
+1. :func:`run_collect`          -- rollouts, Brownian (default) or random-weight agents -> episodes/*.npz
 2. :func:`train_vae`            -- V on every frame                                   -> vae/ckpt/latest
 3. :func:`train_mdnrnn`         -- M on V's latents (z resampled from q(z|x) per epoch) -> mdnrnn/ckpt/latest
 4. :func:`train_controller`     -- C with CMA-ES, in the dream (default) or the real env -> controller/...
@@ -61,7 +61,7 @@ def _ckpt(run_dir: str | Path) -> Path:
 # ---------------------------------------------------------------------------------------------- collect
 @dataclass
 class CollectConfig:
-    """Collect CarRacing-v3 rollouts with the paper's random (Brownian) exploration."""
+    """Collect CarRacing-v3 rollouts: wmkit's Brownian exploration (default) or the paper's random-weight agents."""
 
     out_dir: str = f"{ROOT}/episodes"
     """Folder for episode_<seed>.npz files (existing valid files are kept: collection resumes)."""
@@ -77,13 +77,16 @@ class CollectConfig:
     """Brownian step size: each action component moves by sqrt(dt) * N(0, 1) per step."""
     follow_fraction: float = 0.5
     """Fraction of episodes that follow the road with Brownian noise (beyond the paper, whose random
-    policy rarely stays on the road); 0 = the paper's purely random data."""
+    policy rarely stays on the road); 0 = purely Brownian data."""
+    policy: str = "brownian"
+    """'brownian' (wmkit: Brownian actions, plus follow_fraction road-following episodes) or
+    'random_weights' (the paper's code: a fresh random-Cauchy-weight V+M+C agent per episode)."""
 
 
 def run_collect(cfg: CollectConfig, progress: bool = True) -> list[Path]:
     cfg = _fill(cfg, n_rollouts="n_rollouts", rollout_len="rollout_len", workers="workers")
     return collect(cfg.out_dir, cfg.n_rollouts, cfg.rollout_len, seed=cfg.seed, workers=cfg.workers,
-                   dt=cfg.dt, progress=progress, follow_fraction=cfg.follow_fraction)
+                   dt=cfg.dt, progress=progress, follow_fraction=cfg.follow_fraction, policy=cfg.policy)
 
 
 # ---------------------------------------------------------------------------------------------- V
@@ -297,8 +300,10 @@ class TrainControllerConfig:
     """Dream temperature: > 1 makes the dream harder to exploit (the paper's Doom setting: 1.15)."""
     sigma0: float = 0.1
     """Initial CMA-ES step size."""
+    weight_decay: float = 0.01
+    """L2 penalty CMA-ES ranks by: fitness - weight_decay * mean(params^2) (estool's default 0.01)."""
     eval_episodes: int | None = None
-    """Real-env evaluation episodes of the best controller at the end (default: the profile's)."""
+    """Real-env evaluation episodes of the deployed (mean) controller at the end (default: the profile's)."""
     eval_max_steps: int | None = None
     """Steps per real evaluation episode (default: the profile's eval_max_steps)."""
     workers: int | None = None
@@ -308,7 +313,7 @@ class TrainControllerConfig:
     device: str = "cpu"
     """Device for V/M during the search (small batches: the CPU is usually fastest)."""
     resume: bool = False
-    """Continue from run_dir/ckpt/latest (the best controller and its mean as CMA-ES's start)."""
+    """Continue from run_dir/ckpt/latest (its CMA-ES mean as the new search's start)."""
 
 
 def initial_latents(vae: ConvVAE, data_dir: str, skip: int = 50, max_episodes: int = 50) -> torch.Tensor:
@@ -319,7 +324,8 @@ def initial_latents(vae: ConvVAE, data_dir: str, skip: int = 50, max_episodes: i
 
 def train_controller(cfg: TrainControllerConfig, vae: ConvVAE | None = None, mdnrnn: MDNRNN | None = None,
                      progress: bool = True) -> tuple[Controller, dict]:
-    """CMA-ES over C's 867 parameters. Returns the best controller and a results dict."""
+    """CMA-ES over C's 867 parameters. Returns C set to CMA-ES's final distribution mean (what the
+    paper's code deploys) and a results dict."""
     cfg = _fill(cfg, popsize="cma_popsize", generations="cma_generations", rollouts="cma_rollouts",
                 horizon="dream_horizon", eval_episodes="eval_episodes", eval_max_steps="eval_max_steps",
                 workers="workers")
@@ -349,21 +355,22 @@ def train_controller(cfg: TrainControllerConfig, vae: ConvVAE | None = None, mdn
     if cfg.device == "cpu":  # many tiny LSTM steps: one thread avoids synchronisation (2-3x faster)
         torch.set_num_threads(1)
     try:
-        best, history, es = cma_search(
+        deployed, history, es = cma_search(
             fitness, ctrl.num_params, cfg.popsize, cfg.generations, cfg.sigma0, cfg.seed, x0=x0,
-            progress=progress,
+            progress=progress, weight_decay=cfg.weight_decay,
             callback=lambda g, row: log.log(g, **{f"cma/{k}": v for k, v in row.items() if k != "generation"}))
     finally:
         torch.set_num_threads(threads)
-    ctrl.set_flat(best)
+    ctrl.set_flat(deployed)
+    # "train_best": the best single noisy candidate's fitness (optimistic); the deployed C is the mean.
     results = {"env": cfg.env, "train_best": history[-1]["best_so_far"], "history": history}
     if cfg.eval_episodes > 0:
         seeds = [50_000 + i for i in range(cfg.eval_episodes)]  # tracks never used in training
-        real = real_returns(np.repeat(best[None], len(seeds), 0), seeds, vae, mdnrnn, cfg.eval_max_steps,
+        real = real_returns(np.repeat(deployed[None], len(seeds), 0), seeds, vae, mdnrnn, cfg.eval_max_steps,
                             cfg.workers, progress=progress)
         results.update(real_mean=float(real.mean()), real_std=float(real.std()), real_returns=real.tolist())
         log.log(cfg.generations, **{"eval/real_mean": real.mean(), "eval/real_std": real.std()})
-    save_state(_ckpt(cfg.run_dir), {"model": ctrl.state_dict(), "best": best, "mean": np.asarray(es.mean)},
+    save_state(_ckpt(cfg.run_dir), {"model": ctrl.state_dict(), "params": deployed, "mean": np.asarray(es.mean)},
                metadata={"config": to_dict(cfg), "kind": "controller",
                          "results": {k: v for k, v in results.items() if k != "history"}})
     log.close()
