@@ -25,6 +25,7 @@ Every JSON line names the device, the backend and why it was chosen; ``--out FIL
 from __future__ import annotations
 
 import json
+import os
 import platform
 import sys
 import time
@@ -192,6 +193,19 @@ def crossover(sizes: list[int], ratios: list[float]) -> int:
     return -1
 
 
+def cpu_name() -> str:
+    """The CPU model (from /proc/cpuinfo on Linux) and the number of logical cores."""
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{name}, {os.cpu_count()} logical cores"
+
+
 def run(argv: list[str]) -> None:
     cfg = parse_config(Fp8BenchConfig, argv, prog="wmkit bench fp8")
     if cfg.threads:
@@ -210,7 +224,7 @@ def run(argv: list[str]) -> None:
     out = open(cfg.out, "a") if cfg.out else None  # noqa: SIM115 - closed below
     common = dict(bench="fp8", device=str(dev), device_name=status["device_name"],
                   capability=list(status["capability"]) if status["capability"] else None,
-                  profile=P.name, note=cfg.note, cpu=platform.processor() or platform.machine(),
+                  profile=P.name, note=cfg.note, cpu=cpu_name(),
                   date=time.strftime("%Y-%m-%d"))
 
     def put(metric, value, unit, **extra):
