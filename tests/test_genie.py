@@ -1,0 +1,245 @@
+"""Tests of wmkit.genie: known answers, causality by perturbation, MaskGIT bookkeeping, bad input."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from wmkit.genie.dynamics import DynamicsConfig, DynamicsModel
+from wmkit.genie.lam import LAMConfig, LatentActionModel, code_usage, confusion
+from wmkit.genie.st_transformer import STTransformer, attention_cost
+from wmkit.genie.tokenizer import FSQ, TokenizerConfig, VectorQuantizer, VideoTokenizer, psnr, usage_stats
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+# ---------------------------------------------------------------------------------------- ST transformer
+def test_st_transformer_shape_and_parameter_count():
+    D, depth = 32, 2
+    m = STTransformer(D, depth, heads=4, grid=(2, 3), max_frames=8)
+    y = m(torch.randn(2, 5, 6, D))
+    assert y.shape == (2, 5, 6, D)
+    # per ST block: 3 LayerNorms (6D), 2 attentions (qkv 3D^2 no bias, proj D^2 + D), MLP (8D^2 + 5D); final norm 2D
+    assert sum(p.numel() for p in m.parameters()) == depth * (16 * D * D + 13 * D) + 2 * D
+
+
+def test_st_transformer_is_causal_in_time():
+    m = STTransformer(16, 2, 2, grid=(2, 2), max_frames=8).eval()
+    x = torch.randn(1, 6, 4, 16)
+    y = m(x)
+    x2 = x.clone()
+    x2[:, 3] += torch.randn(4, 16)  # perturb frame 3 (not by a constant: LayerNorm would remove it)
+    y2 = m(x2)
+    assert torch.allclose(y[:, :3], y2[:, :3], atol=1e-6)  # frames before it: unchanged
+    assert (y[:, 3:] - y2[:, 3:]).abs().amax(dim=(0, 2, 3)).min() > 1e-3  # frame 3 and every later frame: changed
+
+
+def test_st_transformer_rejects_clip_beyond_context():
+    m = STTransformer(16, 1, 2, grid=(2, 2), max_frames=4)
+    with pytest.raises(ValueError, match="max_frames=4"):
+        m(torch.randn(1, 5, 4, 16))
+
+
+def test_attention_cost_quadratic_terms_match_the_formula():
+    """Forward FLOPs f(T) = a T + b T^2; QK^T and AV cost 2 L^2 D each, L = sequence length, per layer.
+    Full attention: L = T N, so b = 4 N^2 D depth.
+    ST: the temporal attention has L = T, for B*N sequences: b = 4 N D depth."""
+    N, D, depth = 16, 32, 2
+    for kind, b_expected in (("full", 4 * N * N * D * depth), ("st", 4 * N * D * depth)):
+        f = {T: attention_cost(kind, T, N, dim=D, depth=depth, heads=4, backward=False)["flops"] for T in (2, 4)}
+        b = (f[4] - 2 * f[2]) / (2 * 2**2)
+        assert b == pytest.approx(b_expected), kind
+    big = attention_cost("full", 32, 64, dim=32, depth=1, heads=4)  # 2048 tokens: counted on meta, nothing allocated
+    assert big["saved_bytes"] > 2048 * 2048 * 4  # holds at least one (L, L) fp32 score matrix
+
+
+# ---------------------------------------------------------------------------------------- quantizers
+def test_fsq_round_trip_and_codebook():
+    q = FSQ((8, 5, 5, 5))
+    assert q.num_codes == 1000
+    ids = torch.arange(1000)
+    codes = q.indices_to_codes(ids)  # (1000, 4)
+    assert torch.equal(q.codes_to_indices(codes), ids)  # bijection
+    assert len({tuple(c.tolist()) for c in codes}) == 1000
+    zq, idx = q(torch.zeros(3, 4))
+    assert torch.allclose(zq, torch.zeros(3, 4))  # 0 is a level, also for the even L = 8 (offset + tan shift)
+    zq, _ = q(torch.full((1, 4), 50.0))
+    assert torch.allclose(zq, torch.tensor([[0.75, 1.0, 1.0, 1.0]]))  # top level of L=8 is 3/4 (range -1..3/4)
+    z = torch.randn(5, 4, requires_grad=True)
+    q(z)[0].sum().backward()
+    assert z.grad is not None and (z.grad != 0).all()  # straight-through: gradient reaches the encoder
+    with pytest.raises(ValueError, match="last dim 4"):
+        q(torch.zeros(2, 3))
+
+
+def test_vq_nearest_code_straight_through_and_restarts():
+    vq = VectorQuantizer(4, 4, cosine=True, restart_after=3)
+    with torch.no_grad():
+        vq.codebook.copy_(torch.eye(4))
+    z = torch.tensor([[0.1, 2.0, 0.0, 0.0], [0.0, 0.0, 0.0, -1.0], [0.0, 0.0, 3.0, 0.2]], requires_grad=True)
+    zq, idx, loss = vq(z)
+    assert idx.tolist() == [1, 0, 2] or idx.tolist()[0] == 1 and idx.tolist()[2] == 2
+    (zq * torch.arange(4.0)).sum().backward()
+    assert z.grad is not None and z.grad.abs().sum() > 0  # straight-through
+    # code 3 (and whatever -e4 picked) stay unused; after restart_after steps a dead code is re-drawn from the batch
+    vq2 = VectorQuantizer(4, 4, cosine=True, restart_after=3)
+    with torch.no_grad():
+        vq2.codebook.copy_(torch.eye(4))
+    batch = torch.tensor([[1.0, 0.1, 0.0, 0.0]] * 8)
+    for _ in range(3):
+        vq2(batch)
+    assert int(vq2.restarts) == 3  # codes 1, 2, 3 unused for 3 steps -> restarted
+    after = torch.nn.functional.normalize(vq2.codebook.data, dim=-1)
+    assert torch.allclose(after[1:], torch.nn.functional.normalize(batch[:3], dim=-1), atol=1e-2)
+
+
+def test_usage_statistic_on_known_distributions():
+    assert usage_stats(torch.arange(8).repeat(5), 8)["perplexity"] == pytest.approx(8.0)
+    one = usage_stats(torch.zeros(100, dtype=torch.long), 8)
+    assert one["live"] == 1 and one["perplexity"] == pytest.approx(1.0)
+    s = usage_stats(torch.tensor([0, 0, 1, 2]), 4)  # p = (1/2, 1/4, 1/4): H = 1.5 bits -> exp(H) = 2^1.5
+    assert s["perplexity"] == pytest.approx(2**1.5) and s["live"] == 3
+    u = code_usage(np.array([3, 3, 3, 5]), 8)
+    assert u["fraction"][3] == pytest.approx(0.75) and u["live"] == 2
+    with pytest.raises(ValueError, match="ids in"):
+        usage_stats(torch.tensor([9]), 8)
+
+
+def test_confusion_table_counts():
+    t = confusion(np.array([0, 0, 1, 2, 2, 2]), np.array([1, 1, 0, 3, 3, 0]), 3, 4)
+    assert t.tolist() == [[0, 2, 0, 0], [1, 0, 0, 0], [1, 0, 0, 2]]
+    with pytest.raises(ValueError, match="true_actions"):
+        confusion(np.array([0]), np.array([7]), 3, 4)
+
+
+def test_psnr_known_value():
+    x = torch.zeros(1, 3, 4, 4)
+    assert float(psnr(x, x + 0.1)) == pytest.approx(20.0, abs=1e-4)  # MSE 0.01 -> 20 dB
+
+
+# ---------------------------------------------------------------------------------------- tokenizer and LAM
+def _tiny_tokenizer(quantizer="fsq"):
+    return VideoTokenizer(TokenizerConfig(frame_size=16, patch=4, dim=16, enc_depth=1, dec_depth=1, heads=2,
+                                          quantizer=quantizer, fsq_levels=(5, 5), vq_codes=16, vq_dim=8, max_frames=4))
+
+
+@pytest.mark.parametrize("quantizer", ["fsq", "vq"])
+def test_tokenizer_round_trip_shapes_and_bad_input(quantizer):
+    tok = _tiny_tokenizer(quantizer)
+    x = torch.rand(2, 3, 3, 16, 16)
+    out = tok(x)
+    assert out["recon"].shape == x.shape and out["tokens"].shape == (2, 3, 16)
+    ids = tok.encode(x)
+    assert int(ids.max()) < tok.vocab
+    assert torch.allclose(tok.decode(ids), out["recon"], atol=1e-5)  # decode(encode(x)) == the forward pass
+    with pytest.raises(ValueError, match=r"\(B, T, 3, 16, 16\)"):
+        tok(torch.rand(2, 3, 3, 32, 32))
+    with pytest.raises(ValueError, match="max_frames=4"):
+        tok(torch.rand(1, 5, 3, 16, 16))
+
+
+def test_tokenizer_encoder_is_causal():
+    tok = _tiny_tokenizer("fsq").eval()
+    x = torch.rand(1, 4, 3, 16, 16)
+    from wmkit.nn import patchify
+    e1 = tok.encoder(patchify(x, 4))
+    x2 = x.clone()
+    x2[:, 2] = torch.rand(3, 16, 16)
+    e2 = tok.encoder(patchify(x2, 4))
+    assert torch.allclose(e1[:, :2], e2[:, :2], atol=1e-6) and not torch.allclose(e1[:, 2:], e2[:, 2:])
+
+
+def test_lam_shapes_gradient_routing_and_bad_input():
+    lam = LatentActionModel(LAMConfig(frame_size=16, patch=8, dim=16, enc_depth=1, dec_depth=1, heads=2,
+                                      num_actions=8, code_dim=4, max_frames=4))
+    x = torch.rand(3, 4, 3, 16, 16)
+    out = lam(x)
+    assert out["pred"].shape == (3, 3, 3, 16, 16) and out["actions"].shape == (3, 3)
+    out["mse"].backward()  # the reconstruction alone must train the encoder, through the straight-through VQ
+    assert lam.encoder.inp.weight.grad is not None and lam.encoder.inp.weight.grad.abs().sum() > 0
+    assert lam.decoder.inp.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="T >= 2"):
+        lam(torch.rand(1, 1, 3, 16, 16))
+
+
+def test_lam_action_depends_only_on_its_transition_and_the_past():
+    lam = LatentActionModel(LAMConfig(frame_size=16, patch=8, dim=16, enc_depth=2, dec_depth=1, heads=2,
+                                      code_dim=4, max_frames=6)).eval()
+    x = torch.rand(1, 5, 3, 16, 16)
+    a1 = lam.encode(x)[0]
+    x2 = x.clone()
+    x2[:, 3] = torch.rand(3, 16, 16)  # frame 4 of 5: transitions 1->2, 2->3 must not change; 3->4 and 4->5 do
+    a2 = lam.encode(x2)[0]
+    assert torch.allclose(a1[:, :2], a2[:, :2], atol=1e-6) and not torch.allclose(a1[:, 2], a2[:, 2])
+
+
+# ---------------------------------------------------------------------------------------- dynamics / MaskGIT
+def _tiny_dynamics(**kw):
+    cfg = DynamicsConfig(vocab=12, grid=(3, 3), num_actions=4, dim=16, depth=2, heads=2, max_frames=5, **kw)
+    return DynamicsModel(cfg).eval()
+
+
+def test_dynamics_causal_in_frames_and_actions():
+    m = _tiny_dynamics()
+    tok = torch.randint(0, 12, (1, 5, 9))
+    act = torch.randint(0, 4, (1, 4))
+    y = m(tok, act)
+    assert y.shape == (1, 5, 9, 12)
+    tok2 = tok.clone()
+    tok2[:, 3] = (tok2[:, 3] + 1) % 12
+    y2 = m(tok2, act)
+    assert torch.allclose(y[:, :3], y2[:, :3], atol=1e-6) and not torch.allclose(y[:, 3:], y2[:, 3:])
+    act2 = act.clone()
+    act2[:, 1] = (act2[:, 1] + 1) % 4  # action 1 drives frame 2
+    y3 = m(tok, act2)
+    assert torch.allclose(y[:, :2], y3[:, :2], atol=1e-6) and not torch.allclose(y[:, 2], y3[:, 2])
+
+
+def test_dynamics_loss_masks_only_later_frames():
+    m = _tiny_dynamics()
+    g = torch.Generator().manual_seed(0)
+    tok = torch.randint(0, 12, (64, 3, 9))
+    out = m.loss(tok, torch.randint(0, 4, (64, 2)), generator=g)
+    assert 0.5 <= float(out["mask_frac"]) <= 1.0 and math.isfinite(out["loss"].item())
+    assert float(out["mask_frac"]) == pytest.approx(0.75, abs=0.05)  # E[U(0.5, 1)] = 0.75
+
+
+@pytest.mark.parametrize("steps", [1, 4, 25])
+def test_maskgit_fills_every_token_in_exactly_the_configured_steps(steps):
+    m = _tiny_dynamics()
+    ctx = torch.randint(0, 12, (2, 2, 9))
+    hist: list = []
+    out = m.generate_next(ctx, torch.randint(0, 4, (2, 2)), steps=steps, generator=torch.Generator().manual_seed(1),
+                          history=hist)
+    assert len(hist) == steps and out.shape == (2, 9)
+    assert int(out.max()) < 12  # no [MASK] left
+    still = [h[1].sum(1) for h in hist]
+    assert all(int(s.min()) >= 1 for s in still[:-1]) and int(still[-1].max()) == 0
+    for s in range(1, steps):  # a token fixed at step s-1 keeps its value at every later step
+        fixed = ~hist[s - 1][1]
+        assert torch.equal(hist[s][0][fixed], hist[s - 1][0][fixed])
+        # every step fixes at least one token, until one is left: MaskGIT keeps >= 1 masked before the last step
+        assert ((still[s] < still[s - 1]) | (still[s - 1] == 1)).all()
+    if steps == 25:  # cosine schedule: after step s, floor(N cos(pi/2 s/S)) masked (clamped to [1, unknown-1])
+        assert int(still[0][0]) == 8  # floor(9 cos(pi/50)) = 8
+
+
+def test_maskgit_is_deterministic_with_a_seed_and_checks_input():
+    m = _tiny_dynamics()
+    ctx = torch.randint(0, 12, (1, 2, 9))
+    act = torch.tensor([[1, 2, 3]])
+    a = m.rollout(ctx, act, steps=3, generator=torch.Generator().manual_seed(5))
+    b = m.rollout(ctx, act, steps=3, generator=torch.Generator().manual_seed(5))
+    assert a.shape == (1, 4, 9) and torch.equal(a, b)
+    with pytest.raises(ValueError, match=r"latent action ids must be in \[0, 4\)"):
+        m(torch.randint(0, 12, (1, 2, 9)), torch.tensor([[4]]))
+    with pytest.raises(ValueError, match="beyond the trained context"):
+        m(torch.randint(0, 12, (1, 6, 9)), torch.zeros(1, 5, dtype=torch.long))
+    with pytest.raises(ValueError, match="9 tokens per frame"):
+        m(torch.randint(0, 12, (1, 2, 8)), torch.zeros(1, 1, dtype=torch.long))

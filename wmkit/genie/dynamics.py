@@ -1,0 +1,173 @@
+"""Genie's dynamics model: a MaskGIT transformer over video tokens, conditioned on latent actions.
+
+Bruce et al. 2024 (arXiv:2402.15391), section 2.1 "Dynamics Model" and section 2.2 "Inference": a decoder-only
+MaskGIT (Chang et al. 2022) ST-transformer takes the tokens z_{1:t-1} and the (stop-gradient) latent actions
+a~_{1:t-1} and predicts the tokens of the next frame, z_t. Latent actions enter as *additive* embeddings. Training
+(the paper and the Jafar re-implementation): for each clip draw a masking rate r ~ U[0.5, 1), replace each token of
+frames 2..T by [MASK] with probability r (frame 1 is never masked) and minimise the cross-entropy on the masked
+positions:
+
+    L_dyn = - sum_{masked (t, n)} log p(z_{t,n} | z^masked_{1:t}, a~_{1:t-1}) / #masked                 (DYN)
+
+Causal temporal attention means one pass trains every frame at once, and generation of frame t never looks at a
+later frame. Generation (MaskGIT's iterative decoding, google-research/maskgit ``decode``): start with frame t all
+[MASK]; for s = 1..S sample every masked token, keep the most confident ones and re-mask the rest so that
+``floor(N cos(pi/2 * s/S))`` stay masked (clamped to keep at least one and fix at least one per step), with Gumbel
+noise of scale ``temperature * (1 - s/S)`` added to the log-confidences; the last step fills every token. Genie
+uses S = 25 steps and temperature 2.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from wmkit.genie.st_transformer import STTransformer
+
+__all__ = ["DynamicsConfig", "DynamicsModel"]
+
+
+@dataclass
+class DynamicsConfig:
+    """Sizes of the MaskGIT dynamics model and its decoding defaults."""
+
+    vocab: int = 1000
+    """Token vocabulary (the tokenizer's codebook size)."""
+    grid: tuple[int, int] = (8, 8)
+    """Token grid per frame (N = h * w)."""
+    num_actions: int = 8
+    """Latent actions |A|."""
+    dim: int = 128
+    """Transformer width."""
+    depth: int = 3
+    """ST blocks."""
+    heads: int = 4
+    """Attention heads."""
+    max_frames: int = 16
+    """Longest clip the model attends over (training clip length)."""
+    mask_min: float = 0.5
+    """Lower end of the training masking rate U[mask_min, 1) (Genie: 0.5)."""
+    maskgit_steps: int = 25
+    """MaskGIT decoding steps per frame (Genie: 25)."""
+    temperature: float = 2.0
+    """Scale of the Gumbel noise on the confidences, annealed to 0 (Genie: 2; MaskGIT's choice_temperature)."""
+    sample_temperature: float = 1.0
+    """Softmax temperature of the token samples (1 = the model's distribution, as in MaskGIT)."""
+
+
+class DynamicsModel(nn.Module):
+    """tokens (B, T, N), latent actions (B, T-1) -> logits (B, T, N, vocab)."""
+
+    def __init__(self, cfg: DynamicsConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.num_tokens = cfg.grid[0] * cfg.grid[1]
+        self.mask_id = cfg.vocab  # one extra embedding row for [MASK]
+        self.token_embed = nn.Embedding(cfg.vocab + 1, cfg.dim)
+        self.action_embed = nn.Embedding(cfg.num_actions, cfg.dim)
+        self.transformer = STTransformer(cfg.dim, cfg.depth, cfg.heads, tuple(cfg.grid), cfg.max_frames,
+                                         None, cfg.vocab, causal_time=True)
+
+    def _check(self, tokens: torch.Tensor, actions: torch.Tensor) -> None:
+        B, T, N = tokens.shape
+        if N != self.num_tokens:
+            raise ValueError(f"tokens: expected {self.num_tokens} tokens per frame, got shape {tuple(tokens.shape)}")
+        if T > self.cfg.max_frames:
+            raise ValueError(f"tokens: T={T} frames is beyond the trained context max_frames={self.cfg.max_frames}")
+        if actions.shape != (B, T - 1):
+            raise ValueError(f"actions: expected shape {(B, T - 1)} (one per transition), got {tuple(actions.shape)}")
+        if actions.numel() and (int(actions.min()) < 0 or int(actions.max()) >= self.cfg.num_actions):
+            raise ValueError(f"actions: latent action ids must be in [0, {self.cfg.num_actions}), got "
+                             f"[{int(actions.min())}, {int(actions.max())}]")
+        if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) > self.cfg.vocab):
+            raise ValueError(f"tokens: ids must be in [0, {self.cfg.vocab}] ({self.cfg.vocab} = [MASK])")
+
+    def forward(self, tokens: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        self._check(tokens, actions)
+        if mask is not None:
+            tokens = torch.where(mask, torch.full_like(tokens, self.mask_id), tokens)  # (B, T, N)
+        x = self.token_embed(tokens)  # (B, T, N, D)
+        # [eq:action-add]
+        a = self.action_embed(actions)[:, :, None, :]  # (B, T-1, 1, D): a~_t drives frame t+1
+        x = torch.cat([x[:, :1], x[:, 1:] + a], dim=1)  # (B, T, N, D)
+        # [/eq:action-add]
+        return self.transformer(x)  # (B, T, N, vocab)
+
+    def loss(self, tokens: torch.Tensor, actions: torch.Tensor, generator: torch.Generator | None = None
+             ) -> dict[str, torch.Tensor]:
+        """Masked-token cross-entropy (DYN) with a per-clip masking rate r ~ U[mask_min, 1)."""
+        B, T, N = tokens.shape
+        # [eq:dyn-mask]
+        rate = self.cfg.mask_min + (1 - self.cfg.mask_min) * torch.rand(B, 1, 1, generator=generator)  # (B, 1, 1)
+        mask = torch.rand(B, T, N, generator=generator) < rate  # (B, T, N)
+        mask[:, 0] = False  # the first frame is always given
+        # [/eq:dyn-mask]
+        mask = mask.to(tokens.device)
+        logits = self(tokens, actions, mask)  # (B, T, N, V)
+        ce = F.cross_entropy(logits.flatten(0, 2).float(), tokens.flatten(), reduction="none").view(B, T, N)
+        loss = (ce * mask).sum() / mask.sum().clamp_min(1)
+        acc = ((logits.argmax(-1) == tokens) & mask).sum() / mask.sum().clamp_min(1)
+        return {"loss": loss, "acc": acc, "mask_frac": mask[:, 1:].float().mean()}
+
+    @torch.no_grad()
+    def generate_next(self, context: torch.Tensor, actions: torch.Tensor, steps: int | None = None,
+                      temperature: float | None = None, sample_temperature: float | None = None,
+                      generator: torch.Generator | None = None, history: list | None = None) -> torch.Tensor:
+        """One new frame by MaskGIT decoding.
+
+        context (B, t, N) tokens of the frames so far; actions (B, t) latent actions, actions[:, -1] leads from the
+        last context frame to the new one. Returns the new frame's tokens (B, N). If ``history`` is a list, each
+        step appends ``(sampled (B, N), still_masked (B, N))``.
+        """
+        steps = self.cfg.maskgit_steps if steps is None else steps
+        temperature = self.cfg.temperature if temperature is None else temperature
+        sample_temperature = self.cfg.sample_temperature if sample_temperature is None else sample_temperature
+        if steps < 1:
+            raise ValueError(f"steps: expected >= 1 MaskGIT steps, got {steps}")
+        B, t, N = context.shape
+        if actions.shape != (B, t):
+            raise ValueError(f"actions: expected shape {(B, t)} (one per context frame), got {tuple(actions.shape)}")
+        keep = self.cfg.max_frames - 1  # slide the window: the model attends over at most max_frames frames
+        context, actions = context[:, -keep:], actions[:, -keep:]
+        cur = torch.full((B, N), self.mask_id, dtype=torch.long, device=context.device)
+        unknown = torch.ones(B, N, dtype=torch.bool, device=context.device)
+        for s in range(steps):
+            logits = self(torch.cat([context, cur[:, None]], 1), actions)[:, -1].float()  # (B, N, V)
+            probs = torch.softmax(logits / sample_temperature, -1)  # (B, N, V)
+            sampled = torch.multinomial(probs.reshape(B * N, -1), 1, generator=generator).view(B, N)
+            sampled = torch.where(unknown, sampled, cur)  # fixed tokens stay
+            if s == steps - 1:
+                cur, unknown = sampled, torch.zeros_like(unknown)
+            else:
+                # [eq:maskgit]
+                ratio = (s + 1) / steps
+                n_mask = torch.full((B,), math.floor(N * math.cos(math.pi / 2 * ratio)), device=context.device)
+                n_mask = torch.maximum(torch.ones_like(n_mask), torch.minimum(unknown.sum(1) - 1, n_mask))  # (B,)
+                conf = torch.log(probs.gather(-1, sampled[..., None])[..., 0].clamp_min(1e-30))  # (B, N)
+                u = torch.rand(B, N, generator=generator).to(conf.device).clamp(1e-20, 1 - 1e-7)
+                conf = conf + temperature * (1 - ratio) * -torch.log(-torch.log(u))  # Gumbel noise, annealed
+                conf = torch.where(unknown, conf, torch.full_like(conf, math.inf))  # fixed tokens are never re-masked
+                cutoff = conf.sort(-1).values.gather(-1, n_mask[:, None].long())  # (B, 1)
+                unknown = conf < cutoff  # the n_mask least confident stay masked
+                cur = torch.where(unknown, torch.full_like(sampled, self.mask_id), sampled)
+                # [/eq:maskgit]
+            if history is not None:
+                history.append((sampled.clone(), unknown.clone()))
+        return cur
+
+    @torch.no_grad()
+    def rollout(self, context: torch.Tensor, actions: torch.Tensor, **kw) -> torch.Tensor:
+        """Autoregressive generation: context (B, t0, N), actions (B, t0 - 1 + H) -> tokens (B, t0 + H, N)."""
+        B, t0, N = context.shape
+        H = actions.shape[1] - (t0 - 1)
+        if actions.ndim != 2 or actions.shape[0] != B or H < 1:
+            raise ValueError(f"actions: expected (B={B}, t0-1+H) with H >= 1 = {t0 - 1}+H, got {tuple(actions.shape)}")
+        toks = context
+        for _ in range(H):
+            nxt = self.generate_next(toks, actions[:, : toks.shape[1]], **kw)  # (B, N)
+            toks = torch.cat([toks, nxt[:, None]], 1)
+        return toks

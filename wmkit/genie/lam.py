@@ -1,0 +1,179 @@
+"""Genie's latent action model (LAM): discrete actions learned from video alone.
+
+Bruce et al. 2024 (arXiv:2402.15391), section 2.1 "Latent Action Model" and figure 5. An encoder reads frames
+x_{1:t+1} and emits a continuous latent a~_t for each transition; a VQ bottleneck with a tiny codebook
+(|A| = 8) makes it one of 8 discrete actions; a decoder sees only the past frames x_{1:t} and a~_{1:t} and must
+predict x_{t+1}. With 3 bits per transition the decoder cannot copy the future, so the code is forced to carry
+*what changed* -- the controllable part. Genie trains it on pixels (patch 16) with the VQ-VAE objective:
+
+    L_LAM = ||x_{t+1} - x_hat_{t+1}||^2 + ||sg[a_e] - e||^2 + beta ||a_e - sg[e]||^2                   (LAM)
+
+Layout as in the Jafar re-implementation (FLAIROx/jafar, models/lam.py): a learned "action" token is prepended
+to every frame's patches; the encoder is a causal ST-transformer, and the action-token output at frame t+1 (which
+has seen x_{1:t+1}) is a~_t; the decoder adds a projection of the quantized a~_t to every token of frame t.
+
+Collapse -- every transition mapped to one code -- is the known failure of public re-implementations (the decoder
+first learns "next frame = this frame", codes that lose the nearest-code competition never get a gradient). The
+switches that fight it, all measurable through :func:`code_usage` and :func:`confusion`:
+
+* ``restart_after`` -- dead-code restarts in :class:`~wmkit.genie.tokenizer.VectorQuantizer` (Jafar: 50 steps);
+* ``decoder_mask`` -- hide this fraction of the decoder's input patches after the first frame behind a mask token
+  (tinyworlds hides all of them), so the action has to carry more of the next frame;
+* ``var_weight`` -- tinyworlds' batch-variance penalty: push the spread of the encoder outputs across the batch
+  above ``var_target`` so that they cannot all sit on one code;
+* cosine (l2-normalised) codes, which keep all codes on the unit sphere near the encoder's outputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from einops import repeat
+from torch import nn
+
+from wmkit.genie.st_transformer import STTransformer
+from wmkit.genie.tokenizer import VectorQuantizer, usage_stats
+from wmkit.nn import patchify, unpatchify
+
+__all__ = ["LAMConfig", "LatentActionModel", "code_usage", "confusion"]
+
+
+@dataclass
+class LAMConfig:
+    """Sizes and anti-collapse switches of the latent action model."""
+
+    frame_size: int = 64
+    """Frame height = width in pixels."""
+    patch: int = 16
+    """Patch size (Genie's LAM: 16)."""
+    dim: int = 128
+    """Transformer width."""
+    enc_depth: int = 2
+    """ST blocks in the encoder."""
+    dec_depth: int = 2
+    """ST blocks in the decoder."""
+    heads: int = 4
+    """Attention heads."""
+    num_actions: int = 8
+    """Codebook size |A| (Genie: 8)."""
+    code_dim: int = 32
+    """Dimension of a latent action code (Genie: 32)."""
+    beta: float = 0.25
+    """Commitment weight of the VQ loss."""
+    restart_after: int = 50
+    """Restart a code unused for this many consecutive steps (0 = never; Jafar: 50)."""
+    decoder_mask: float = 0.0
+    """Fraction of decoder input patches after the first frame replaced by a mask token (0 = Genie)."""
+    var_weight: float = 0.0
+    """Weight of the batch-variance penalty relu(var_target - Var_batch(a_e)) (0 = Genie; tinyworlds: 100)."""
+    var_target: float = 0.01
+    """Per-dimension batch variance of the (unit-norm) encoder outputs below which the penalty acts."""
+    max_frames: int = 16
+    """Longest clip."""
+
+
+class LatentActionModel(nn.Module):
+    """frames (B, T, 3, H, W) -> latent actions (B, T-1) in [0, |A|) and a prediction of frames 2..T."""
+
+    def __init__(self, cfg: LAMConfig):
+        super().__init__()
+        if cfg.frame_size % cfg.patch:
+            raise ValueError(f"frame_size={cfg.frame_size} is not divisible by patch={cfg.patch}")
+        self.cfg = cfg
+        g = cfg.frame_size // cfg.patch
+        self.num_patches = g * g
+        pdim = 3 * cfg.patch * cfg.patch
+        self.action_in = nn.Parameter(torch.randn(pdim) * 0.02)  # the learned action token's input
+        # the encoder sees N + 1 tokens per frame (action token first): no 2-D grid table, a learned one instead
+        self.encoder = STTransformer(cfg.dim, cfg.enc_depth, cfg.heads, None, cfg.max_frames, pdim, cfg.code_dim)
+        self.enc_pos = nn.Parameter(torch.randn(self.num_patches + 1, cfg.dim) * 0.02)  # (N+1, D)
+        self.vq = VectorQuantizer(cfg.num_actions, cfg.code_dim, cfg.beta, cosine=True, restart_after=cfg.restart_after)
+        self.action_up = nn.Linear(cfg.code_dim, cfg.dim)
+        self.decoder = STTransformer(cfg.dim, cfg.dec_depth, cfg.heads, (g, g), cfg.max_frames, pdim, pdim)
+        self.mask_token = nn.Parameter(torch.zeros(cfg.dim))
+
+    def _check(self, frames: torch.Tensor) -> None:
+        s = self.cfg.frame_size
+        if frames.ndim != 5 or frames.shape[2] != 3 or frames.shape[-2:] != (s, s) or frames.shape[1] < 2:
+            raise ValueError(f"frames: expected (B, T >= 2, 3, {s}, {s}) floats in [0, 1], got {tuple(frames.shape)}")
+
+    def encode(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """-> (a_e (B, T-1, d) continuous, a_q (B, T-1, d) quantized, ids (B, T-1), vq loss)."""
+        self._check(frames)
+        B, T = frames.shape[:2]
+        patches = patchify(frames, self.cfg.patch)  # (B, T, N, 3 p p)
+        act = repeat(self.action_in, "c -> b t 1 c", b=B, t=T)  # (B, T, 1, 3 p p)
+        x = self.encoder.inp(torch.cat([act, patches], dim=2)) + self.enc_pos  # (B, T, N+1, D)
+        x = self.encoder.add_positions(x)  # + temporal table
+        for blk in self.encoder.blocks:
+            x = blk(x)  # (B, T, N+1, D)
+        a_e = self.encoder.out(self.encoder.norm(x[:, 1:, 0]))  # (B, T-1, d): action token of frames 2..T
+        a_q, ids, loss = self.vq(a_e)
+        return a_e, a_q, ids, loss
+
+    def decode(self, frames: torch.Tensor, a_q: torch.Tensor, mask_rate: float = 0.0) -> torch.Tensor:
+        """Predict frames 2..T from frames 1..T-1 and the quantized actions: (B, T-1, 3, H, W)."""
+        s = self.cfg.frame_size
+        past = patchify(frames[:, :-1], self.cfg.patch)  # (B, T-1, N, 3 p p)
+        x = self.decoder.inp(past)  # (B, T-1, N, D)
+        if mask_rate > 0:
+            hide = torch.rand(x.shape[:3], device=x.device) < mask_rate  # (B, T-1, N)
+            hide[:, 0] = False  # the first frame is always visible (the anchor)
+            x = torch.where(hide[..., None], self.mask_token.to(x.dtype), x)
+        x = x + self.action_up(a_q)[:, :, None, :]  # (B, T-1, N, D): a~_t added to every token of frame t
+        x = self.decoder.add_positions(x)
+        for blk in self.decoder.blocks:
+            x = blk(x)
+        pred = torch.sigmoid(self.decoder.out(self.decoder.norm(x)))  # (B, T-1, N, 3 p p)
+        return unpatchify(pred, self.cfg.patch, s, s)  # (B, T-1, 3, H, W)
+
+    def forward(self, frames: torch.Tensor) -> dict[str, torch.Tensor]:
+        a_e, a_q, ids, vq_loss = self.encode(frames)
+        pred = self.decode(frames, a_q, self.cfg.decoder_mask if self.training else 0.0)
+        # [eq:lam-loss]
+        mse = F.mse_loss(pred, frames[:, 1:])
+        loss = mse + vq_loss
+        # [/eq:lam-loss]
+        # [eq:lam-var]
+        spread = F.normalize(a_e, dim=-1).reshape(-1, a_e.shape[-1]).var(0, unbiased=False).mean()  # batch variance
+        if self.cfg.var_weight > 0:
+            loss = loss + self.cfg.var_weight * F.relu(self.cfg.var_target - spread)
+        # [/eq:lam-var]
+        return {"loss": loss, "mse": mse, "vq_loss": vq_loss, "pred": pred, "actions": ids, "a_e": a_e,
+                "spread": spread}
+
+    @torch.no_grad()
+    def infer_actions(self, frames: torch.Tensor) -> torch.Tensor:
+        """Latent action ids (B, T-1) of a clip (the encoder only)."""
+        was = self.training
+        self.eval()
+        ids = self.encode(frames)[2]
+        self.train(was)
+        return ids
+
+    def code(self, ids: torch.Tensor) -> torch.Tensor:
+        """Quantized code vectors (..., d) of action ids."""
+        return self.vq.indices_to_codes(ids)
+
+
+def code_usage(ids: torch.Tensor | np.ndarray, num_actions: int) -> dict:
+    """Per-code usage fractions, the number of live codes and the perplexity exp(H) of the code distribution."""
+    s = usage_stats(torch.as_tensor(np.asarray(ids)), num_actions)
+    return {"fraction": (s["counts"] / s["counts"].sum().clamp_min(1)).numpy(), "live": s["live"],
+            "perplexity": s["perplexity"]}
+
+
+def confusion(codes: np.ndarray, true_actions: np.ndarray, num_codes: int, num_true: int) -> np.ndarray:
+    """Counts table (num_codes, num_true): row k, column a = transitions given code k whose real action was a."""
+    codes, true_actions = np.asarray(codes).reshape(-1), np.asarray(true_actions).reshape(-1)
+    if codes.shape != true_actions.shape:
+        raise ValueError(f"codes and true_actions differ in length: {codes.shape} vs {true_actions.shape}")
+    for name, v, n in (("codes", codes, num_codes), ("true_actions", true_actions, num_true)):
+        if v.size and (v.min() < 0 or v.max() >= n):
+            raise ValueError(f"{name}: expected ids in [0, {n}), got range [{v.min()}, {v.max()}]")
+    table = np.zeros((num_codes, num_true), dtype=np.int64)
+    np.add.at(table, (codes, true_actions), 1)
+    return table
