@@ -49,10 +49,15 @@ def resize_frames(frames: np.ndarray, size: int | tuple[int, int] | None) -> np.
     h, w = (size, size) if isinstance(size, int) else size
     if frames.shape[1:3] == (h, w):
         return frames
-    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()  # (T, 3, H, W)
+    x = torch.from_numpy(np.array(frames, copy=True)).permute(0, 3, 1, 2).float()  # (T, 3, H, W)
     shrink = h <= frames.shape[1] and w <= frames.shape[2]
     y = F.interpolate(x, size=(h, w), mode="bilinear", antialias=shrink, align_corners=False)  # (T, 3, h, w)
     return y.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()  # (T, h, w, 3)
+
+
+def to_float(frames: np.ndarray) -> np.ndarray:
+    """(T, H, W, 3) uint8 -> (T, 3, H, W) float32 in [0, 1]."""
+    return np.ascontiguousarray(frames.transpose(0, 3, 1, 2), dtype=np.float32) * np.float32(1 / 255)
 
 
 class ClipDataset(Dataset):
@@ -118,7 +123,8 @@ class ClipDataset(Dataset):
         k, s = self.index[i]
         c = self.clips[k]
         t = np.arange(s, s + self.window * self.frame_skip, self.frame_skip)  # (K+F,)
-        frames = torch.from_numpy(self.frames[k][t]).permute(0, 3, 1, 2).float().div_(255.0)  # (K+F, 3, h, w)
+        # uint8 -> float in NumPy: torch's thread pool makes this 50x slower on a busy 2-core machine
+        frames = torch.from_numpy(to_float(self.frames[k][t]))  # (K+F, 3, h, w)
         reward = c.reward[t] if c.reward is not None else np.zeros(len(t), np.float32)
         done = c.done[t] if c.done is not None else np.zeros(len(t), bool)
         return {"frames": frames, "actions": torch.from_numpy(c.actions[t]), "reward": torch.from_numpy(reward),
