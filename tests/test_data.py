@@ -195,7 +195,13 @@ def test_worldmodels_episode_adapter(tmp_path):
     np.testing.assert_array_equal(c.actions[:T], ep.actions)
     assert c.action_space.names == ("steer", "gas", "brake") and c.actions[T].tolist() == [0, 0, 0]
     assert c.done.tolist() == [False] * (T - 1) + [True, False]
-    np.save(tmp_path / "x.npy", 1)
+    doom = Episode(obs=ep.obs, actions=rng.uniform(-1, 1, (T, 1)).astype(np.float32), rewards=ep.rewards,
+                   terminated=ep.terminated, truncated=ep.truncated, seed=6)
+    (tmp_path / "doom").mkdir()
+    np.savez(tmp_path / "doom" / "episode_000006.npz", obs=doom.obs, actions=doom.actions, rewards=doom.rewards,
+             terminated=doom.terminated, truncated=doom.truncated, seed=np.int64(6))
+    (d,) = worldmodels_clips(tmp_path / "doom")
+    assert d.action_space.names == ("strafe",) and d.meta["env"] == "VizdoomTakeCover-v1" and d.fps == 0.0
     (tmp_path / "episode_000006.npz").write_bytes(b"not a zip")
     with pytest.raises(ClipFormatError, match="episode_000006.npz"):
         worldmodels_clips(tmp_path)

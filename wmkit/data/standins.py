@@ -313,15 +313,16 @@ def atari_clips(game: str = "pong", episodes: int = 4, steps: int = 500, seed: i
 
 
 # ------------------------------------------------------------------------------------------ stage 1
-def worldmodels_clips(paths: str | os.PathLike | Sequence[str | os.PathLike], fps: float = 50.0) -> list[Clip]:
+def worldmodels_clips(paths: str | os.PathLike | Sequence[str | os.PathLike], fps: float | None = None) -> list[Clip]:
     """Stage-1 episode files as clips (a folder of ``episode_*.npz`` or a list of files).
 
     The format (see :mod:`wmkit.worldmodels.data`): ``obs`` (T+1, H, W, 3) uint8, ``actions`` (T, A) float or
     (T,) int, ``rewards`` (T,), ``terminated``/``truncated`` (T,) bool, ``seed``; optional ``env_id``. The
     clip keeps all T+1 frames; the last frame has no action after it, so its action is the pad value,
-    its reward 0, and ``meta["last_action_known"] = False``. Float actions of dim 3 are CarRacing's
-    (steer, gas, brake); integer actions become a discrete space with n = ``meta n_actions`` if stored,
-    else max + 1.
+    its reward 0, and ``meta["last_action_known"] = False``. The env is read from an ``env_id`` array if
+    stored, else from the action dim: 3 floats = CarRacing-v3 (steer, gas, brake; 50 Hz), 1 float = VizDoom
+    TakeCover (C's continuous output a in [-1, 1], see :mod:`wmkit.worldmodels.doom`; fps left 0 = unknown
+    unless given); integer actions become a discrete space with n = ``n_actions`` if stored, else max + 1.
     """
     if isinstance(paths, (str, os.PathLike)):
         p = Path(paths)
@@ -346,17 +347,20 @@ def worldmodels_clips(paths: str | os.PathLike | Sequence[str | os.PathLike], fp
         T = len(act)
         if len(obs) != T + 1:
             raise ClipFormatError(f"{path}: {len(obs)} frames for {T} actions; expected actions + 1 frames")
-        env_id = str(arrays["env_id"]) if "env_id" in arrays else "CarRacing-v3"
+        env_id = str(arrays["env_id"]) if "env_id" in arrays else \
+            {(3,): "CarRacing-v3", (1,): "VizdoomTakeCover-v1"}.get(act.shape[1:], "unknown")
         if np.issubdtype(act.dtype, np.integer):
             n = int(arrays["n_actions"]) if "n_actions" in arrays else int(act.max()) + 1
             space = ActionSpace("discrete", n=n)
             actions = np.concatenate([act.astype(np.int64), [0]])
         else:
-            names = ("steer", "gas", "brake") if act.shape[1:] == (3,) and "CarRacing" in env_id else ()
+            names = ("steer", "gas", "brake") if act.shape[1:] == (3,) and "CarRacing" in env_id else \
+                ("strafe",) if act.shape[1:] == (1,) and "Vizdoom" in env_id else ()
             space = ActionSpace("continuous", dim=act.shape[1], names=names)
             actions = np.concatenate([act.astype(np.float32), np.zeros((1, act.shape[1]), np.float32)])
         seed = int(arrays["seed"]) if "seed" in arrays else -1
-        meta = dict(source=str(path), fps=float(fps), episode=f"{env_id}-{path.stem}", env=env_id, seed=seed,
+        rate = fps if fps is not None else 50.0 if "CarRacing" in env_id else 0.0
+        meta = dict(source=str(path), fps=float(rate), episode=f"{env_id}-{path.stem}", env=env_id, seed=seed,
                     last_action_known=False)
         out.append(Clip(obs, actions, space, np.concatenate([arrays["rewards"], [0.0]]).astype(np.float32),
                         np.concatenate([arrays["terminated"].astype(bool), [False]]), meta))
