@@ -8,6 +8,15 @@ The paper's procedure (Ha & Schmidhuber 2018, Car Racing experiment, "Procedure"
     wmkit worldmodels train-controller         # 4. C by CMA-ES in the dream, evaluated in the real env
     wmkit worldmodels dream --tau 1.15         # re-dream a recorded episode; writes frames + a PNG strip
 
+The VizDoom TakeCover experiment (section 5: C trained only in the dream), same steps, its own folders::
+
+    wmkit worldmodels doom collect             # random-repeat rollouts -> runs/worldmodels/doom/episodes
+    wmkit worldmodels doom train-vae           # V, z = 64
+    wmkit worldmodels doom train-mdnrnn        # M: LSTM + 5 Gaussians + done head, whole episodes (TBPTT)
+    wmkit worldmodels doom train-controller --tau 1.15   # CMA-ES in the dream, then real game vs random
+    wmkit worldmodels doom evaluate            # a trained C and the random policy in the real game
+
+(``wmkit worldmodels <step> --env doom`` is the same as ``wmkit worldmodels doom <step>``.)
 Sizes default to the active profile (WMKIT_PROFILE=smoke|cpu|gpu); every option is in ``--help``.
 """
 
@@ -21,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from wmkit.config import parse_config
+from wmkit.worldmodels import doom_train as D
 from wmkit.worldmodels import train as T
 from wmkit.worldmodels.data import episode_paths, load_episode
 from wmkit.worldmodels.dream_env import dream_from_episode
@@ -87,11 +97,79 @@ COMMANDS = {
 }
 
 
+@dataclass
+class DoomEvalConfig:
+    """Play a dream-trained Doom controller and the random policy in the real game; print survival as JSON."""
+
+    controller_dir: str = f"{D.DOOM_ROOT}/controller"
+    """Run folder of `wmkit worldmodels doom train-controller`."""
+    vae_dir: str = f"{D.DOOM_ROOT}/vae"
+    """Run folder of the Doom V."""
+    mdnrnn_dir: str = f"{D.DOOM_ROOT}/mdnrnn"
+    """Run folder of the Doom M."""
+    episodes: int = 100
+    """Real episodes for each policy (paper: 100)."""
+    max_steps: int = 2100
+    """Frame cap per episode (paper: 2,100)."""
+    seed: int = D.EVAL_SEED
+    """Episode i uses seed + i (the same seeds for both policies)."""
+
+
+def doom_evaluate(cfg: DoomEvalConfig) -> dict:
+    from wmkit.checkpoint import load_state
+    from wmkit.worldmodels.doom import mean_and_se, real_survival
+
+    params = load_state(D._ckpt(cfg.controller_dir))["params"]
+    vae, (m, _, _) = T.load_vae(cfg.vae_dir, "cpu"), D.load_doom_mdnrnn(cfg.mdnrnn_dir, "cpu")
+    seeds = [cfg.seed + i for i in range(cfg.episodes)]
+    real = real_survival(params, seeds, vae, m, cfg.max_steps, progress=True)["steps"]
+    rand = real_survival(None, seeds, max_steps=cfg.max_steps, progress=True)["steps"]
+    (rm, rse), (bm, bse) = mean_and_se(real), mean_and_se(rand)
+    out = {"episodes": cfg.episodes, "controller_mean": rm, "controller_se": rse, "random_mean": bm,
+           "random_se": bse}
+    print(json.dumps(out))
+    return out
+
+
+DOOM_COMMANDS = {
+    "collect": (D.DoomCollectConfig, lambda c: print(f"{len(D.run_doom_collect(c))} episodes in {c.out_dir}")),
+    "train-vae": (D.DoomVAEConfig, lambda c: D.train_doom_vae(c)),
+    "train-mdnrnn": (D.DoomMDNRNNConfig, lambda c: D.train_doom_mdnrnn(c)),
+    "train-controller": (D.DoomControllerConfig,
+                         lambda c: print(json.dumps({k: v for k, v in D.train_doom_controller(c)[1].items()
+                                                     if k not in ("history", "real_steps", "random_steps")}))),
+    "evaluate": (DoomEvalConfig, doom_evaluate),
+}
+
+
+def _doom_argv(argv: list[str]) -> list[str] | None:
+    """``doom <step> ...`` or ``<step> ... --env doom`` -> [<step>, ...]; None when not a Doom command."""
+    if argv and argv[0] == "doom":
+        return argv[1:]
+    for i, a in enumerate(argv):
+        if a == "--env" and i + 1 < len(argv) and argv[i + 1] == "doom":
+            return argv[:i] + argv[i + 2:]
+        if a == "--env=doom":
+            return argv[:i] + argv[i + 1:]
+    return None
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
+    doom = _doom_argv(argv)
+    if doom is not None:
+        if not doom or doom[0] not in DOOM_COMMANDS:
+            print(__doc__.strip())
+            print("\ndoom commands: " + ", ".join(DOOM_COMMANDS))
+            if doom and doom[0] not in ("-h", "--help"):
+                raise SystemExit(f"wmkit worldmodels doom: unknown command {doom[0]!r}")
+            raise SystemExit(0 if doom else 2)
+        cls, fn = DOOM_COMMANDS[doom[0]]
+        fn(parse_config(cls, doom[1:], prog=f"wmkit worldmodels doom {doom[0]}"))
+        return
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
         print(__doc__.strip())
-        print("\ncommands: " + ", ".join(COMMANDS))
+        print("\ncommands: " + ", ".join(COMMANDS) + ", doom <step>")
         if argv and argv[0] not in ("-h", "--help"):
             raise SystemExit(f"wmkit worldmodels: unknown command {argv[0]!r}")
         raise SystemExit(0 if argv else 2)

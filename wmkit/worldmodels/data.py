@@ -16,7 +16,8 @@ The paper collects 10,000 rollouts of CarRacing with a random policy and trains 
   ``CarRacing-v2`` was renamed ``v3`` in gymnasium 1.0) in parallel worker processes with a progress bar.
 * Episodes on disk: one compressed ``.npz`` per episode (:func:`save_episode` / :func:`load_episode`),
   with ``obs`` (T+1, 64, 64, 3) uint8 -- the observation before each action plus the final one --,
-  ``actions`` (T, 3) float32, ``rewards`` (T,) float32, ``terminated`` / ``truncated`` (T,) bool and
+  ``actions`` (T, A) float32 (A = 3 for CarRacing, 1 for VizDoom), ``rewards`` (T,) float32,
+  ``terminated`` / ``truncated`` (T,) bool and
   the ``seed`` that reproduces the episode. Any corrupt, truncated or malformed file raises
   :class:`EpisodeFormatError` naming the file.
 * :class:`FrameDataset` (frames for V) and :class:`LatentSequenceDataset` (latent sequences for M).
@@ -56,7 +57,7 @@ class Episode:
     """One rollout. ``obs`` has one more frame than ``actions`` (the observation after the last step)."""
 
     obs: np.ndarray         # (T+1, 64, 64, 3) uint8
-    actions: np.ndarray     # (T, 3) float32
+    actions: np.ndarray     # (T, A) float32: A = 3 for CarRacing, 1 for VizDoom
     rewards: np.ndarray     # (T,) float32
     terminated: np.ndarray  # (T,) bool
     truncated: np.ndarray   # (T,) bool
@@ -163,7 +164,9 @@ def _validate(ep: Episode, where: str) -> Episode:
     T = len(ep.obs) - 1
     if T < 1:
         raise EpisodeFormatError(f"{where}: an episode needs at least 2 observations, got {len(ep.obs)}")
-    expect = {"actions": ((T, ACTION_DIM), np.floating), "rewards": ((T,), np.floating),
+    A = ep.actions.shape[1] if ep.actions.ndim == 2 and ep.actions.shape[1] >= 1 else ACTION_DIM
+    # CarRacing episodes have A = 3 (steer, gas, brake); VizDoom TakeCover episodes A = 1 (doom.py)
+    expect = {"actions": ((T, A), np.floating), "rewards": ((T,), np.floating),
               "terminated": ((T,), np.bool_), "truncated": ((T,), np.bool_)}
     for key, (shape, kind) in expect.items():
         arr = getattr(ep, key)

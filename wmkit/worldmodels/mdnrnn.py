@@ -87,12 +87,14 @@ class MDNRNN(nn.Module):
     """The paper's M (plus optional reward/done heads). See the module docstring."""
 
     def __init__(self, z_dim: int = 32, action_dim: int = 3, hidden: int = 256, n_mix: int = 5,
-                 reward_done_heads: bool = True):
+                 reward_done_heads: bool = True, reward_head: bool = True):
+        """``reward_done_heads=False``: the paper's CarRacing M. ``reward_head=False`` (with the done head):
+        the paper's Doom M, whose one extra output is the done ("restart") logit."""
         super().__init__()
         self.z_dim, self.action_dim, self.hidden, self.n_mix = z_dim, action_dim, hidden, n_mix
         self.lstm = nn.LSTM(z_dim + action_dim, hidden, batch_first=True)
         self.mdn = nn.Linear(hidden, z_dim * n_mix * 3)
-        self.reward_head = nn.Linear(hidden, 1) if reward_done_heads else None
+        self.reward_head = nn.Linear(hidden, 1) if reward_done_heads and reward_head else None
         self.done_head = nn.Linear(hidden, 1) if reward_done_heads else None
 
     def initial_state(self, batch: int, device: torch.device | str = "cpu"):
@@ -117,19 +119,33 @@ class MDNRNN(nn.Module):
 
     def loss(self, z: torch.Tensor, a: torch.Tensor, rewards: torch.Tensor | None = None,
              dones: torch.Tensor | None = None, reward_weight: float = 1.0,
-             done_weight: float = 1.0) -> dict[str, torch.Tensor]:
-        """z: (B, T+1, Z), a: (B, T, A) -> {'loss', 'nll' (per latent dim), 'reward', 'done'}."""
-        out = self(z[:, :-1], a)
-        nll = mdn_nll(out.logit_pi, out.mu, out.log_sigma, z[:, 1:]).mean()  # nats per latent dim
+             done_weight: float = 1.0, done_pos_weight: float = 1.0, mask: torch.Tensor | None = None,
+             state: tuple[torch.Tensor, torch.Tensor] | None = None, return_state: bool = False) -> dict:
+        """z: (B, T+1, Z), a: (B, T, A) -> {'loss', 'nll' (per latent dim), 'reward', 'done', 'state'}.
+
+        ``done_pos_weight``: the cross-entropy of a step that really ends the episode counts this many
+        times (the paper's Doom ``restart_factor`` = 10: a death is one step in hundreds). ``mask`` (B, T)
+        marks real steps (padding after an episode's end gets 0). ``state``: LSTM state to start from
+        (truncated backprop through time with carried state); ``return_state=True`` adds the final state,
+        detached, under 'state'.
+        """
+        out = self(z[:, :-1], a, state)
+        m = torch.ones(z.shape[0], z.shape[1] - 1, device=z.device) if mask is None else mask.float()  # (B, T)
+        denom = m.sum().clamp(min=1.0)
+        nll = (mdn_nll(out.logit_pi, out.mu, out.log_sigma, z[:, 1:]).mean(-1) * m).sum() / denom  # nats/dim
         losses = {"nll": nll}
         loss = nll
         if rewards is not None and out.reward is not None:
-            losses["reward"] = F.mse_loss(out.reward, rewards)
+            losses["reward"] = ((out.reward - rewards).pow(2) * m).sum() / denom
             loss = loss + reward_weight * losses["reward"]
         if dones is not None and out.done_logit is not None:
-            losses["done"] = F.binary_cross_entropy_with_logits(out.done_logit, dones)
+            bce = F.binary_cross_entropy_with_logits(out.done_logit, dones, reduction="none",
+                                                     pos_weight=torch.tensor(done_pos_weight, device=z.device))
+            losses["done"] = (bce * m).sum() / denom
             loss = loss + done_weight * losses["done"]
         losses["loss"] = loss
+        if return_state:
+            losses["state"] = tuple(s.detach() for s in out.state)
         return losses
 
     def sample_next(self, out: MDNOutput, tau: float = 1.0, generator: torch.Generator | None = None,

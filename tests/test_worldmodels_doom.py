@@ -1,0 +1,222 @@
+"""Stage 1, VizDoom TakeCover: the env wrapper, M's done head and loss, the dream ending on death, C, the CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from wmkit.utils import count_parameters
+from wmkit.worldmodels import MDNRNN, load_episode, save_episode
+from wmkit.worldmodels.doom import (
+    LEFT,
+    NOOP,
+    RIGHT,
+    collect_doom_episode,
+    discrete_action,
+    doom_act,
+    doom_controller_dim,
+    dream_survival,
+    make_doom_env,
+    mean_and_se,
+    preprocess_doom_frame,
+    random_repeat_actions,
+)
+from wmkit.worldmodels.doom_train import episode_batches, pad_batch
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
+
+
+# ------------------------------------------------------------------------------------ env wrapper
+def test_frame_preprocessing_crops_resizes_and_inverts():
+    screen = np.zeros((240, 320, 3), np.uint8)
+    out = preprocess_doom_frame(screen)
+    assert out.shape == (64, 64, 3) and out.dtype == np.uint8
+    assert (out == 255).all()                          # inverted: black -> white (the paper's (1 - x) * 255)
+    screen[200:] = 200                                 # the bottom 1/6 is cropped away
+    np.testing.assert_array_equal(preprocess_doom_frame(screen), out)
+    screen[:100] = 255                                 # the top half of the kept rows -> top half of the frame
+    out = preprocess_doom_frame(screen, invert=False)
+    assert (out[:31] == 255).all() and (out[33:] == 0).all()
+    with pytest.raises(ValueError, match=r"\(H, W, 3\) uint8"):
+        preprocess_doom_frame(np.zeros((240, 320), np.uint8))
+
+
+def test_action_mapping_follows_the_papers_threshold():
+    a = np.array([-1.0, -0.34, -0.3333, 0.0, 0.3333, 0.34, 1.0])
+    np.testing.assert_array_equal(discrete_action(a), [LEFT, LEFT, NOOP, NOOP, NOOP, RIGHT, RIGHT])
+    with pytest.raises(ValueError, match="non-finite"):
+        discrete_action(np.nan)
+    env = make_doom_env().unwrapped  # the wheel's button order and map: index -> (MOVE_LEFT, MOVE_RIGHT)
+    assert [b.name for b in env.game.get_available_buttons()] == ["MOVE_LEFT", "MOVE_RIGHT"]
+    assert [list(env.button_map[i]) for i in (NOOP, RIGHT, LEFT)] == [[0, 0], [0, 1], [1, 0]]
+    env.close()
+
+
+def test_random_repeat_actions_hold_1_to_10_frames():
+    a = random_repeat_actions(5000, np.random.default_rng(0))
+    assert a.shape == (5000, 1) and a.dtype == np.float32 and a.min() >= -1 and a.max() <= 1
+    change = np.flatnonzero(np.diff(a[:, 0]) != 0)
+    runs = np.diff(np.concatenate([[-1], change]))
+    assert runs.min() >= 1 and runs.max() <= 10
+    assert abs(runs.mean() - 5.5) < 0.3  # k ~ U{1..10}
+
+
+def test_collected_episode_is_seeded_and_uses_the_episode_format(tmp_path):
+    ep = collect_doom_episode(3, max_steps=25)
+    assert ep.obs.shape == (26, 64, 64, 3) and ep.obs.dtype == np.uint8
+    assert ep.actions.shape == (25, 1) and ep.actions.dtype == np.float32
+    np.testing.assert_array_equal(ep.rewards, np.ones(25, np.float32))  # living reward 1 per frame
+    assert not ep.terminated.any() and ep.truncated[-1]                  # stopped by the cap
+    again = collect_doom_episode(3, max_steps=25)
+    np.testing.assert_array_equal(ep.obs, again.obs)
+    back = load_episode(save_episode(tmp_path / "episode_000003.npz", ep))
+    np.testing.assert_array_equal(back.actions, ep.actions)
+
+
+# ------------------------------------------------------------------------------------ M and C
+def test_doom_m_and_c_have_the_papers_sizes():
+    m = MDNRNN(64, 1, 512, 5, reward_done_heads=True, reward_head=False)
+    assert m.reward_head is None and m.done_head is not None
+    lstm = 4 * 512 * (65 + 512) + 2 * 4 * 512          # PyTorch: b_ih and b_hh
+    assert count_parameters(m) == lstm + 512 * 64 * 15 + 64 * 15 + 513
+    assert doom_controller_dim(64, 512) == 1088       # doomrnn/config.py: input_size 576 + 512, no bias
+    obs = torch.randn(2, 3, 1088)
+    w = torch.randn(2, 1088) * 0.01
+    torch.testing.assert_close(doom_act(w, obs), torch.tanh((obs * w[:, None]).sum(-1)))
+    with pytest.raises(ValueError, match="do not fit"):
+        doom_act(w, torch.randn(2, 3, 100))
+
+
+def test_done_loss_weights_deaths_by_restart_factor_and_masks_padding():
+    m = MDNRNN(2, 1, 8, 2, reward_head=False)
+    with torch.no_grad():
+        m.done_head.weight.zero_()
+        m.done_head.bias.zero_()                       # logit 0: BCE = log 2 for either label
+    z, a = torch.randn(1, 3, 2), torch.randn(1, 2, 1)
+    d = torch.tensor([[0.0, 1.0]])
+    out = m.loss(z, a, dones=d, done_pos_weight=10.0)
+    assert out["done"].item() == pytest.approx((math.log(2) + 10 * math.log(2)) / 2, rel=1e-6)
+    # padding: extra garbage steps with mask 0 change nothing
+    zp = torch.cat([z, torch.randn(1, 2, 2) * 100], 1)
+    ap = torch.cat([a, torch.randn(1, 2, 1)], 1)
+    dp = torch.cat([d, torch.ones(1, 2)], 1)
+    padded = m.loss(zp, ap, dones=dp, done_pos_weight=10.0, mask=torch.tensor([[1.0, 1, 0, 0]]))
+    for k in ("nll", "done", "loss"):
+        assert padded[k].item() == pytest.approx(out[k].item(), rel=1e-6)
+
+
+def test_carried_state_equals_one_long_sequence():
+    """Truncated BPTT with carried state sees the same forward pass as the whole episode at once."""
+    torch.manual_seed(0)
+    m = MDNRNN(3, 1, 16, 2, reward_head=False)
+    z, a, d = torch.randn(2, 11, 3), torch.randn(2, 10, 1), torch.zeros(2, 10)
+    full = m.loss(z, a, dones=d)
+    first = m.loss(z[:, :7], a[:, :6], dones=d[:, :6], return_state=True)
+    second = m.loss(z[:, 6:], a[:, 6:], dones=d[:, 6:], state=first["state"])
+    assert full["nll"].item() == pytest.approx((6 * first["nll"].item() + 4 * second["nll"].item()) / 10, rel=1e-5)
+    cold = m.loss(z[:, 6:], a[:, 6:], dones=d[:, 6:])  # from a zero state: a different (wrong) answer
+    assert abs(cold["nll"].item() - second["nll"].item()) > 1e-4
+
+
+def test_episode_batches_cover_every_episode_once_and_pad_with_a_mask():
+    lengths = [5, 9, 3, 7, 6]
+    batches = episode_batches(lengths, 2, np.random.default_rng(0))
+    assert sorted(i for b in batches for i in b) == [0, 1, 2, 3, 4]
+
+    class E:
+        def __init__(self, n):
+            self.actions = np.full((n, 1), 0.5, np.float32)
+            self.terminated = np.eye(1, n, n - 1, dtype=bool)[0]
+
+        def __len__(self):
+            return len(self.actions)
+
+    eps = [E(n) for n in lengths]
+    mus = [np.zeros((n + 1, 4), np.float32) for n in lengths]
+    lvs = [np.full((n + 1, 4), -50.0, np.float32) for n in lengths]  # sigma ~ 0: z = mu
+    b = pad_batch(mus, lvs, eps, [2, 1], torch.Generator().manual_seed(0))
+    assert b["z"].shape == (2, 10, 4) and b["actions"].shape == (2, 9, 1)
+    np.testing.assert_array_equal(b["mask"].sum(1).numpy(), [3, 9])
+    assert b["dones"][0, 2] == 1 and b["dones"][0].sum() == 1 and b["dones"][1, 8] == 1
+
+
+# ------------------------------------------------------------------------------------ the dream
+def _m_with_done_bias(bias: float) -> MDNRNN:
+    m = MDNRNN(4, 1, 8, 2, reward_head=False)
+    with torch.no_grad():
+        m.done_head.weight.zero_()
+        m.done_head.bias.fill_(bias)
+    return m.eval()
+
+
+def test_dream_ends_on_death_and_pays_one_per_frame():
+    mu, lv = torch.zeros(5, 4), torch.zeros(5, 4)
+    params = np.zeros((3, doom_controller_dim(4, 8)))
+    dead = dream_survival(params, _m_with_done_bias(+10.0), mu, lv, rollouts=4, max_steps=50)
+    np.testing.assert_array_equal(dead, np.ones((3, 4)))        # logit > 0 on the first frame: 1 frame
+    alive = dream_survival(params, _m_with_done_bias(-10.0), mu, lv, rollouts=4, max_steps=50)
+    np.testing.assert_array_equal(alive, np.full((3, 4), 50.0))  # never dies: the cap
+
+
+def test_dream_death_depends_on_the_controller():
+    """A done head that reads the action input (through the LSTM) makes survival depend on C."""
+    torch.manual_seed(0)
+    m = MDNRNN(4, 1, 8, 2, reward_head=False)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.zero_()
+        m.lstm.weight_ih_l0[16:24, 4] = 5.0            # cell input g = tanh(5 a): c, h follow the action
+        m.lstm.bias_ih_l0[:8] = 10.0                   # input gate open
+        m.lstm.bias_ih_l0[24:] = 10.0                  # output gate open
+        m.done_head.weight[0] = 10.0                   # done logit = 10 * sum(h) - 1: dies when a > 0
+        m.done_head.bias.fill_(-1.0)
+    D = doom_controller_dim(4, 8)
+    zero = np.zeros(D)                                 # a = tanh(0) = 0: never dies
+    obs_is_z = np.zeros(D)
+    obs_is_z[:4] = -20.0                               # a = tanh(-20 sum z): depends on the dream's z
+    surv = dream_survival(np.stack([zero, obs_is_z]), m.eval(), torch.full((3, 4), -1.0), torch.full((3, 4), -50.0),
+                          rollouts=3, max_steps=20)
+    np.testing.assert_array_equal(surv[0], np.full(3, 20.0))
+    assert (surv[1] < 20).all()                         # z = -1 -> a = +1 -> h > 0 -> dies
+
+
+def test_common_random_numbers_and_mean_se():
+    m = MDNRNN(4, 1, 8, 2, reward_head=False).eval()
+    with torch.no_grad():
+        m.done_head.bias.fill_(-2.0)
+    p = np.random.default_rng(0).normal(0, 0.1, (1, doom_controller_dim(4, 8)))
+    s = dream_survival(np.repeat(p, 2, 0), m, torch.zeros(4, 4), torch.zeros(4, 4), rollouts=5, max_steps=40, seed=3)
+    np.testing.assert_array_equal(s[0], s[1])
+    mean, se = mean_and_se(np.array([1.0, 2.0, 3.0, 4.0]))
+    assert mean == 2.5 and se == pytest.approx(np.std([1, 2, 3, 4], ddof=1) / 2)
+
+
+# ------------------------------------------------------------------------------------ the whole pipeline
+@pytest.mark.slow
+def test_doom_cli_pipeline_smoke_profile(tmp_path, monkeypatch, capsys):
+    from wmkit.checkpoint import load_state
+    from wmkit.worldmodels import cli
+
+    monkeypatch.setenv("WMKIT_PROFILE", "smoke")
+    r = tmp_path / "doom"
+    ep, vae, mdn, ctrl = r / "episodes", r / "vae", r / "mdnrnn", r / "controller"
+    cli.main(["doom", "collect", "--out-dir", str(ep), "--n-rollouts", "2", "--max-steps", "30", "--workers", "1"])
+    assert len(load_episode(ep / "episode_000001.npz")) == 30
+    cli.main(["train-vae", "--env", "doom", "--data-dir", str(ep), "--run-dir", str(vae)])  # --env form
+    assert load_state(vae / "ckpt" / "latest")["model"]["fc_mu.weight"].shape == (64, 1024)
+    cli.main(["doom", "train-mdnrnn", "--data-dir", str(ep), "--vae-dir", str(vae), "--run-dir", str(mdn),
+              "--seq-len", "8"])
+    st = load_state(mdn / "ckpt" / "latest")
+    assert st["init_mu"].shape == (2, 64) and st["step"] == 4  # 1 batch of 2 episodes x 30 steps / 8
+    capsys.readouterr()
+    cli.main(["doom", "train-controller", "--vae-dir", str(vae), "--mdnrnn-dir", str(mdn), "--run-dir", str(ctrl),
+              "--eval-max-steps", "20"])
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert res["tau"] == 1.15 and 1 <= res["dream_mean"] <= 30 and 1 <= res["real_mean"] <= 20
+    assert load_state(ctrl / "ckpt" / "latest")["params"].shape == (64 + 2 * 32,)
+    with pytest.raises(SystemExit, match="unknown command"):
+        cli.main(["doom", "fly"])
