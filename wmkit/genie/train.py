@@ -1,0 +1,449 @@
+"""Train the three parts of Genie in the paper's order and measure them (Bruce et al. 2024, section 2.1).
+
+1. :func:`train_tokenizer` -- video tokenizer on clips of ``tok_clip_len`` frames (VQ-VAE objective / FSQ + MSE);
+2. :func:`train_lam`       -- latent action model on clips of ``lam_clip_len`` frames, on pixels;
+3. :func:`train_dynamics`  -- MaskGIT dynamics on the frozen tokenizer's tokens and the frozen LAM's actions
+   (Genie: "stop-gradient latent actions"): both are computed once per episode before training.
+
+Evaluations on **held-out episodes** (the clips of :class:`wmkit.data.ClipDataset`'s "heldout" split):
+:func:`eval_tokenizer` (reconstruction PSNR), :func:`eval_lam` (code usage, perplexity, confusion with the true
+Crafter actions), :func:`eval_dynamics` (PSNR of generated frames against the horizon with the inferred actions and
+with random ones; Genie's controllability metric Delta_t PSNR = PSNR(inferred) - PSNR(random) at t = 4).
+
+Every trainer writes the layout of :mod:`wmkit.training` (config.json, metrics.jsonl, tb/) and a safetensors
+checkpoint ``<run_dir>/<part>/ckpt/latest``; ``None`` fields of :class:`GenieConfig` come from the active profile.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from wmkit.checkpoint import load_state, save_state
+from wmkit.config import to_dict
+from wmkit.genie.dynamics import DynamicsConfig, DynamicsModel
+from wmkit.genie.lam import LAMConfig, LatentActionModel, code_usage, confusion
+from wmkit.genie.tokenizer import TokenizerConfig, VideoTokenizer, psnr, usage_stats
+from wmkit.precision import autocast, prepare_model
+from wmkit.profiles import profile
+from wmkit.training import Logger, check_finite
+from wmkit.utils import pick_device, runs_dir, seed_everything
+
+__all__ = ["GenieConfig", "load_episodes", "train_tokenizer", "train_lam", "train_dynamics", "encode_episode",
+           "infer_episode_actions", "eval_tokenizer", "eval_lam", "eval_dynamics", "load_models", "train_all"]
+
+
+@dataclass
+class GenieConfig:
+    """One config for the whole pipeline (tokenizer, LAM, dynamics). None = the active profile's value."""
+
+    run_dir: str | None = None
+    """Where runs go (default: wmkit.utils.runs_dir('genie'))."""
+    episodes: int | None = None
+    """Crafter episodes recorded by wmkit.data.crafter_clips (20% held out by episode)."""
+    episode_steps: int | None = None
+    """Steps per episode."""
+    frame_size: int | None = None
+    """Frame height = width (Crafter renders 64)."""
+    seed: int = 0
+    """Seed of data split, initialisation, batches and masks."""
+    device: str | None = None
+    """cpu | cuda | mps (default: the best available)."""
+    precision: str = "fp32"
+    """fp32 | bf16 | fp8 (wmkit.precision)."""
+    tok_quantizer: str = "fsq"
+    """fsq (wmkit default) or vq (Genie)."""
+    tok_patch: int | None = None
+    """Tokenizer patch size (N = (frame_size / patch)^2 tokens per frame)."""
+    tok_dim: int | None = None
+    """Tokenizer width."""
+    tok_depth: int | None = None
+    """ST blocks in the tokenizer's encoder and in its decoder."""
+    tok_clip_len: int | None = None
+    """Frames per tokenizer training clip (its temporal context)."""
+    tok_steps: int | None = None
+    """Tokenizer training steps."""
+    tok_batch: int | None = None
+    """Tokenizer clips per batch."""
+    lam_patch: int | None = None
+    """LAM patch size (Genie: 16)."""
+    lam_dim: int | None = None
+    """LAM width."""
+    lam_depth: int | None = None
+    """ST blocks in the LAM encoder and in its decoder."""
+    lam_clip_len: int | None = None
+    """Frames per LAM clip."""
+    lam_steps: int | None = None
+    """LAM training steps."""
+    lam_batch: int | None = None
+    """LAM clips per batch."""
+    lam_actions: int = 8
+    """|A|, the number of latent actions (Genie: 8)."""
+    lam_restart_after: int = 50
+    """Dead-code restart after this many unused steps (0 = off)."""
+    lam_decoder_mask: float = 0.0
+    """Fraction of LAM decoder input patches (after frame 1) hidden behind a mask token."""
+    lam_var_weight: float | None = None
+    """Weight of the batch-variance penalty on the LAM encoder outputs (0 = off)."""
+    dyn_dim: int | None = None
+    """Dynamics width."""
+    dyn_depth: int | None = None
+    """Dynamics ST blocks."""
+    dyn_clip_len: int | None = None
+    """Frames per dynamics training clip (= the context it attends over when generating)."""
+    dyn_steps: int | None = None
+    """Dynamics training steps."""
+    dyn_batch: int | None = None
+    """Dynamics clips per batch."""
+    heads: int = 4
+    """Attention heads of every transformer."""
+    lr: float = 3e-4
+    """Peak AdamW learning rate (Genie's tokenizer: 3e-4), linear warm-up over 5% of steps then cosine to lr/10."""
+    maskgit_steps: int | None = None
+    """MaskGIT decoding steps per generated frame (Genie: 25)."""
+    temperature: float = 2.0
+    """MaskGIT temperature (Genie: 2)."""
+    log_every: int = 25
+    """Log scalars every this many steps."""
+
+
+def fill(cfg: GenieConfig) -> GenieConfig:
+    """Replace the None fields by the active profile's numbers."""
+    P = profile().genie
+    out = {f.name: getattr(P, f.name) for f in dataclasses.fields(cfg)
+           if getattr(cfg, f.name) is None and hasattr(P, f.name)}
+    cfg = dataclasses.replace(cfg, **out)
+    if cfg.run_dir is None:
+        cfg = dataclasses.replace(cfg, run_dir=str(runs_dir("genie")))
+    return cfg
+
+
+# ---------------------------------------------------------------------------------------------------- data
+def load_episodes(cfg: GenieConfig) -> dict[str, list[dict[str, np.ndarray]]]:
+    """Record (or read from the cache) Crafter episodes; split by episode into train / heldout.
+
+    Returns {"train": [...], "heldout": [...]}, each episode {"frames": (T, H, W, 3) uint8, "actions": (T,) int64}.
+    """
+    from wmkit.data import ClipDataset, crafter_clips, resize_frames
+
+    clips = crafter_clips(episodes=cfg.episodes, steps=cfg.episode_steps, seed=cfg.seed, progress=False)
+    ds = ClipDataset(clips, context=1, future=0, size=cfg.frame_size, split="all", seed=cfg.seed)
+    out: dict[str, list] = {"train": [], "heldout": []}
+    for c in ds.clips:
+        split = "heldout" if c.episode in ds.heldout_episodes else "train"
+        out[split].append({"frames": resize_frames(c.frames, cfg.frame_size), "actions": c.actions.copy(),
+                           "episode": c.episode})
+    if not out["train"] or not out["heldout"]:
+        raise ValueError(f"need >= 1 training and >= 1 held-out episode; got {len(out['train'])} and "
+                         f"{len(out['heldout'])} from episodes={cfg.episodes}")
+    return out
+
+
+def to_tensor(frames: np.ndarray) -> torch.Tensor:
+    """(..., H, W, 3) uint8 -> (..., 3, H, W) float in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(frames)).movedim(-1, -3).float().div_(255.0)
+
+
+def sample_windows(episodes: list[dict], length: int, batch: int, g: np.random.Generator, key: str = "frames"
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """``batch`` random windows of ``length`` steps: (B, length, ...) of ``key`` and (B, length) true actions."""
+    ok = [e for e in episodes if len(e[key]) >= length]
+    if not ok:
+        raise ValueError(f"no episode has {length} steps (lengths {[len(e[key]) for e in episodes][:8]})")
+    lens = np.array([len(e[key]) - length + 1 for e in ok], dtype=np.float64)
+    ei = g.choice(len(ok), size=batch, p=lens / lens.sum())
+    starts = [int(g.integers(0, lens[i])) for i in ei]
+    x = np.stack([ok[i][key][s:s + length] for i, s in zip(ei, starts)])
+    a = np.stack([ok[i]["actions"][s:s + length] for i, s in zip(ei, starts)])
+    return x, a
+
+
+def _schedule(opt: torch.optim.Optimizer, step: int, total: int, lr: float) -> None:
+    warm = max(1, total // 20)
+    f = step / warm if step < warm else 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
+    for group in opt.param_groups:
+        group["lr"] = lr * f
+
+
+def _optimizer(model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.9), weight_decay=1e-4)  # Genie appendix
+
+
+def tokenizer_config(cfg: GenieConfig) -> TokenizerConfig:
+    return TokenizerConfig(frame_size=cfg.frame_size, patch=cfg.tok_patch, dim=cfg.tok_dim, enc_depth=cfg.tok_depth,
+                           dec_depth=cfg.tok_depth, heads=cfg.heads, quantizer=cfg.tok_quantizer,
+                           max_frames=cfg.tok_clip_len)
+
+
+def lam_config(cfg: GenieConfig) -> LAMConfig:
+    return LAMConfig(frame_size=cfg.frame_size, patch=cfg.lam_patch, dim=cfg.lam_dim, enc_depth=cfg.lam_depth,
+                     dec_depth=cfg.lam_depth, heads=cfg.heads, num_actions=cfg.lam_actions,
+                     restart_after=cfg.lam_restart_after, decoder_mask=cfg.lam_decoder_mask,
+                     var_weight=cfg.lam_var_weight, max_frames=cfg.lam_clip_len)
+
+
+def dynamics_config(cfg: GenieConfig, vocab: int, grid: tuple[int, int]) -> DynamicsConfig:
+    return DynamicsConfig(vocab=vocab, grid=grid, num_actions=cfg.lam_actions, dim=cfg.dyn_dim, depth=cfg.dyn_depth,
+                          heads=cfg.heads, max_frames=cfg.dyn_clip_len, maskgit_steps=cfg.maskgit_steps,
+                          temperature=cfg.temperature)
+
+
+def _train_loop(name: str, cfg: GenieConfig, model: torch.nn.Module, steps: int, batch_fn, loss_fn, extra_log=None
+                ) -> list[dict]:
+    """The loop shared by the three trainers: AdamW, warm-up + cosine, precision switch, logging, checkpoint."""
+    device = torch.device(cfg.device or pick_device())
+    model = prepare_model(model.to(device), cfg.precision)
+    opt = _optimizer(model, cfg.lr)
+    run = Path(cfg.run_dir) / name
+    history = []
+    with Logger(run) as log:
+        log.save_config(to_dict(cfg))
+        t0 = time.perf_counter()
+        for step in tqdm(range(steps), desc=f"genie {name}", leave=False):
+            _schedule(opt, step, steps, cfg.lr)
+            batch = batch_fn()
+            with autocast(cfg.precision, device):
+                out = loss_fn(model, batch)
+            check_finite({f"{name}/loss": out["loss"]}, step)
+            opt.zero_grad(set_to_none=True)
+            out["loss"].backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            if step % cfg.log_every == 0 or step == steps - 1:
+                row = {k: float(v) for k, v in out.items() if torch.is_tensor(v) and v.ndim == 0}
+                if extra_log is not None:
+                    row.update(extra_log(model, out))
+                row["seconds"] = time.perf_counter() - t0
+                history.append({"step": step, **row})
+                log.log(step, **row)
+        save_state(run / "ckpt" / "latest", {"model": model.state_dict()},
+                   {"config": to_dict(cfg), "part": name, "steps": steps})
+    return history
+
+
+# ---------------------------------------------------------------------------------------------------- 1. tokenizer
+def train_tokenizer(cfg: GenieConfig, data: dict) -> tuple[VideoTokenizer, list[dict]]:
+    cfg = fill(cfg)
+    seed_everything(cfg.seed)
+    g = np.random.default_rng(cfg.seed)
+    model = VideoTokenizer(tokenizer_config(cfg))
+    device = torch.device(cfg.device or pick_device())
+
+    def batch():
+        return to_tensor(sample_windows(data["train"], cfg.tok_clip_len, cfg.tok_batch, g)[0]).to(device)
+
+    def loss(m, x):
+        out = m(x)
+        return {"loss": out["loss"], "mse": out["mse"], "psnr": psnr(out["recon"].detach(), x).mean(),
+                "tokens": out["tokens"]}
+
+    def usage(m, out):
+        s = usage_stats(out["tokens"].cpu(), m.vocab)
+        return {"codes_live": s["live"], "codes_perplexity": s["perplexity"]}
+
+    hist = _train_loop("tokenizer", cfg, model, cfg.tok_steps, batch, loss, usage)
+    return model.eval(), hist
+
+
+@torch.no_grad()
+def encode_episode(tok: VideoTokenizer, frames: np.ndarray) -> torch.Tensor:
+    """Tokens (T, N) of a whole episode, encoded in consecutive chunks of the tokenizer's context."""
+    L, dev = tok.cfg.max_frames, next(tok.parameters()).device
+    out = [tok.encode(to_tensor(frames[s:s + L])[None].to(dev))[0] for s in range(0, len(frames), L)]
+    return torch.cat(out).cpu()  # (T, N)
+
+
+@torch.no_grad()
+def decode_tokens(tok: VideoTokenizer, tokens: torch.Tensor) -> np.ndarray:
+    """Frames (T, H, W, 3) uint8 of tokens (T, N), decoded in chunks of the tokenizer's context."""
+    L, dev = tok.cfg.max_frames, next(tok.parameters()).device
+    out = [tok.decode(tokens[s:s + L][None].to(dev))[0] for s in range(0, len(tokens), L)]
+    return (torch.cat(out).movedim(1, -1).clamp(0, 1) * 255).round().byte().cpu().numpy()
+
+
+@torch.no_grad()
+def eval_tokenizer(tok: VideoTokenizer, episodes: list[dict]) -> dict:
+    """Reconstruction PSNR (dB) over every frame of ``episodes`` and token usage."""
+    ps, used = [], []
+    for e in episodes:
+        toks = encode_episode(tok, e["frames"])
+        rec = to_tensor(decode_tokens(tok, toks))
+        ps.append(psnr(rec, to_tensor(e["frames"])))
+        used.append(toks.flatten())
+    s = usage_stats(torch.cat(used), tok.vocab)
+    return {"psnr": float(torch.cat(ps).mean()), "codes_live": s["live"], "codes_perplexity": s["perplexity"],
+            "vocab": tok.vocab}
+
+
+# ---------------------------------------------------------------------------------------------------- 2. LAM
+def train_lam(cfg: GenieConfig, data: dict) -> tuple[LatentActionModel, list[dict]]:
+    cfg = fill(cfg)
+    seed_everything(cfg.seed + 1)
+    g = np.random.default_rng(cfg.seed + 1)
+    model = LatentActionModel(lam_config(cfg))
+    device = torch.device(cfg.device or pick_device())
+
+    def batch():
+        return to_tensor(sample_windows(data["train"], cfg.lam_clip_len, cfg.lam_batch, g)[0]).to(device)
+
+    def loss(m, x):
+        out = m(x)
+        return {k: out[k] for k in ("loss", "mse", "vq_loss", "spread", "actions")}
+
+    def usage(m, out):
+        u = code_usage(out["actions"].cpu(), cfg.lam_actions)
+        row = {"codes_live": u["live"], "codes_perplexity": u["perplexity"], "restarts": float(m.vq.restarts)}
+        row.update({f"usage/{k}": float(f) for k, f in enumerate(u["fraction"])})
+        return row
+
+    hist = _train_loop("lam", cfg, model, cfg.lam_steps, batch, loss, usage)
+    return model.eval(), hist
+
+
+@torch.no_grad()
+def infer_episode_actions(lam: LatentActionModel, frames: np.ndarray) -> torch.Tensor:
+    """Latent action (T-1,) of every transition t -> t+1 of an episode, each read by the causal encoder from the
+    window of ``lam_clip_len`` frames that ends at frame t+1 (as in training)."""
+    L, dev = lam.cfg.max_frames, next(lam.parameters()).device
+    x = to_tensor(frames).to(dev)  # (T, 3, H, W)
+    ids = []
+    for t in range(1, len(frames)):
+        s = max(0, t + 1 - L)
+        ids.append(lam.infer_actions(x[s:t + 1][None])[0, -1])
+    return torch.stack(ids).cpu()
+
+
+@torch.no_grad()
+def eval_lam(lam: LatentActionModel, episodes: list[dict], num_true: int = 17) -> dict:
+    """Held-out code usage, perplexity, confusion with the true actions, and how much the code matters: PSNR of
+    the LAM decoder's next-frame prediction with the inferred code minus with a random code."""
+    codes, true, gain = [], [], []
+    g = torch.Generator().manual_seed(0)
+    dev = next(lam.parameters()).device
+    for e in episodes:
+        ids = infer_episode_actions(lam, e["frames"])
+        codes.append(ids.numpy())
+        true.append(e["actions"][:-1])
+        x = to_tensor(e["frames"]).to(dev)
+        pairs = torch.stack([x[:-1], x[1:]], 1)  # (T-1, 2, 3, H, W)
+        rnd = torch.randint(0, lam.cfg.num_actions, ids.shape, generator=g)
+        p_inf = lam.decode(pairs, lam.code(ids.to(dev))[:, None])[:, 0]
+        p_rnd = lam.decode(pairs, lam.code(rnd.to(dev))[:, None])[:, 0]
+        gain.append(psnr(p_inf, x[1:]) - psnr(p_rnd, x[1:]))
+    codes_a, true_a = np.concatenate(codes), np.concatenate(true)
+    u = code_usage(codes_a, lam.cfg.num_actions)
+    return {"codes_live": u["live"], "codes_perplexity": u["perplexity"], "usage": u["fraction"],
+            "confusion": confusion(codes_a, true_a, lam.cfg.num_actions, num_true),
+            "decoder_psnr_gain": float(torch.cat(gain).mean()), "codes": codes_a, "true": true_a}
+
+
+# ---------------------------------------------------------------------------------------------------- 3. dynamics
+def tokenize_episodes(tok: VideoTokenizer, lam: LatentActionModel, episodes: list[dict]) -> list[dict]:
+    """Each episode with its tokens (T, N) and latent actions (T,) (the last one is a filler, never used)."""
+    out = []
+    for e in episodes:
+        a = infer_episode_actions(lam, e["frames"])
+        out.append({**e, "tokens": encode_episode(tok, e["frames"]).numpy(),
+                    "latent": np.concatenate([a.numpy(), [0]]).astype(np.int64)})
+    return out
+
+
+def train_dynamics(cfg: GenieConfig, tok_data: dict) -> tuple[DynamicsModel, list[dict]]:
+    """``tok_data``: {"train": tokenize_episodes(...), ...}. Tokens and latent actions are fixed (stop-gradient)."""
+    cfg = fill(cfg)
+    seed_everything(cfg.seed + 2)
+    g = np.random.default_rng(cfg.seed + 2)
+    tg = torch.Generator().manual_seed(cfg.seed + 2)
+    ep0 = tok_data["train"][0]["tokens"]
+    side = int(round(math.sqrt(ep0.shape[1])))
+    vocab = int(tok_data["vocab"])
+    model = DynamicsModel(dynamics_config(cfg, vocab, (side, side)))
+    device = torch.device(cfg.device or pick_device())
+
+    def batch():
+        lat_eps = [{"frames": e["tokens"], "actions": e["latent"]} for e in tok_data["train"]]
+        tokens, latent = sample_windows(lat_eps, cfg.dyn_clip_len, cfg.dyn_batch, g)
+        return torch.from_numpy(tokens).to(device), torch.from_numpy(latent[:, :-1]).to(device)
+
+    def loss(m, b):
+        return m.loss(b[0], b[1], generator=tg)
+
+    hist = _train_loop("dynamics", cfg, model, cfg.dyn_steps, batch, loss)
+    return model.eval(), hist
+
+
+@torch.no_grad()
+def eval_dynamics(dyn: DynamicsModel, tok: VideoTokenizer, episodes: list[dict], context: int = 1, horizon: int = 4,
+                  starts_per_episode: int = 4, seed: int = 0, steps: int | None = None) -> dict:
+    """PSNR of generated vs real frames against the horizon, with the LAM's inferred actions and with random ones.
+
+    Delta_t PSNR (Genie, section 3 "Metrics") = PSNR(x_t, x_hat_t) - PSNR(x_t, x_hat'_t), with x_hat from inferred
+    latent actions and x_hat' from random ones, at t = ``horizon`` (Genie: t = 4). Frames decoded from the real
+    tokens give the tokenizer's ceiling. All windows are generated as one batch.
+    """
+    g = torch.Generator().manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    dev = next(dyn.parameters()).device
+    toks, lats, reals = [], [], []
+    for e in episodes:
+        n = len(e["tokens"]) - context - horizon + 1
+        for s in rng.choice(max(n, 0), size=min(starts_per_episode, max(n, 0)), replace=False):
+            toks.append(e["tokens"][s:s + context + horizon])  # (c+h, N)
+            lats.append(e["latent"][s:s + context + horizon - 1])  # (c+h-1,)
+            reals.append(e["frames"][s + context:s + context + horizon])  # (h, H, W, 3)
+    if not toks:
+        raise ValueError(f"no held-out episode is longer than context + horizon = {context + horizon} frames")
+    toks_t = torch.from_numpy(np.stack(toks)).to(dev)  # (M, c+h, N)
+    lat = torch.from_numpy(np.stack(lats)).to(dev)  # (M, c+h-1)
+    rnd = torch.randint(0, dyn.cfg.num_actions, lat.shape, generator=g).to(dev)
+    real = to_tensor(np.stack(reals))  # (M, h, 3, H, W)
+    gen_i = dyn.rollout(toks_t[:, :context], lat, steps=steps, generator=g)[:, context:]  # (M, h, N)
+    gen_r = dyn.rollout(toks_t[:, :context], rnd, steps=steps, generator=g)[:, context:]
+
+    def frames(tokens):  # (M, h, N) -> (M, h, 3, H, W)
+        return torch.stack([to_tensor(decode_tokens(tok, t.cpu())) for t in tokens])
+
+    pi, pr, pt = (psnr(frames(t), real).mean(0).numpy() for t in (gen_i, gen_r, toks_t[:, context:]))
+    return {"psnr_inferred": pi, "psnr_random": pr, "psnr_tokenizer": pt, "delta_psnr": float(pi[-1] - pr[-1]),
+            "horizon": horizon, "samples": len(toks)}
+
+
+# ---------------------------------------------------------------------------------------------------- all
+def train_all(cfg: GenieConfig) -> dict:
+    """Data, tokenizer, LAM, dynamics and every evaluation; returns the models, histories and metrics."""
+    cfg = fill(cfg)
+    data = load_episodes(cfg)
+    tok, tok_hist = train_tokenizer(cfg, data)
+    lam, lam_hist = train_lam(cfg, data)
+    tok_data = {k: tokenize_episodes(tok, lam, v) for k, v in data.items()}
+    tok_data["vocab"] = tok.vocab
+    dyn, dyn_hist = train_dynamics(cfg, tok_data)
+    return {"cfg": cfg, "data": data, "tok_data": tok_data, "tokenizer": tok, "lam": lam, "dynamics": dyn,
+            "history": {"tokenizer": tok_hist, "lam": lam_hist, "dynamics": dyn_hist}}
+
+
+def load_models(run_dir: str | Path, device: str | None = None
+                ) -> tuple[VideoTokenizer, LatentActionModel, DynamicsModel, GenieConfig]:
+    """The three trained models of a run folder (written by the trainers above)."""
+    from wmkit.checkpoint import load_meta
+    from wmkit.config import from_dict
+
+    run_dir = Path(run_dir)
+    meta = load_meta(run_dir / "dynamics" / "ckpt" / "latest")
+    cfg = fill(from_dict(GenieConfig, meta["config"]))
+    tok = VideoTokenizer(tokenizer_config(cfg))
+    lam = LatentActionModel(lam_config(cfg))
+    tok.load_state_dict(load_state(run_dir / "tokenizer" / "ckpt" / "latest")["model"])
+    lam.load_state_dict(load_state(run_dir / "lam" / "ckpt" / "latest")["model"])
+    g = tok.grid
+    dyn = DynamicsModel(dynamics_config(cfg, tok.vocab, g))
+    dyn.load_state_dict(load_state(run_dir / "dynamics" / "ckpt" / "latest")["model"])
+    dev = torch.device(device or pick_device())
+    return tok.to(dev).eval(), lam.to(dev).eval(), dyn.to(dev).eval(), cfg
