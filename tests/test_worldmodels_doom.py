@@ -220,3 +220,16 @@ def test_doom_cli_pipeline_smoke_profile(tmp_path, monkeypatch, capsys):
     assert load_state(ctrl / "ckpt" / "latest")["params"].shape == (64 + 2 * 32,)
     with pytest.raises(SystemExit, match="unknown command"):
         cli.main(["doom", "fly"])
+
+
+def test_dream_frames_stop_where_m_says_dead():
+    from wmkit.worldmodels import ConvVAE
+    from wmkit.worldmodels.doom import dream_frames
+
+    m, vae = _m_with_done_bias(+10.0), ConvVAE(4).eval()
+    d = dream_frames(np.zeros(doom_controller_dim(4, 8)), m, vae, torch.zeros(2, 4), torch.zeros(2, 4), max_steps=9)
+    assert d["frames"].shape == (1, 64, 64, 3) and d["frames"].dtype == np.uint8
+    assert d["p_done"][0] == pytest.approx(1 / (1 + math.exp(-10)))
+    d = dream_frames(np.zeros(doom_controller_dim(4, 8)), _m_with_done_bias(-10.0), vae, torch.zeros(2, 4),
+                     torch.zeros(2, 4), max_steps=9)
+    assert len(d["frames"]) == 9 and (d["action"] == 0).all()  # zero weights: a = tanh(0) = 0

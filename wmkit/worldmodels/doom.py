@@ -199,6 +199,32 @@ def dream_survival(params: np.ndarray, m: MDNRNN, init_mu: torch.Tensor, init_lo
     return steps.view(P, rollouts).cpu().numpy()
 
 
+@torch.no_grad()
+def dream_frames(params: np.ndarray, m: MDNRNN, vae, init_mu: torch.Tensor, init_logvar: torch.Tensor,
+                 tau: float = 1.15, max_steps: int = 300, seed: int = 0) -> dict[str, np.ndarray]:
+    """One dream played by controller ``params`` (F,), decoded by V for watching: {'frames' (T, 64, 64, 3)
+    uint8, 'p_done' (T,) M's death probability per frame, 'action' (T,)}; it stops where M says dead."""
+    dev = next(m.parameters()).device
+    g = torch.Generator(device=dev).manual_seed(int(seed))
+    i = int(torch.randint(0, len(init_mu), (1,), generator=g))
+    z = (init_mu[i] + (0.5 * init_logvar[i]).exp() * torch.randn(m.z_dim, generator=g))[None].to(dev)  # (1, Z)
+    state = m.initial_state(1, dev)
+    p = torch.as_tensor(np.asarray(params), dtype=torch.float32, device=dev)[None]                  # (1, F)
+    zs, pd, acts = [], [], []
+    for _ in range(max_steps):
+        a = doom_act(p, _obs(z, state)[None])[0]                                                    # (1,)
+        out = m(z[:, None], a[:, None, None], state)
+        zs.append(z)
+        pd.append(float(torch.sigmoid(out.done_logit[0, -1])))
+        acts.append(float(a[0]))
+        z, state = m.sample_next(out, tau, g), out.state
+        if out.done_logit[0, -1] > 0:
+            break
+    img = vae.decode(torch.cat(zs).to(next(vae.parameters()).device))                              # (T, 3, 64, 64)
+    frames = (img.permute(0, 2, 3, 1).clamp(0, 1) * 255).round().byte().cpu().numpy()
+    return {"frames": frames, "p_done": np.asarray(pd, np.float32), "action": np.asarray(acts, np.float32)}
+
+
 # ---------------------------------------------------------------------------------------------- real
 @torch.no_grad()
 def real_survival(params: np.ndarray | None, seeds: list[int], vae=None, m: MDNRNN | None = None,

@@ -200,6 +200,7 @@ def train_doom_mdnrnn(cfg: DoomMDNRNNConfig, vae: ConvVAE | None = None, progres
         gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
         for idx in episode_batches(lengths, cfg.batch_size, rng):
             b = {k: v.to(dev) for k, v in pad_batch(mus, lvs, eps, idx, gen).items()}
+            # [tbptt]
             state = None                                             # zero state at every episode's start
             for s in range(0, b["actions"].shape[1], cfg.seq_len):  # truncated BPTT, state carried
                 sl = slice(s, s + cfg.seq_len)
@@ -214,6 +215,7 @@ def train_doom_mdnrnn(cfg: DoomMDNRNNConfig, vae: ConvVAE | None = None, progres
                 losses["loss"].backward()
                 torch.nn.utils.clip_grad_value_(m.parameters(), cfg.grad_clip)
                 opt.step()
+                # [/tbptt]
                 step += 1
                 log.log(step, **{f"doom_mdnrnn/{k}": v for k, v in losses.items()}, epoch=epoch)
         bar.set_postfix(nll=f"{losses['nll'].item():.3f}", done=f"{losses['done'].item():.3f}")
@@ -291,6 +293,8 @@ class DoomControllerConfig:
     """Real episodes for the controller AND the random policy (default: doom_eval_episodes; paper: 100)."""
     eval_max_steps: int | None = None
     """Frame cap of a real episode (default: the profile's doom_max_steps; paper: 2,100)."""
+    eval_random: bool = True
+    """Also play the random policy on the same real episodes (False: skip it, e.g. in a tau sweep)."""
     seed: int = 0
     """Seed for CMA-ES and the dreams."""
     device: str = "cpu"
@@ -331,11 +335,14 @@ def train_doom_controller(cfg: DoomControllerConfig, vae: ConvVAE | None = None,
             vae = (vae if vae is not None else load_vae(cfg.vae_dir, cfg.device)).to(cfg.device)
             seeds = [EVAL_SEED + i for i in range(cfg.eval_episodes)]
             real = real_survival(params, seeds, vae, m, cfg.eval_max_steps, progress=progress)["steps"]
-            rand = real_survival(None, seeds, max_steps=cfg.eval_max_steps, progress=progress)["steps"]
-            (rm, rse), (bm, bse) = mean_and_se(real), mean_and_se(rand)
-            results.update(real_mean=rm, real_se=rse, real_std=float(real.std()), random_mean=bm, random_se=bse,
-                           real_steps=real.tolist(), random_steps=rand.tolist())
-            log.log(cfg.generations, **{"eval/real_mean": rm, "eval/random_mean": bm, "eval/dream_mean": dream.mean()})
+            (rm, rse) = mean_and_se(real)
+            results.update(real_mean=rm, real_se=rse, real_std=float(real.std()), real_steps=real.tolist())
+            log.log(cfg.generations, **{"eval/real_mean": rm, "eval/dream_mean": dream.mean()})
+            if cfg.eval_random:
+                rand = real_survival(None, seeds, max_steps=cfg.eval_max_steps, progress=progress)["steps"]
+                (bm, bse) = mean_and_se(rand)
+                results.update(random_mean=bm, random_se=bse, random_steps=rand.tolist())
+                log.log(cfg.generations, **{"eval/random_mean": bm})
     finally:
         torch.set_num_threads(threads)
     save_state(_ckpt(cfg.run_dir), {"params": params, "mean": np.asarray(es.mean)},
