@@ -133,12 +133,14 @@ def vpt_actions(lines: list[dict | None], version: str | None = None, gui_scalin
         for b in buttons:
             if b in MOUSE_BUTTONS:
                 actions[t, _BUTTON_INDEX[MOUSE_BUTTONS[b]]] = 1.0
+        # [eq:camera]
         dx, dy = float(mouse["dx"]), float(mouse["dy"])
         if rec["isGuiOpen"]:
             dx, dy = dx * gui_scale, dy * gui_scale
             s = frame_height / MINEREC_ORIGINAL_HEIGHT_PX
             cursor[t] = (float(mouse.get("x", 0)) * s, float(mouse.get("y", 0)) * s)
         actions[t, -2:] = (dy * CAMERA_SCALER, dx * CAMERA_SCALER)  # (pitch, yaw) degrees
+        # [/eq:camera]
         null[t] = not (actions[t, :-2].any() or dx != 0 or dy != 0)  # null = no key, no button, no mouse move
         hotbar = int(rec["hotbar"])
         if hotbar != last_hotbar:

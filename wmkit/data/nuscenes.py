@@ -134,6 +134,7 @@ def _scene_clip(dataroot: Path, tables: dict, scene: dict, channel: str, size) -
         poses.append((*pose["translation"][:2], yaw_from_quaternion(pose["rotation"])))
         stamps.append(int(sd["timestamp"]))
     poses_a, t = np.asarray(poses, np.float64), np.asarray(stamps, np.int64)
+    # [eq:ego]
     dt = np.diff(t) / 1e6  # seconds
     if (dt <= 0).any():
         i = int(np.flatnonzero(dt <= 0)[0])
@@ -143,6 +144,7 @@ def _scene_clip(dataroot: Path, tables: dict, scene: dict, channel: str, size) -
     dyaw = (poses_a[1:, 2] - poses_a[:-1, 2] + np.pi) % (2 * np.pi) - np.pi
     actions = np.zeros((len(keys), 2), np.float32)
     actions[:-1] = np.stack([speed, dyaw / dt], 1)
+    # [/eq:ego]
     log = tables["log"][scene["log_token"]]
     meta = dict(source=f"{dataroot}:{scene['name']}", fps=KEYFRAME_HZ, episode=scene["name"], dataset="nuscenes",
                 channel=channel, location=log.get("location", ""), description=scene.get("description", ""),

@@ -224,6 +224,7 @@ class ShardDataset(IterableDataset):
         return rank * nw + wid, world * nw
 
     def _samples(self) -> Iterator[Clip]:
+        # [eq:split]
         g, G = self.consumer()
         order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.paths))
         paths = [self.paths[i] for i in order]
@@ -235,6 +236,7 @@ class ShardDataset(IterableDataset):
                 n += 1
                 if not by_shard and (n - 1) % G != g:
                     continue
+                # [/eq:split]
                 clip = decode_sample(s, str(p))
                 if self.episodes is None or clip.episode in self.episodes:
                     yield clip

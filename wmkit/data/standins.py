@@ -229,12 +229,14 @@ def record_driving(seed: int, steps: int, size: int = 64, noise: float = 0.3, sk
             throttle = float(np.clip(base[1] + 0.5 * noise * ou[1], 0, 1))
             brake = float(rng.random() < 0.02) * 0.5
             a = np.array([steer, throttle, brake], np.float32)
+            # [eq:ego]
             p0 = (float(hull.position[0]), float(hull.position[1]), float(hull.angle))
             frames.append(obs[:84])
             obs, r, term, trunc, _ = env.step(a)
             p1 = (float(hull.position[0]), float(hull.position[1]), float(hull.angle))
             dyaw = (p1[2] - p0[2] + np.pi) % (2 * np.pi) - np.pi
             ego.append((np.hypot(p1[0] - p0[0], p1[1] - p0[1]) / dt, steer, dyaw / dt))
+            # [/eq:ego]
             poses.append(p0)
             controls.append(a)
             rewards.append(r)
