@@ -233,3 +233,22 @@ def test_dream_frames_stop_where_m_says_dead():
     d = dream_frames(np.zeros(doom_controller_dim(4, 8)), _m_with_done_bias(-10.0), vae, torch.zeros(2, 4),
                      torch.zeros(2, 4), max_steps=9)
     assert len(d["frames"]) == 9 and (d["action"] == 0).all()  # zero weights: a = tanh(0) = 0
+
+
+def test_nll_by_time_bins_every_step_and_matches_the_whole_episode_nll():
+    from wmkit.worldmodels.bench import nll_by_time
+    from wmkit.worldmodels.mdnrnn import mdn_nll
+
+    torch.manual_seed(0)
+    m = MDNRNN(3, 1, 8, 2, reward_head=False).eval()
+    zs = [np.random.default_rng(i).normal(size=(n + 1, 3)).astype(np.float32) for i, n in enumerate((20, 7))]
+    acts = [np.zeros((n, 1), np.float32) for n in (20, 7)]
+    rows = nll_by_time(m, zs, acts, edges=(0, 5, 10, 100))
+    assert [r["n"] for r in rows] == [10, 7, 10] and [r["t"] for r in rows] == ["0-4", "5-9", "10-99"]
+    tot = 0.0
+    with torch.no_grad():  # the count-weighted mean of the bins is the NLL over all steps
+        for z, a in zip(zs, acts):
+            zt = torch.from_numpy(z)[None]
+            out = m(zt[:, :-1], torch.from_numpy(a)[None])
+            tot += float(mdn_nll(out.logit_pi, out.mu, out.log_sigma, zt[:, 1:]).mean(-1).sum())
+    assert sum(r["nll"] * r["n"] for r in rows) / 27 == pytest.approx(tot / 27, rel=1e-5)

@@ -70,6 +70,26 @@ def next_latent_nll(m: MDNRNN, mus: list[np.ndarray], episodes: list[Episode]) -
     return tot / n
 
 
+@torch.no_grad()
+def nll_by_time(m: MDNRNN, zs: list[np.ndarray], actions: list[np.ndarray],
+                edges: tuple[int, ...] = (0, 16, 64, 128, 256, 512, 1000, 2100)) -> list[dict]:
+    """M's next-latent NLL (nats per dim) by time since the episode's start, teacher-forced from a zero
+    state over whole episodes: does M still predict well beyond the window it was trained on?
+    Rows: {'t': 'lo-hi', 'nll', 'n' (predicted steps)} for every bin with data."""
+    dev = next(m.parameters()).device
+    sums, counts = np.zeros(len(edges) - 1), np.zeros(len(edges) - 1, np.int64)
+    for z, a in zip(zs, actions):
+        zt = torch.from_numpy(np.asarray(z, np.float32))[None].to(dev)     # (1, T+1, Z)
+        out = m(zt[:, :-1], torch.from_numpy(np.asarray(a, np.float32))[None].to(dev))
+        per_t = mdn_nll(out.logit_pi, out.mu, out.log_sigma, zt[:, 1:]).mean(-1)[0].cpu().numpy()  # (T,)
+        b = np.digitize(np.arange(len(per_t)), edges) - 1                  # bin of each t
+        ok = (b >= 0) & (b < len(counts))
+        np.add.at(sums, b[ok], per_t[ok])
+        np.add.at(counts, b[ok], 1)
+    return [{"t": f"{edges[i]}-{edges[i + 1] - 1}", "nll": float(sums[i] / counts[i]), "n": int(counts[i])}
+            for i in range(len(counts)) if counts[i]]
+
+
 def repeat_z_nll(train_mus: list[np.ndarray], test_mus: list[np.ndarray]) -> float:
     """Baseline NLL: z_{t+1} ~ N(z_t, s^2), s = RMS of (z_{t+1} - z_t) per dim on training episodes."""
     d_train = np.concatenate([np.diff(m, axis=0) for m in train_mus])      # (N, Z)
