@@ -7,8 +7,9 @@ Figures (JSON lines via wmkit.bench.emit), all at 64x64, 16-frame clips:
   the single-process rate;
 * ``clipdataset`` -- windows/s from an in-memory ClipDataset (the notebooks' path), for comparison;
 * ``mp4_decode`` -- frames/s decoding a 640x360 H.264 video (VPT's format) and resizing to 64x64;
-* with ``--record``: ``crafter_record`` / ``driving_record`` -- seconds per 1000 recorded frames (the cost
-  of the stand-ins; Crafter's includes world generation, ~2 s per episode).
+* with ``--record``: ``crafter_worldgen`` (seconds per Crafter reset: world generation, ~2 s in pure Python,
+  ~0.2 s when numba compiles opensimplex's noise) and ``crafter_record`` / ``driving_record`` -- seconds per
+  1000 recorded frames, one episode's world or track generation included.
 
 The synthetic clips are random uint8 frames (decode cost does not depend on content for npy).
 """
@@ -73,13 +74,25 @@ def run(argv: list[str] | None = None) -> None:
         out = read_mp4(Path(tmp) / "v.mp4", size=64)
         emit("data", "mp4_decode", len(out) / (time.perf_counter() - t0), "frames/s", src="640x360 h264", size=64)
     if args.record:
+        import crafter
+
         from wmkit.data.standins import record_crafter, record_driving
 
+        try:
+            import numba  # noqa: F401  (opensimplex JIT-compiles the world generation when numba is importable)
+            jit = True
+        except ImportError:
+            jit = False
         torch.set_num_threads(1)
+        crafter.Env(area=(64, 64), seed=1).reset()  # warm-up: loads numba's compiled cache
+        t0 = time.perf_counter()
+        for s in range(3):
+            crafter.Env(area=(64, 64), seed=100 + s).reset()
+        emit("data", "crafter_worldgen", (time.perf_counter() - t0) / 3, "s/episode", numba=jit)
         t0 = time.perf_counter()
         c = record_crafter(seed=12345, steps=500)
         emit("data", "crafter_record", 1000 * (time.perf_counter() - t0) / len(c), "s/1000 frames",
-             frames=len(c), includes="world generation of 1 episode")
+             frames=len(c), includes="world generation of 1 episode", numba=jit)
         t0 = time.perf_counter()
         d = record_driving(seed=12345, steps=500)
         emit("data", "driving_record", 1000 * (time.perf_counter() - t0) / len(d), "s/1000 frames",
