@@ -106,3 +106,14 @@ def test_cli_record_shard_info(tmp_path, capsys):
     assert load_clip(f).action_space.n == 6
     with pytest.raises(SystemExit, match="unknown command"):
         main(["nope"])
+
+
+def test_cli_crafter_resumes(tmp_path, capsys):
+    from wmkit.data.cli import main
+
+    main(["crafter", "--episodes", "1", "--steps", "10", "--out", str(tmp_path)])
+    (first,) = (tmp_path / "crafter").glob("*.npz")
+    stamp = first.stat().st_mtime_ns
+    main(["crafter", "--episodes", "2", "--steps", "10", "--out", str(tmp_path)])
+    assert "crafter: 2 clips, 20 frames, 2 episodes" in capsys.readouterr().out.splitlines()[-1]
+    assert first.stat().st_mtime_ns == stamp and len(list((tmp_path / "crafter").glob("*.npz"))) == 2

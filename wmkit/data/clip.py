@@ -160,10 +160,7 @@ class Clip:
             raise ClipFormatError(f"{where}: a clip needs at least one frame")
         if not isinstance(self.action_space, ActionSpace):
             raise ClipFormatError(f"{where}: action_space must be an ActionSpace, got {type(self.action_space)}")
-        try:
-            self.actions = self.action_space.validate(self.actions, T, f"{where}: actions")
-        except ClipFormatError:
-            raise
+        self.actions = self.action_space.validate(self.actions, T, f"{where}: actions")
         if self.reward is not None:
             r = np.asarray(self.reward)
             if r.shape != (T,):
