@@ -16,6 +16,9 @@ Collapse -- every transition mapped to one code -- is the known failure of publi
 first learns "next frame = this frame", codes that lose the nearest-code competition never get a gradient). The
 switches that fight it, all measurable through :func:`code_usage` and :func:`confusion`:
 
+* ``predict_delta`` -- the decoder predicts x_{t+1} - x_t (added to x_t) instead of x_{t+1}: a small decoder spends
+  most of its loss re-drawing the unchanged frame, and the part the action explains (here: the view scrolling one
+  tile) is a small share of the gradient; with the copy given for free it is nearly all of it. Not in Genie;
 * ``restart_after`` -- dead-code restarts in :class:`~wmkit.genie.tokenizer.VectorQuantizer` (Jafar: 50 steps);
 * ``decoder_mask`` -- hide this fraction of the decoder's input patches after the first frame behind a mask token
   (tinyworlds hides all of them), so the action has to carry more of the next frame;
@@ -67,6 +70,8 @@ class LAMConfig:
     """Restart a code unused for this many consecutive steps (0 = never; Jafar: 50)."""
     decoder_mask: float = 0.0
     """Fraction of decoder input patches after the first frame replaced by a mask token (0 = Genie)."""
+    predict_delta: bool = True
+    """Decoder predicts x_{t+1} - x_t and adds x_t (wmkit; False = Genie: it predicts x_{t+1} through a sigmoid)."""
     var_weight: float = 0.0
     """Weight of the batch-variance penalty relu(var_target - Var_batch(a_e)) (0 = Genie; tinyworlds: 100)."""
     var_target: float = 0.01
@@ -127,8 +132,10 @@ class LatentActionModel(nn.Module):
         x = self.decoder.add_positions(x)
         for blk in self.decoder.blocks:
             x = blk(x)
-        pred = torch.sigmoid(self.decoder.out(self.decoder.norm(x)))  # (B, T-1, N, 3 p p)
-        return unpatchify(pred, self.cfg.patch, s, s)  # (B, T-1, 3, H, W)
+        out = self.decoder.out(self.decoder.norm(x))  # (B, T-1, N, 3 p p)
+        if self.cfg.predict_delta:  # the copy x_t is free: the decoder only has to explain the change
+            return frames[:, :-1] + unpatchify(out, self.cfg.patch, s, s)  # (B, T-1, 3, H, W)
+        return unpatchify(torch.sigmoid(out), self.cfg.patch, s, s)  # (B, T-1, 3, H, W)
 
     def forward(self, frames: torch.Tensor) -> dict[str, torch.Tensor]:
         a_e, a_q, ids, vq_loss = self.encode(frames)

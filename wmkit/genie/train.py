@@ -217,7 +217,7 @@ def _train_loop(name: str, cfg: GenieConfig, model: torch.nn.Module, steps: int,
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             if step % cfg.log_every == 0 or step == steps - 1:
-                row = {k: float(v) for k, v in out.items() if torch.is_tensor(v) and v.ndim == 0}
+                row = {k: float(v.detach()) for k, v in out.items() if torch.is_tensor(v) and v.ndim == 0}
                 if extra_log is not None:
                     row.update(extra_log(model, out))
                 row["seconds"] = time.perf_counter() - t0
