@@ -1,0 +1,89 @@
+"""Measure a diffusion world model on held-out episodes: next-frame quality against sampling steps, drift.
+
+* :func:`psnr` -- peak signal-to-noise ratio of frames in [-1, 1] (peak-to-peak 2), per frame, in dB.
+* :func:`next_frame_quality` -- for every held-out window: real context -> one sampled frame, PSNR against the
+  real next frame, for each number of sampling steps; also the "copy the last context frame" baseline, which a
+  model must beat to have learned anything about motion (consecutive game frames are very alike).
+* :func:`rollout` -- autoregressive generation: the model's own frames become its context (what play does).
+* :func:`drift` -- PSNR of an autoregressive rollout against the real episode, step by step (GameNGen section
+  5.2.2's ablation: without context noise the quality collapses after a few steps).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from wmkit.diffusion.common import Recipe
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """PSNR in dB of (..., C, H, W) frames in [-1, 1]; one value per frame. Identical frames give +inf."""
+    if a.shape != b.shape:
+        raise ValueError(f"psnr: shapes differ, {tuple(a.shape)} vs {tuple(b.shape)}")
+    mse = (a.float() - b.float()).pow(2).flatten(-3).mean(-1)  # (...,)
+    return 10 * torch.log10(4.0 / mse)
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    """(..., C, H, W) in [-1, 1] -> (..., H, W, C) uint8."""
+    y = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return y.movedim(-3, -1).cpu().numpy()
+
+
+@torch.no_grad()
+def next_frame_quality(model: Recipe, windows: dict[str, torch.Tensor], steps_list=(1, 3, 10), seed: int = 0,
+                       batch: int = 64, max_windows: int | None = None) -> dict:
+    """Mean PSNR (dB) of one sampled next frame over held-out windows, per step count; plus the copy baseline."""
+    K = model.net.context
+    frames, actions = windows["frames"], windows["actions"]
+    if max_windows is not None:
+        frames, actions = frames[:max_windows], actions[:max_windows]
+    out = {"steps": list(steps_list), "psnr": [], "copy_last_psnr": float(psnr(frames[:, K - 1], frames[:, K]).mean()),
+           "windows": int(frames.shape[0])}
+    for steps in steps_list:
+        g = torch.Generator(device=frames.device).manual_seed(seed)
+        vals = []
+        for i in range(0, frames.shape[0], batch):
+            f, a = frames[i:i + batch], actions[i:i + batch]
+            x = model.sample(f[:, :K], a[:, :K], steps, generator=g)
+            vals.append(psnr(x, f[:, K]))
+        out["psnr"].append(float(torch.cat(vals).mean()))
+    return out
+
+
+@torch.no_grad()
+def rollout(model: Recipe, context: torch.Tensor, actions: torch.Tensor, steps: int, seed: int = 0,
+            ctx_level: float | None = None) -> torch.Tensor:
+    """Autoregressive rollout. context (B, K, C, H, W) real frames; actions (B, K + T - 1[, A]) with
+    actions[:, t] taken after frame t. Returns the T generated frames (B, T, C, H, W)."""
+    K = model.net.context
+    T = actions.shape[1] - K + 1
+    if context.shape[1] != K or T < 1:
+        raise ValueError(f"rollout: need {K} context frames and at least {K} actions, got context "
+                         f"{tuple(context.shape)} and actions {tuple(actions.shape)}")
+    g = torch.Generator(device=context.device).manual_seed(seed)
+    frames = list(context.unbind(1))
+    out = []
+    for t in range(T):
+        x = model.sample(torch.stack(frames[-K:], 1), actions[:, t:t + K], steps, generator=g, ctx_level=ctx_level)
+        frames.append(x)
+        out.append(x)
+    return torch.stack(out, 1)
+
+
+@torch.no_grad()
+def drift(model: Recipe, frames: torch.Tensor, actions: torch.Tensor, steps: int = 3, seed: int = 0,
+          ctx_level: float | None = None) -> dict:
+    """Roll out from the first K real frames of (B, L, C, H, W) episodes with their real actions; PSNR per step.
+
+    Returns {"psnr": (L-K,) mean over B, "copy_last": PSNR of repeating the last real context frame,
+    "generated": (B, L-K, C, H, W)}."""
+    K = model.net.context
+    if frames.shape[1] <= K:
+        raise ValueError(f"drift: episodes of {frames.shape[1]} frames leave nothing to predict after {K} context")
+    gen = rollout(model, frames[:, :K], actions[:, : frames.shape[1] - 1], steps, seed, ctx_level)
+    real = frames[:, K:]
+    still = frames[:, K - 1:K].expand_as(real)
+    return {"psnr": psnr(gen, real).mean(0).cpu().numpy(), "copy_last": psnr(still, real).mean(0).cpu().numpy(),
+            "generated": gen}
