@@ -108,7 +108,7 @@ _DREAMER = {
 _DATA: dict[str, dict[str, Any]] = {
     "smoke": dict(crafter_episodes=2, crafter_steps=40, driving_episodes=1, driving_steps=100, atari_episodes=1,
                   atari_steps=60, size=64, shard_clip_len=16, shard_size=4, bench_clips=32),
-    "cpu": dict(crafter_episodes=8, crafter_steps=200, driving_episodes=2, driving_steps=500, atari_episodes=2,
+    "cpu": dict(crafter_episodes=8, crafter_steps=200, driving_episodes=2, driving_steps=300, atari_episodes=2,
                 atari_steps=300, size=64, shard_clip_len=16, shard_size=16, bench_clips=256),
     "gpu": dict(crafter_episodes=100, crafter_steps=1000, driving_episodes=20, driving_steps=1500, atari_episodes=20,
                 atari_steps=2000, size=64, shard_clip_len=16, shard_size=64, bench_clips=2048),
