@@ -117,3 +117,16 @@ def test_cli_crafter_resumes(tmp_path, capsys):
     main(["crafter", "--episodes", "2", "--steps", "10", "--out", str(tmp_path)])
     assert "crafter: 2 clips, 20 frames, 2 episodes" in capsys.readouterr().out.splitlines()[-1]
     assert first.stat().st_mtime_ns == stamp and len(list((tmp_path / "crafter").glob("*.npz"))) == 2
+
+
+def test_shards_open_in_the_webdataset_package(tmp_path):
+    import webdataset as wds
+
+    clips = make_clips()[:2]
+    write_shards(clips, tmp_path, clip_len=8, shard_size=100, size=None, progress=False)
+    samples = list(wds.WebDataset(str(tmp_path / "shard-000000.tar"), shardshuffle=False).decode())
+    assert len(samples) == 3 + 5
+    s = samples[4]  # ep1, piece starting at frame 8
+    assert s["__key__"] == "ep1-000000008" and s["info.json"]["meta"]["episode"] == "ep1"
+    np.testing.assert_array_equal(s["frames.npy"], clips[1].frames[8:16])
+    np.testing.assert_array_equal(s["extra.pose.npy"], clips[1].extras["pose"][8:16])
