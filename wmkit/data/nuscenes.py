@@ -88,13 +88,19 @@ def load_tables(dataroot: str | os.PathLike, version: str = "v1.0-mini") -> dict
     return tables
 
 
-def scene_keyframes(tables: dict, scene: dict, channel: str = "CAM_FRONT") -> list[dict]:
-    """The ``channel`` keyframe sample_data records of a scene, in time order (checked chain)."""
+def keyframe_index(tables: dict, channel: str = "CAM_FRONT") -> dict[str, dict]:
+    """sample token -> its ``channel`` keyframe sample_data record (one pass over sample_data)."""
     by_sample = {}
     for sd in tables["sample_data"].values():
         sensor = tables["sensor"][tables["calibrated_sensor"][sd["calibrated_sensor_token"]]["sensor_token"]]
         if sensor["channel"] == channel and sd.get("is_key_frame"):
             by_sample[sd["sample_token"]] = sd
+    return by_sample
+
+
+def scene_keyframes(tables: dict, scene: dict, channel: str = "CAM_FRONT", index: dict | None = None) -> list[dict]:
+    """The ``channel`` keyframe sample_data records of a scene, in time order (checked chain)."""
+    by_sample = keyframe_index(tables, channel) if index is None else index
     out, token, seen = [], scene["first_sample_token"], set()
     while token:
         if token in seen:
@@ -118,8 +124,8 @@ def scene_keyframes(tables: dict, scene: dict, channel: str = "CAM_FRONT") -> li
     return out
 
 
-def _scene_clip(dataroot: Path, tables: dict, scene: dict, channel: str, size) -> Clip:
-    keys = scene_keyframes(tables, scene, channel)
+def _scene_clip(dataroot: Path, tables: dict, scene: dict, channel: str, size, index: dict) -> Clip:
+    keys = scene_keyframes(tables, scene, channel, index)
     frames, poses, stamps = [], [], []
     for sd in keys:
         path = dataroot / sd["filename"]
@@ -159,10 +165,11 @@ def load_nuscenes(dataroot: str | os.PathLike, version: str = "v1.0-mini", chann
     """One clip per scene (sorted by scene name): ``channel`` keyframes at 2 Hz with ego motion as action."""
     dataroot = Path(dataroot)
     tables = load_tables(dataroot, version)
+    index = keyframe_index(tables, channel)
     clips, bad = [], []
     for scene in sorted(tables["scene"].values(), key=lambda s: s["name"]):
         try:
-            clips.append(_scene_clip(dataroot, tables, scene, channel, size))
+            clips.append(_scene_clip(dataroot, tables, scene, channel, size, index))
         except ClipFormatError as e:
             if strict:
                 raise
