@@ -130,3 +130,24 @@ def test_shards_open_in_the_webdataset_package(tmp_path):
     assert s["__key__"] == "ep1-000000008" and s["info.json"]["meta"]["episode"] == "ep1"
     np.testing.assert_array_equal(s["frames.npy"], clips[1].frames[8:16])
     np.testing.assert_array_equal(s["extra.pose.npy"], clips[1].extras["pose"][8:16])
+
+
+def test_cli_convert_real_formats(tmp_path, capsys):
+    from wmkit.data import fixtures as fx
+    from wmkit.data.cli import main
+
+    fx.write_nuscenes(tmp_path / "nusc", scenes=2, samples=4)
+    main(["convert", "--format", "nuscenes", "--input", str(tmp_path / "nusc"), "--out", str(tmp_path / "out")])
+    assert "converted 2 clips, 8 frames, 2 episodes" in capsys.readouterr().out
+    clips = [load_clip(p) for p in sorted((tmp_path / "out").glob("*.npz"))]
+    assert [c.episode for c in clips] == ["scene-0061", "scene-0062"] and clips[0].action_space.names[0] == "speed"
+    odv = fx.write_opendv(tmp_path / "odv", videos=1, frames=10)
+    (odv["frames_root"] / "frames" / "Driving_Channel" / "video_00_4K_drive" / "000000007.jpg").unlink()
+    with pytest.raises(ClipFormatError, match="000000007.jpg is missing"):
+        main(["convert", "--format", "opendv", "--input", str(odv["frames_root"]), "--annotations",
+              str(odv["annotations"]), "--out", str(tmp_path / "o")])
+    with pytest.warns(UserWarning, match="skipped 1 of 2"):
+        main(["convert", "--format", "opendv", "--input", str(odv["frames_root"]), "--annotations",
+              str(odv["annotations"]), "--strict", "false", "--out", str(tmp_path / "o")])
+    captured = capsys.readouterr()
+    assert "converted 1 clips, 5 frames" in captured.out and "skipped 1 bad item" in captured.err
