@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -269,7 +270,7 @@ def save_clip(path: str | os.PathLike, clip: Clip, compress: bool = True) -> Pat
     """Write one clip as .npz (atomic: temporary file, then rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp.npz")  # unique: parallel writers
     (np.savez_compressed if compress else np.savez)(tmp, **clip_to_arrays(clip))
     os.replace(tmp, path)
     return path

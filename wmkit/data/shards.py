@@ -107,7 +107,7 @@ def write_shards(clips: Iterable[Clip], out_dir: str | os.PathLike, clip_len: in
             skipped += 1
             bar.update()
             continue
-        tmp = out / (name + ".tmp")
+        tmp = out / f"{name}.{os.getpid()}.tmp"
         with wds.TarWriter(str(tmp)) as sink:
             for clip, start in part:
                 sink.write(_sample(clip, start, clip_len, size))
