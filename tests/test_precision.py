@@ -294,6 +294,17 @@ def test_torchao_and_te_paths_with_injected_modules(monkeypatch):
         pass
     assert calls["te_autocast"] == "CS"  # Float8CurrentScaling on sm_120
 
+    @__import__("contextlib").contextmanager
+    def old_fp8_autocast(enabled=True, fp8_recipe=None):  # TE releases before `autocast` existed
+        calls["old_fp8_autocast"] = fp8_recipe
+        yield
+
+    mods["transformer_engine.pytorch"] = types.SimpleNamespace(Linear=None, fp8_autocast=old_fp8_autocast)
+    monkeypatch.setattr(prec, "_device_info", lambda device: (torch.device("cpu"), (9, 0)))
+    with autocast("fp8", "cpu"):
+        pass
+    assert calls["old_fp8_autocast"] == "DS"  # DelayedScaling on Hopper
+
 
 def _toy_run(precision: str, steps: int, seed: int = 0) -> list[float]:
     """A 2-block causal transformer learns y_t = (x_t + x_{t-1}) mod V: it must attend to the previous token."""

@@ -392,12 +392,21 @@ def _device_info(device: torch.device | str | None) -> tuple[torch.device, tuple
     return dev, cap
 
 
+_RESOLVED: dict[tuple, tuple[str, str]] = {}
+
+
 def _resolve(backend: str, device: torch.device | str | None) -> tuple[str, str]:
+    """The backend :func:`prepare_model` and :func:`autocast` use; cached per (backend, device), because
+    ``autocast`` runs every step and a failing TE import is slow to repeat."""
     dev, cap = _device_info(device)
-    needs_probe = dev.type == "cuda" and backend in ("auto", "te", "torchao")
-    te_ok = backend_available("te") if needs_probe else (False, "not probed")
-    ao_ok = backend_available("torchao") if needs_probe else (False, "not probed")
-    return choose_backend(backend, device_type=dev.type, capability=cap, te_ok=te_ok, torchao_ok=ao_ok)
+    key = (backend, str(dev), cap, id(_import_module))  # a replaced import hook (tests) invalidates the cache
+    if key not in _RESOLVED:
+        needs_probe = dev.type == "cuda" and backend in ("auto", "te", "torchao")
+        te_ok = backend_available("te") if needs_probe else (False, "not probed")
+        ao_ok = backend_available("torchao") if needs_probe else (False, "not probed")
+        _RESOLVED[key] = choose_backend(backend, device_type=dev.type, capability=cap, te_ok=te_ok,
+                                        torchao_ok=ao_ok)
+    return _RESOLVED[key]
 
 
 def fp8_status(device: torch.device | str | None = None) -> dict[str, Any]:
