@@ -195,6 +195,7 @@ def test_worldmodels_episode_adapter(tmp_path):
     np.testing.assert_array_equal(c.actions[:T], ep.actions)
     assert c.action_space.names == ("steer", "gas", "brake") and c.actions[T].tolist() == [0, 0, 0]
     assert c.done.tolist() == [False] * (T - 1) + [True, False]
+    assert c.slice(0, T).meta["last_action_known"] and not c.slice(2, T + 1).meta["last_action_known"]
     doom = Episode(obs=ep.obs, actions=rng.uniform(-1, 1, (T, 1)).astype(np.float32), rewards=ep.rewards,
                    terminated=ep.terminated, truncated=ep.truncated, seed=6)
     (tmp_path / "doom").mkdir()

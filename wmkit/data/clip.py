@@ -197,6 +197,8 @@ class Clip:
         if not 0 <= start < stop <= len(self):
             raise IndexError(f"Clip.slice({start}, {stop}) outside [0, {len(self)}]")
         meta = dict(self.meta, frame_index=int(self.meta.get("frame_index", 0)) + start)
+        if "last_action_known" in meta and stop < len(self):
+            meta["last_action_known"] = True  # only the clip's final action can be the unknown pad
         return Clip(self.frames[start:stop], self.actions[start:stop], self.action_space,
                     None if self.reward is None else self.reward[start:stop],
                     None if self.done is None else self.done[start:stop], meta,
