@@ -252,3 +252,10 @@ def test_nll_by_time_bins_every_step_and_matches_the_whole_episode_nll():
             out = m(zt[:, :-1], torch.from_numpy(a)[None])
             tot += float(mdn_nll(out.logit_pi, out.mu, out.log_sigma, zt[:, 1:]).mean(-1).sum())
     assert sum(r["nll"] * r["n"] for r in rows) / 27 == pytest.approx(tot / 27, rel=1e-5)
+
+
+def test_dream_survival_of_the_random_policy():
+    s = dream_survival(None, _m_with_done_bias(-10.0), torch.zeros(2, 4), torch.zeros(2, 4), rollouts=3, max_steps=12)
+    np.testing.assert_array_equal(s, np.full((1, 3), 12.0))
+    s = dream_survival(None, _m_with_done_bias(10.0), torch.zeros(2, 4), torch.zeros(2, 4), rollouts=3, max_steps=12)
+    np.testing.assert_array_equal(s, np.ones((1, 3)))

@@ -168,16 +168,22 @@ def _obs(z: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]) -> torch.Ten
 
 # ---------------------------------------------------------------------------------------------- dream
 @torch.no_grad()
-def dream_survival(params: np.ndarray, m: MDNRNN, init_mu: torch.Tensor, init_logvar: torch.Tensor,
+def dream_survival(params: np.ndarray | None, m: MDNRNN, init_mu: torch.Tensor, init_logvar: torch.Tensor,
                    rollouts: int, tau: float = 1.15, max_steps: int = MAX_FRAMES, seed: int = 0) -> np.ndarray:
     """Frames each controller survives in M's dream, (P, rollouts) float: the CMA-ES fitness.
 
     Every candidate sees the same ``rollouts`` starting latents and noise (common random numbers).
     A dream starts from z ~ N(mu, sigma^2) of a real first frame (``initial_z.json`` in the paper),
     pays 1 per frame (including the frame M says it dies on) and ends when the done logit is > 0.
+    ``params=None`` plays the random data policy instead (P = 1): is the dream as deadly as the game?
     """
     if m.done_head is None:
         raise ValueError("dream_survival needs an MDNRNN with a done head (reward_done_heads=True)")
+    rand = None
+    if params is None:  # the paper's random policy, one action sequence per dream: (T, R)
+        rand = np.stack([random_repeat_actions(max_steps, np.random.default_rng([seed, r]))[:, 0]
+                         for r in range(rollouts)], 1)
+        params = np.zeros((1, doom_controller_dim(m.z_dim, m.hidden)))
     P, dev = len(params), next(m.parameters()).device
     g = torch.Generator(device=dev).manual_seed(int(seed))
     idx = torch.randint(0, len(init_mu), (rollouts,), generator=g)
@@ -187,8 +193,11 @@ def dream_survival(params: np.ndarray, m: MDNRNN, init_mu: torch.Tensor, init_lo
     p = torch.as_tensor(np.asarray(params), dtype=torch.float32, device=dev)             # (P, F)
     alive = torch.ones(P * rollouts, dtype=torch.bool, device=dev)
     steps = torch.zeros(P * rollouts, device=dev)
-    for _ in range(max_steps):
-        a = doom_act(p, _obs(z, state).view(P, rollouts, -1)).reshape(P * rollouts, 1)   # (P * R, 1)
+    for t in range(max_steps):
+        if rand is None:
+            a = doom_act(p, _obs(z, state).view(P, rollouts, -1)).reshape(P * rollouts, 1)  # (P * R, 1)
+        else:
+            a = torch.from_numpy(rand[t]).float().to(dev)[:, None]                          # (R, 1)
         out = m(z[:, None], a[:, None], state)
         z = m.sample_next(out, tau, g, noise_period=rollouts)                            # (P * R, Z)
         state = out.state
