@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange
+from einops import rearrange, repeat
 from torch import nn
 
 from wmkit.nn import TransformerBlock, patchify_tubelets, sincos_1d, sincos_2d
@@ -121,15 +121,22 @@ class VideoViT(nn.Module):
 
     def forward(self, video: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
         c = self.cfg
-        if video.ndim != 5 or tuple(video.shape[1:]) != (c.frames, c.channels, c.size, c.size):
-            raise ValueError(f"VideoViT: expected video (B, {c.frames}, {c.channels}, {c.size}, {c.size}), "
+        if video.ndim != 5 or tuple(video.shape[2:]) != (c.channels, c.size, c.size) or video.shape[1] > c.frames:
+            raise ValueError(f"VideoViT: expected video (B, T <= {c.frames}, {c.channels}, {c.size}, {c.size}), "
                              f"got {tuple(video.shape)}")
-        x = self.patch_embed(patchify_tubelets(video, c.patch, c.tubelet)) + self.pos  # (B, N, D)
+        tokens = patchify_tubelets(video, c.patch, c.tubelet)  # (B, N, C*t*p*p), N = T/t * H/p * W/p
+        x = self.patch_embed(tokens) + self.pos[:tokens.shape[1]]  # (B, N, D)
         if keep is not None:
             x = apply_masks(x, keep)  # (B, K, D): the encoder only sees the context
         for blk in self.blocks:
             x = blk(x)  # (B, K, D)
         return self.norm(x)
+
+    def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        """Each frame on its own, repeated ``tubelet`` times (as V-JEPA 2-AC does): (B, T, C, H, W) -> (B, T, N, D)."""
+        B, T = frames.shape[:2]
+        clips = repeat(frames, "b t c h w -> (b t) k c h w", k=self.cfg.tubelet)  # (B*T, t, C, H, W)
+        return rearrange(self(clips), "(b t) n d -> b t n d", b=B)  # (B, T, N, D)
 
 
 class Predictor(nn.Module):
@@ -243,13 +250,14 @@ def effective_rank(z: torch.Tensor, eps: float = 1e-12) -> float:
     return float(torch.exp(-(p * p.log()).sum()))
 
 
-def collapse_stats(tokens: torch.Tensor) -> dict[str, float]:
-    """Monitor features (B, N, D) or (B, D): mean over features of the std over the batch, and the effective rank.
+def collapse_stats(tokens: torch.Tensor, max_rows: int = 2048) -> dict[str, float]:
+    """Monitor features (..., D): the mean over features of the std over all tokens, and the effective rank.
 
-    Tokens are mean-pooled per sample first; a collapsed encoder gives std -> 0 and effective rank -> 1."""
-    z = tokens.detach().float()
-    if z.ndim == 3:
-        z = z.mean(1)  # (B, D)
+    Every token of every sample is one row (at most ``max_rows``, evenly strided); a collapsed encoder that maps
+    everything to one vector gives std -> 0 and effective rank -> 1 (or 0 when the rows are exactly equal)."""
+    z = tokens.detach().float().reshape(-1, tokens.shape[-1])  # (rows, D)
+    if z.shape[0] > max_rows:
+        z = z[:: z.shape[0] // max_rows][:max_rows]
     return {"feature_std": float(z.std(0).mean()), "effective_rank": effective_rank(z - z.mean(0))}
 
 

@@ -1,0 +1,147 @@
+"""Action-conditioned JEPA: frame-causality, gradient routing per regulariser, SIGReg's statistic, CEM, Two-Rooms."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from wmkit.jepa.ac import ACConfig, ACPredictor, ACWorldModel, SIGReg, cem
+from wmkit.jepa.tworooms import BORDER, RADIUS, WALL_HALF, WALL_X, TwoRooms, collect, overlap_fraction
+
+TINY = dict(size=16, patch=8, dim=16, depth=1, heads=2, pred_dim=16, pred_depth=2, pred_heads=2, max_frames=6,
+            sigreg_proj=64)
+
+
+def test_predictor_is_frame_causal_by_perturbation():
+    torch.manual_seed(0)
+    pred = ACPredictor(ACConfig(**TINY)).eval()
+    z, a = torch.randn(2, 5, 4, 16), torch.randn(2, 5, 2)
+    base = pred(z, a)
+    z2, a2 = z.clone(), a.clone()
+    z2[:, 3] += 5.0  # change frame 3 and the action taken after it
+    a2[:, 3] += 5.0
+    out = pred(z2, a2)
+    assert torch.allclose(out[:, :3], base[:, :3], atol=1e-5)  # earlier predictions cannot see frame 3
+    assert (out[:, 3:] - base[:, 3:]).abs().max() > 1e-2  # frame 3 and later do
+    a3 = a.clone()
+    a3[:, 1] += 5.0  # the action at t changes the prediction of frame t+1 (output t) and later
+    out = pred(z, a3)
+    assert torch.allclose(out[:, :1], base[:, :1], atol=1e-5) and (out[:, 1] - base[:, 1]).abs().max() > 1e-2
+
+
+@pytest.mark.parametrize("reg", ["frozen", "ema", "sigreg", "none"])
+def test_gradient_routing_per_regulariser(reg):
+    torch.manual_seed(0)
+    m = ACWorldModel(ACConfig(**TINY, regulariser=reg, loss="mse" if reg == "sigreg" else "l1"))
+    frames, actions = torch.rand(3, 4, 3, 16, 16), torch.randn(3, 3, 2)
+    out = m.loss(frames, actions)
+    out["loss"].backward()
+    enc_grads = [p.grad for p in m.encoder.parameters()]
+    assert all(p.grad is not None for p in m.predictor.parameters())
+    if reg == "frozen":
+        assert all(g is None for g in enc_grads)  # V-JEPA 2-AC: the encoder is frozen
+    else:
+        assert all(g is not None for g in enc_grads)
+    if reg == "ema":
+        assert all(p.grad is None for p in m.target_encoder.parameters())  # stop-gradient on the target branch
+        before = [p.clone() for p in m.target_encoder.parameters()]
+        with torch.no_grad():
+            for p in m.encoder.parameters():
+                p.add_(1.0)
+        m.after_step()  # target <- 0.99925 target + 0.00075 online
+        for b, p, q in zip(before, m.target_encoder.parameters(), m.encoder.parameters(), strict=True):
+            assert torch.allclose(p, 0.99925 * b + 0.00075 * q, atol=1e-6)
+    assert ("sigreg" in out) == (reg == "sigreg")
+
+
+def test_targets_of_ema_and_frozen_are_detached_but_not_of_none():
+    torch.manual_seed(0)
+    frames = torch.rand(2, 3, 3, 16, 16)
+    for reg, detached in (("ema", True), ("frozen", True), ("none", False)):
+        m = ACWorldModel(ACConfig(**TINY, regulariser=reg))
+        h = m.encode(frames, target=True)
+        assert h.requires_grad != detached, reg
+
+
+def test_sigreg_statistic_gaussian_vs_collapsed():
+    torch.manual_seed(0)
+    sig = SIGReg(num_proj=256)
+    g = torch.Generator().manual_seed(0)
+    # hand-computed mean under H0: E[N |phi_N(t) - phi(t)|^2] = 1 - exp(-t^2), integrated with the same weights
+    expected = float((sig.weights * (1 - torch.exp(-sig.t.square()))).sum())
+    vals = [float(sig(torch.randn(512, 32, generator=g), generator=g)) for _ in range(10)]
+    assert np.mean(vals) == pytest.approx(expected, rel=0.15)
+    collapsed = torch.ones(512, 32) * 0.3  # every sample the same vector
+    assert float(sig(collapsed, generator=g)) > 50 * expected
+    shrunk = 0.05 * torch.randn(512, 32, generator=g)  # the "partial collapse" of a tiny cloud
+    assert float(sig(shrunk, generator=g)) > 20 * expected
+    with pytest.raises(ValueError, match="SIGReg"):
+        sig(torch.randn(1, 8))
+
+
+def test_cem_solves_a_known_quadratic():
+    target = torch.tensor([[0.5, -0.3], [0.2, 0.8], [-0.6, 0.1]])  # (H=3, A=2) inside [-1, 1]
+
+    def energy(a):
+        return (a - target).square().flatten(1).sum(1)  # (S,)
+
+    out = cem(energy, horizon=3, action_dim=2, samples=400, elites=10, iterations=10,
+              generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(out["plan"], target, atol=0.05)
+    e = out["best_energy"]
+    assert e[-1] < e[0] and e[-1] < 1e-2
+    with pytest.raises(ValueError, match="elites"):
+        cem(energy, 3, 2, samples=5, elites=10)
+
+
+def test_rollout_and_energy_shapes_and_bad_inputs():
+    torch.manual_seed(0)
+    m = ACWorldModel(ACConfig(**TINY))
+    z0 = m.encode(torch.rand(1, 1, 3, 16, 16))
+    ro = m.rollout(z0.expand(4, -1, -1, -1), torch.randn(4, 3, 2))
+    assert ro.shape == (4, 3, 4, 16)
+    e = m.energy(z0, z0[:, 0], torch.zeros(5, 3, 2))
+    assert e.shape == (5,)
+    with pytest.raises(ValueError, match="actions must be"):
+        m.loss(torch.rand(2, 4, 3, 16, 16), torch.randn(2, 4, 2))
+    with pytest.raises(ValueError, match="ACPredictor"):
+        m.predictor(torch.randn(1, 7, 4, 16), torch.randn(1, 7, 2))  # longer than max_frames
+
+
+def test_tworooms_geometry_follows_the_spec():
+    assert float(overlap_fraction(0.0)) == pytest.approx(1.0)
+    assert float(overlap_fraction(2 * RADIUS)) == pytest.approx(0.0)
+    # hand-computed lens of two unit-radius discs at distance 1: 2 acos(1/2) - sqrt(3)/2 = 1.2284; / pi = 0.3910
+    assert float(overlap_fraction(RADIUS, r=RADIUS)) == pytest.approx((2 * math.acos(0.5) - math.sqrt(3) / 2) / math.pi)
+    env = TwoRooms(render_size=32)
+    env.reset(agent=np.array([100.0, 100.0]), goal=np.array([400.0, 300.0]), door=(300.0, 380.0))
+    obs, r, term, trunc, info = env.step([10.0, 0.0])  # norm clipped to 2.45, times speed 10 = 24.5 px
+    assert info["pos_agent"] == pytest.approx([124.5, 100.0])
+    assert obs.shape == (32, 32, 3) and obs.dtype == np.uint8 and r == -0.01 and not term
+    for _ in range(20):  # walk right into the wall away from the door: stopped at its face
+        env.step([1.0, 0.0])
+    assert env.agent[0] <= WALL_X - WALL_HALF - RADIUS + 1e-6 and env.agent[0] > WALL_X - WALL_HALF - RADIUS - 1.5
+    env.reset(agent=np.array([200.0, 340.0]), goal=np.array([300.0, 340.0]), door=(300.0, 380.0))
+    for _ in range(10):  # through the door
+        _, r, term, _, info = env.step([1.0, 0.0])
+        if term:
+            break
+    assert term and r == 1.0 and info["overlap"] >= 0.5
+    with pytest.raises(ValueError, match="action"):
+        env.step([np.nan, 0.0])
+    with pytest.raises(ValueError, match="narrower"):
+        env.reset(door=(100.0, 120.0))
+    with pytest.raises(ValueError, match="collides"):
+        env.reset(agent=np.array([WALL_X, 50.0]), door=(300.0, 380.0))
+    assert BORDER == 9
+
+
+def test_collect_is_deterministic_and_goals_are_in_the_other_room():
+    a, b = collect(2, 5, 16, seed=3), collect(2, 5, 16, seed=3)
+    assert a["frames"].shape == (2, 6, 16, 16, 3) and a["actions"].shape == (2, 5, 2)
+    assert np.array_equal(a["frames"], b["frames"])
+    env = TwoRooms(seed=1)
+    for s in range(20):
+        env.reset(seed=s)
+        assert env.room(env.agent) != env.room(env.goal)

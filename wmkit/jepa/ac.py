@@ -1,0 +1,248 @@
+"""An action-conditioned JEPA world model that plans: V-JEPA 2-AC and the LeWM recipe, with CEM in feature space.
+
+* V-JEPA 2-AC (Assran et al. 2025, section 3 "V-JEPA 2-AC", eq. 2-4; official ``facebookresearch/vjepa2``,
+  ``app/vjepa_droid/train.py`` and ``src/models/ac_predictor.py``): a frozen video encoder E maps every frame
+  (repeated to fill one tubelet) to N patch features z_t = LN(E(x_t)); a transformer predictor P with
+  **block-causal** attention over frames reads [a_t, z_t^1..z_t^N] per frame and predicts z_{t+1}. It is trained with
+
+      L_tf = mean_t | P(z_{<=t}, a_{<=t}) - z_{t+1} |_1                       (eq. 2, teacher forcing)
+      L_ro = mean_k | P(zhat_{<=k}, a_{<=k}) - z_{k+1} |_1, zhat_0 = z_0, k < 2  (eq. 3, 2-step autoregressive rollout)
+
+  and plans by minimising the energy  E(a_1..a_H) = | P^H(z_0, a) - z_goal |_1  (eq. 4) with the cross-entropy
+  method (V-JEPA 2: 800 samples, top 10, 10 iterations ... see CEM below; the brief's 400/10/10 is the default).
+* LeWM (Maes et al. 2026, ``lucas-maes/le-wm``: ``train.py``, ``config/train/lewm.yaml``): the encoder is trained
+  end to end from pixels, with no EMA and no stop-gradient; the next-embedding MSE is regularised by SIGReg
+  (Balestriero & LeCun 2025, LeJEPA, Algorithm 1) with weight 0.09, 1024 projections, 17 knots.
+* ``regulariser``: "frozen" (V-JEPA 2-AC: a pretrained encoder, no gradient), "ema" (targets from an EMA copy,
+  stop-gradient: the V-JEPA recipe end to end), "sigreg" (LeWM) or "none" (end to end with nothing against
+  collapse: the demonstration that the encoder then maps everything to one point).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from wmkit.jepa.vjepa import VideoViT, VJEPAConfig, collapse_stats, ema_update, sincos_3d
+from wmkit.nn import TransformerBlock, block_causal_mask, sincos_1d
+
+__all__ = ["ACConfig", "ACPredictor", "ACWorldModel", "SIGReg", "cem"]
+
+
+@dataclass
+class ACConfig:
+    """Sizes and recipe of an action-conditioned JEPA world model."""
+
+    size: int = 32
+    """frame height = width in pixels"""
+    patch: int = 8
+    """encoder patch size (N = (size / patch)^2 tokens per frame)"""
+    dim: int = 64
+    """encoder width"""
+    depth: int = 2
+    """encoder blocks"""
+    heads: int = 4
+    """encoder heads"""
+    pred_dim: int = 64
+    """predictor width"""
+    pred_depth: int = 2
+    """predictor blocks (V-JEPA 2-AC: 24 of width 1024)"""
+    pred_heads: int = 4
+    """predictor heads"""
+    action_dim: int = 2
+    """action size (Two-Rooms: 2-D velocity)"""
+    max_frames: int = 16
+    """longest sequence the predictor's time table covers"""
+    rollout_steps: int = 2
+    """autoregressive steps of the rollout loss (V-JEPA 2-AC: 2)"""
+    regulariser: Literal["frozen", "ema", "sigreg", "none"] = "ema"
+    """what prevents collapse: frozen encoder, EMA target + stop-gradient, SIGReg (LeWM), or nothing"""
+    loss: Literal["l1", "mse"] = "l1"
+    """prediction loss: L1 (V-JEPA 2-AC) or MSE (LeWM)"""
+    momentum: float = 0.99925
+    """EMA momentum for regulariser='ema' (V-JEPA 2: constant 0.99925)"""
+    sigreg_weight: float = 0.09
+    """SIGReg weight (LeWM: 0.09)"""
+    sigreg_proj: int = 1024
+    """SIGReg random projections (LeWM: 1024)"""
+    normalize: bool = True
+    """layer-normalise features (V-JEPA 2-AC normalize_reps=True); LeWM: False"""
+
+    def encoder_config(self) -> VJEPAConfig:
+        return VJEPAConfig(frames=2, size=self.size, patch=self.patch, tubelet=2, dim=self.dim, depth=self.depth,
+                           heads=self.heads, pred_dim=self.pred_dim, pred_depth=1, pred_heads=self.pred_heads)
+
+
+# [eq:sigreg]
+class SIGReg(nn.Module):
+    """Epps-Pulley test of N(0, 1) along random unit directions (LeJEPA Algorithm 1; LeWM ``module.SIGReg``).
+
+    For projections x_m = <z, u_m> of N samples: T = N * int w(t) |phi_N(t) - exp(-t^2/2)|^2 dt, with the
+    empirical characteristic function phi_N(t) = mean_n exp(i t x_n), window w(t) = exp(-t^2/2), and the
+    integral over [-3, 3] as twice the trapezoid rule on 17 knots of [0, 3]. Input (..., N, D) -> scalar
+    (mean over projections and leading dims). Under H0 (isotropic Gaussian), E[T] = int w(t) (1 - exp(-t^2)) dt.
+    """
+
+    def __init__(self, knots: int = 17, num_proj: int = 1024, t_max: float = 3.0):
+        super().__init__()
+        t = torch.linspace(0, t_max, knots)
+        dt = t_max / (knots - 1)
+        w = torch.full((knots,), 2 * dt)
+        w[[0, -1]] = dt
+        self.num_proj = num_proj
+        self.register_buffer("t", t)
+        self.register_buffer("phi", torch.exp(-t.square() / 2))  # N(0, 1) characteristic function
+        self.register_buffer("weights", w * torch.exp(-t.square() / 2))
+
+    def forward(self, z: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        if z.ndim < 2 or z.shape[-2] < 2:
+            raise ValueError(f"SIGReg: expected (..., N >= 2 samples, D), got {tuple(z.shape)}")
+        A = torch.randn(z.shape[-1], self.num_proj, generator=generator, device=z.device)  # (D, M)
+        A = A / A.norm(dim=0, keepdim=True)  # unit directions
+        xt = (z @ A).unsqueeze(-1) * self.t  # (..., N, M, K)
+        err = (xt.cos().mean(-3) - self.phi).square() + xt.sin().mean(-3).square()  # (..., M, K)
+        return ((err @ self.weights) * z.shape[-2]).mean()
+# [/eq:sigreg]
+
+
+class ACPredictor(nn.Module):
+    """Frame-causal transformer: (z (B, T, N, D), a (B, T, A)) -> (B, T, N, D), output t predicts z_{t+1}."""
+
+    def __init__(self, cfg: ACConfig):
+        super().__init__()
+        g = cfg.size // cfg.patch
+        self.n = g * g
+        self.embed = nn.Linear(cfg.dim, cfg.pred_dim)
+        self.action = nn.Linear(cfg.action_dim, cfg.pred_dim)
+        self.register_buffer("pos", sincos_3d(cfg.max_frames, g, g, cfg.pred_dim), persistent=False)
+        self.register_buffer("tpos", sincos_1d(cfg.max_frames, cfg.pred_dim), persistent=False)  # (T, Dp)
+        self.blocks = nn.ModuleList(TransformerBlock(cfg.pred_dim, cfg.pred_heads, qkv_bias=True)
+                                    for _ in range(cfg.pred_depth))
+        self.norm = nn.LayerNorm(cfg.pred_dim)
+        self.proj = nn.Linear(cfg.pred_dim, cfg.dim)
+
+    def forward(self, z: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        B, T, N, _ = z.shape
+        if a.shape[:2] != (B, T) or N != self.n or T > self.tpos.shape[0]:
+            raise ValueError(f"ACPredictor: expected z (B, T <= {self.tpos.shape[0]}, {self.n}, D) and a (B, T, A); "
+                             f"got {tuple(z.shape)} and {tuple(a.shape)}")
+        x = self.embed(z) + rearrange(self.pos[:T * N], "(t n) d -> t n d", t=T)  # (B, T, N, Dp)
+        act = (self.action(a) + self.tpos[:T])[:, :, None]  # (B, T, 1, Dp): one action token per frame
+        x = rearrange(torch.cat([act, x], 2), "b t n d -> b (t n) d")  # (B, T*(N+1), Dp)
+        mask = block_causal_mask(T, N + 1, device=z.device)  # frame t attends to frames <= t only
+        for blk in self.blocks:
+            x = blk(x, mask=mask)
+        x = rearrange(x, "b (t n) d -> b t n d", t=T)[:, :, 1:]  # (B, T, N, Dp): drop the action tokens
+        return self.proj(self.norm(x))  # (B, T, N, D)
+
+
+class ACWorldModel(nn.Module):
+    """Encoder + action-conditioned predictor + (optionally) an EMA target encoder; losses and planning energy."""
+
+    def __init__(self, cfg: ACConfig, encoder: VideoViT | None = None):
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = encoder if encoder is not None else VideoViT(cfg.encoder_config())
+        self.predictor = ACPredictor(cfg)
+        self.target_encoder = None
+        if cfg.regulariser == "ema":
+            self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
+        if cfg.regulariser == "frozen":
+            self.encoder.requires_grad_(False)
+        self.sigreg = SIGReg(num_proj=cfg.sigreg_proj)
+
+    def _norm(self, z: torch.Tensor) -> torch.Tensor:
+        return F.layer_norm(z, (z.shape[-1],)) if self.cfg.normalize else z
+
+    def encode(self, frames: torch.Tensor, target: bool = False) -> torch.Tensor:
+        """(B, T, C, H, W) in [0, 1] -> features (B, T, N, D)."""
+        enc = self.target_encoder if (target and self.target_encoder is not None) else self.encoder
+        if target and self.cfg.regulariser in ("ema", "frozen"):
+            with torch.no_grad():
+                return self._norm(enc.encode_frames(frames))
+        return self._norm(enc.encode_frames(frames))
+
+    def _dist(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return (a - b).abs().mean() if self.cfg.loss == "l1" else (a - b).square().mean()
+
+    def rollout(self, z0: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """Autoregressive prediction from context z0 (B, T0, N, D) under actions (B, H, A) -> (B, H, N, D).
+        ``actions[:, k]`` is taken after frame T0 - 1 + k."""
+        T0 = z0.shape[1]
+        hist = actions.new_zeros(actions.shape[0], T0 - 1, actions.shape[-1])  # no action known inside the context
+        zs, acts = z0, torch.cat([hist, actions], 1)  # (B, T0 - 1 + H, A)
+        preds = []
+        for _ in range(actions.shape[1]):
+            nxt = self._norm(self.predictor(zs, acts[:, :zs.shape[1]])[:, -1:])  # (B, 1, N, D)
+            preds.append(nxt)
+            zs = torch.cat([zs, nxt], 1)
+        return torch.cat(preds, 1)  # (B, H, N, D)
+
+    def loss(self, frames: torch.Tensor, actions: torch.Tensor) -> dict[str, torch.Tensor]:
+        """frames (B, T, C, H, W), actions (B, T - 1, A) with actions[:, t] leading from frame t to t + 1."""
+        B, T = frames.shape[:2]
+        if actions.shape[:2] != (B, T - 1):
+            raise ValueError(f"ACWorldModel.loss: actions must be (B={B}, T-1={T - 1}, A), got {tuple(actions.shape)}")
+        c = self.cfg
+        z = self.encode(frames)  # (B, T, N, D): predictor inputs (no gradient when frozen)
+        if c.regulariser in ("ema", "frozen"):
+            h = self.encode(frames, target=True)  # stop-gradient targets
+        else:
+            h = z  # LeWM and 'none': the targets are the online features themselves (gradient flows)
+        # [eq:ac-loss]
+        pred = self.predictor(z[:, :-1], actions)  # (B, T-1, N, D): teacher forcing
+        out = {"tf_loss": self._dist(self._norm(pred), h[:, 1:])}
+        k = min(c.rollout_steps, T - 1)
+        ro = self.rollout(z[:, :1], actions[:, :k]) if k > 0 else None  # (B, k, N, D)
+        out["rollout_loss"] = self._dist(ro, h[:, 1:k + 1]) if ro is not None else z.new_zeros(())
+        out["loss"] = out["tf_loss"] + out["rollout_loss"]
+        # [/eq:ac-loss]
+        if c.regulariser == "sigreg":
+            emb = rearrange(z, "b t n d -> t (b n) d")  # per time step over the batch (LeWM)
+            out["sigreg"] = self.sigreg(emb)
+            out["loss"] = out["loss"] + c.sigreg_weight * out["sigreg"]
+        out.update({k2: torch.tensor(v) for k2, v in collapse_stats(z).items()})
+        return out
+
+    def after_step(self) -> None:
+        if self.cfg.regulariser == "ema":
+            ema_update(self.target_encoder, self.encoder, self.cfg.momentum)
+
+    @torch.no_grad()
+    def energy(self, z0: torch.Tensor, goal: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """Planning energy of S action sequences (S, H, A) from z0 (1, T0, N, D) to goal (1, N, D) -> (S,)."""
+        S = actions.shape[0]
+        zT = self.rollout(z0.expand(S, -1, -1, -1), actions)[:, -1]  # (S, N, D): the last predicted frame
+        d = (zT - goal).abs() if self.cfg.loss == "l1" else (zT - goal).square()
+        return d.flatten(1).mean(1)  # (S,)
+
+
+# [eq:cem]
+@torch.no_grad()
+def cem(energy: Callable[[torch.Tensor], torch.Tensor], horizon: int, action_dim: int, samples: int = 400,
+        elites: int = 10, iterations: int = 10, init_std: float = 1.0, low: float = -1.0, high: float = 1.0,
+        mean: torch.Tensor | None = None, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    """Cross-entropy method: sample ``samples`` sequences (H, A) from N(mu, sigma^2), clip them to [low, high],
+    keep the ``elites`` of lowest energy, refit mu and sigma to them; ``iterations`` times (V-JEPA 2-AC: 10).
+    Returns the final mean ``plan`` (H, A) and the best energy of every iteration."""
+    if not 1 <= elites <= samples:
+        raise ValueError(f"cem: need 1 <= elites <= samples, got elites={elites}, samples={samples}")
+    mu = torch.zeros(horizon, action_dim) if mean is None else mean.clone()
+    sigma = torch.full((horizon, action_dim), init_std)
+    best = []
+    for _ in range(iterations):
+        a = mu + sigma * torch.randn(samples, horizon, action_dim, generator=generator)  # (S, H, A)
+        a = a.clamp(low, high)
+        e = energy(a)  # (S,)
+        idx = torch.topk(e, elites, largest=False).indices
+        mu, sigma = a[idx].mean(0), a[idx].std(0, unbiased=False)  # (H, A)
+        best.append(e[idx[0]])
+    return {"plan": mu, "best_energy": torch.stack(best)}
+# [/eq:cem]
