@@ -197,8 +197,8 @@ def _devkit_python() -> str | None:
         return os.environ.get("WMKIT_NUSCENES_PYTHON")
 
 
-@pytest.mark.skipif(_devkit_python() is None, reason="nuscenes-devkit is not installable next to numpy 2 (it pins "
-                    "numpy<2); set WMKIT_NUSCENES_PYTHON to a Python that has it to run this check")
+@pytest.mark.skipif(_devkit_python() is None, reason="nuscenes-devkit is not installed (tools/setup.sh installs it "
+                    "with --no-deps: its metadata pins numpy<2); or set WMKIT_NUSCENES_PYTHON to a Python that has it")
 def test_nuscenes_fixture_opens_in_official_devkit(tmp_path):
     root = fx.write_nuscenes(tmp_path, scenes=2, samples=5)
     code = ("from nuscenes.nuscenes import NuScenes\n"

@@ -26,5 +26,9 @@ else
   .venv/bin/python -m pip install -q "torch==2.13.0"
 fi
 .venv/bin/python -m pip install -q -e ".[book,dev]"
+# The official nuScenes devkit, only for the test that opens our nuScenes fixture with it. Its metadata pins
+# numpy<2 (pip would downgrade numpy), but it runs on numpy 2: install it without dependencies; its runtime
+# imports are in the dev extra of pyproject.toml.
+.venv/bin/python -m pip install -q --no-deps "nuscenes-devkit==1.2.0"
 .venv/bin/python -c "import torch, wmkit; print(f'setup: wmkit {wmkit.__version__} with torch {torch.__version__}')"
 echo "$want" > "$stamp"
