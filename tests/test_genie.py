@@ -157,7 +157,7 @@ def test_tokenizer_encoder_is_causal():
 
 def test_lam_shapes_gradient_routing_and_bad_input():
     lam = LatentActionModel(LAMConfig(frame_size=16, patch=8, dim=16, enc_depth=1, dec_depth=1, heads=2,
-                                      num_actions=8, code_dim=4, max_frames=4))
+                                      num_actions=8, code_dim=4, max_frames=4, predict_delta=False))
     x = torch.rand(3, 4, 3, 16, 16)
     out = lam(x)
     assert out["pred"].shape == (3, 3, 3, 16, 16) and out["actions"].shape == (3, 3)
@@ -243,3 +243,31 @@ def test_maskgit_is_deterministic_with_a_seed_and_checks_input():
         m(torch.randint(0, 12, (1, 6, 9)), torch.zeros(1, 5, dtype=torch.long))
     with pytest.raises(ValueError, match="9 tokens per frame"):
         m(torch.randint(0, 12, (1, 2, 8)), torch.zeros(1, 1, dtype=torch.long))
+
+
+def test_lam_delta_decoder_starts_at_copy_and_lam_size_downsamples():
+    cfg = LAMConfig(frame_size=16, patch=4, dim=16, enc_depth=1, dec_depth=1, heads=2, code_dim=4, max_frames=4,
+                    predict_delta=True)
+    lam = LatentActionModel(cfg)
+    x = torch.rand(2, 3, 3, 16, 16)
+    out = lam(x)
+    assert torch.allclose(out["pred"], x[:, :-1])  # zero-initialised output layer: x_hat_{t+1} = x_t at step 0
+    assert float(out["mse_over_copy"]) == pytest.approx(1.0)
+    small = LatentActionModel(LAMConfig(frame_size=16, patch=4, dim=16, enc_depth=1, dec_depth=1, heads=2,
+                                        code_dim=4, max_frames=4, lam_size=8))
+    assert small.num_patches == 4 and small(x)["pred"].shape == (2, 2, 3, 8, 8)
+    assert torch.allclose(small.resize(x)[0, 0, :, 0, 0], x[0, 0, :, :2, :2].mean(dim=(1, 2)))  # area average
+    with pytest.raises(ValueError, match="lam_size=6"):
+        LatentActionModel(LAMConfig(frame_size=16, patch=2, lam_size=6))
+
+
+def test_crop_tiles_keeps_the_7x7_tiles_around_the_player():
+    from wmkit.genie.train import crop_tiles
+
+    frames = np.zeros((1, 72, 72, 3), np.uint8)
+    frames[0, 24:32, 32:40] = 255  # tile (row 3, column 4): where Crafter draws the player
+    out = crop_tiles(frames)
+    assert out.shape == (1, 56, 56, 3)
+    assert out[0, 24:32, 24:32].min() == 255 and out.sum() == 8 * 8 * 3 * 255  # the centre tile of the crop
+    with pytest.raises(ValueError, match="size 72"):
+        crop_tiles(np.zeros((1, 64, 64, 3), np.uint8))

@@ -116,23 +116,24 @@ _DATA: dict[str, dict[str, Any]] = {
 
 # ----------------------------------------------------------------------------------------------------
 # Stage 3a: Genie-style video world model (wmkit.genie).
-# cpu: <= 64 tokens per frame (64x64, tokenizer patch 8), 2-frame tokenizer/LAM clips, 4-frame dynamics clips.
-# gpu: the CoinRun case study of Genie (appendix F) as re-implemented by Jafar: tokenizer 8 blocks d512 patch 4
-# (256 tokens/frame), LAM 8 blocks d512 patch 16, dynamics 12 blocks d512, 16-frame clips.
+# Frames: the 7 x 7 Crafter tiles around the player, 56 x 56 (wmkit.genie.train.crop_tiles); patch 8 = one tile.
+# cpu: 49 tokens per frame, 2-frame tokenizer/LAM clips, 4-frame dynamics clips.
+# gpu: the widths and depths of Genie's CoinRun case study (appendix F) as re-implemented by Jafar: tokenizer
+# 8 blocks d512 patch 4 (196 tokens/frame), LAM 8 blocks d512, dynamics 12 blocks d512, 16-frame clips.
 _GENIE: dict[str, dict[str, Any]] = {
-    "smoke": dict(episodes=3, episode_steps=40, frame_size=64, tok_patch=8, tok_dim=32, tok_depth=1, tok_clip_len=2,
-                  tok_steps=4, tok_batch=4, lam_patch=16, lam_dim=32, lam_depth=1, lam_clip_len=2, lam_steps=4,
+    "smoke": dict(episodes=3, episode_steps=40, frame_size=56, tok_patch=8, tok_dim=32, tok_depth=1, tok_clip_len=2,
+                  tok_steps=4, tok_batch=4, lam_patch=8, lam_dim=32, lam_depth=1, lam_clip_len=2, lam_steps=4,
                   lam_batch=4, lam_var_weight=0.0, dyn_dim=32, dyn_depth=1, dyn_clip_len=4, dyn_steps=4, dyn_batch=4,
                   maskgit_steps=4, eval_horizon=4, eval_starts=2, play_frames=6, cost_T=(2, 4, 8), cost_N=16,
                   cost_dim=32, cost_depth=1, cost_run_T=(2, 4), bench_batch=2, bench_steps=2),
-    "cpu": dict(episodes=10, episode_steps=200, frame_size=64, tok_patch=8, tok_dim=128, tok_depth=2, tok_clip_len=2,
-                tok_steps=600, tok_batch=16, lam_patch=16, lam_dim=96, lam_depth=2, lam_clip_len=2, lam_steps=800,
+    "cpu": dict(episodes=10, episode_steps=200, frame_size=56, tok_patch=8, tok_dim=128, tok_depth=2, tok_clip_len=2,
+                tok_steps=600, tok_batch=16, lam_patch=8, lam_dim=96, lam_depth=2, lam_clip_len=2, lam_steps=800,
                 lam_batch=32, lam_var_weight=0.0, dyn_dim=128, dyn_depth=3, dyn_clip_len=4, dyn_steps=800,
                 dyn_batch=16, maskgit_steps=25, eval_horizon=4, eval_starts=8, play_frames=48,
                 cost_T=(4, 8, 16, 32, 64, 128, 256, 512), cost_N=64, cost_dim=128, cost_depth=2,
                 cost_run_T=(4, 8, 16, 32), bench_batch=8, bench_steps=5),
-    "gpu": dict(episodes=100, episode_steps=1000, frame_size=64, tok_patch=4, tok_dim=512, tok_depth=8,
-                tok_clip_len=16, tok_steps=30_000, tok_batch=48, lam_patch=16, lam_dim=512, lam_depth=8,
+    "gpu": dict(episodes=100, episode_steps=1000, frame_size=56, tok_patch=4, tok_dim=512, tok_depth=8,
+                tok_clip_len=16, tok_steps=30_000, tok_batch=48, lam_patch=8, lam_dim=512, lam_depth=8,
                 lam_clip_len=16, lam_steps=30_000, lam_batch=36, lam_var_weight=0.0, dyn_dim=512, dyn_depth=12,
                 dyn_clip_len=16, dyn_steps=50_000, dyn_batch=36, maskgit_steps=25, eval_horizon=4, eval_starts=8,
                 play_frames=100, cost_T=(4, 8, 16, 32, 64, 128, 256, 512), cost_N=256, cost_dim=512, cost_depth=8,
@@ -175,7 +176,44 @@ _FP8: dict[str, dict[str, Any]] = {
 
 # ----------------------------------------------------------------------------------------------------
 # Stage 4: V-JEPA (wmkit.jepa).
-_JEPA: dict[str, dict[str, Any]] = {"smoke": {}, "cpu": {}, "gpu": {}}
+# Two-Rooms (tr_*) random-walk recordings feed everything; vjepa_* = masked-video pretraining; ac_* = the
+# action-conditioned world model; collapse_steps = the EMA / SIGReg / nothing demonstration; plan_* = MPC with CEM
+# (V-JEPA 2-AC: 400 samples, 10 elites, 10 iterations; the published Two-Rooms budget is 50 steps);
+# pretrain_model = the model of `torchrun -m wmkit.jepa.pretrain --size <profile>`.
+# cpu: 32x32 frames, patch 8 (16 tokens per frame), width 64: ~0.3 s per AC step at batch 16 on one core.
+_JEPA: dict[str, dict[str, Any]] = {
+    "smoke": dict(tr_episodes=8, tr_steps=16, tr_size=32, test_episodes=4,
+                  vjepa_model=dict(frames=4, size=32, patch=8, dim=32, depth=1, heads=2, pred_dim=16, pred_depth=1,
+                                   pred_heads=2),
+                  vjepa_steps=3, vjepa_batch=4, vjepa_ema=(0.99, 1.0),
+                  ac_model=dict(size=32, patch=8, dim=32, depth=1, heads=2, pred_dim=32, pred_depth=1, pred_heads=2),
+                  ac_steps=3, ac_batch=4, ac_length=4, sigreg_proj=64, collapse_steps=3, probe_steps=5,
+                  plan_episodes=2, plan_budget=3, plan_horizon=2, cem_samples=16, cem_elites=4, cem_iters=2,
+                  pretrain_model=dict(frames=4, size=32, patch=8, dim=32, depth=1, heads=2, pred_dim=16,
+                                      pred_depth=1, pred_heads=2),
+                  bench_batch=2, bench_steps=1),
+    "cpu": dict(tr_episodes=96, tr_steps=24, tr_size=32, test_episodes=32,
+                vjepa_model=dict(frames=8, size=32, patch=8, dim=64, depth=2, heads=4, pred_dim=32, pred_depth=2,
+                                 pred_heads=4),
+                vjepa_steps=150, vjepa_batch=16, vjepa_ema=(0.99, 1.0),
+                ac_model=dict(size=32, patch=8, dim=64, depth=2, heads=4, pred_dim=64, pred_depth=2, pred_heads=4),
+                ac_steps=300, ac_batch=16, ac_length=6, sigreg_proj=128, collapse_steps=150, probe_steps=300,
+                plan_episodes=10, plan_budget=50, plan_horizon=5, cem_samples=100, cem_elites=10, cem_iters=4,
+                pretrain_model=dict(frames=8, size=32, patch=8, dim=64, depth=2, heads=4, pred_dim=32,
+                                    pred_depth=2, pred_heads=4),
+                bench_batch=16, bench_steps=3),
+    # gpu: a ViT-S-like encoder on 64x64 frames (patch 8, 64 tokens per frame), V-JEPA's official EMA schedule.
+    "gpu": dict(tr_episodes=2000, tr_steps=50, tr_size=64, test_episodes=200,
+                vjepa_model=dict(frames=16, size=64, patch=8, dim=384, depth=12, heads=6, pred_dim=192, pred_depth=6,
+                                 pred_heads=6),
+                vjepa_steps=20_000, vjepa_batch=64, vjepa_ema=(0.998, 1.0),
+                ac_model=dict(size=64, patch=8, dim=384, depth=12, heads=6, pred_dim=384, pred_depth=6, pred_heads=6),
+                ac_steps=20_000, ac_batch=64, ac_length=8, sigreg_proj=1024, collapse_steps=3000, probe_steps=2000,
+                plan_episodes=50, plan_budget=50, plan_horizon=5, cem_samples=400, cem_elites=10, cem_iters=10,
+                pretrain_model=dict(frames=16, size=224, patch=16, dim=1024, depth=24, heads=16, pred_dim=384,
+                                    pred_depth=12, pred_heads=12),
+                bench_batch=32, bench_steps=5),
+}
 
 _CHAPTERS: dict[str, dict[str, dict[str, Any]]] = {
     "tour": _TOUR,

@@ -51,7 +51,9 @@ class LAMConfig:
     frame_size: int = 64
     """Frame height = width in pixels."""
     patch: int = 16
-    """Patch size (Genie's LAM: 16)."""
+    """Patch size (Genie's LAM: 16), in pixels of the LAM's own input resolution ``lam_size``."""
+    lam_size: int = 0
+    """Resolution the LAM works at: frames are area-downsampled to lam_size x lam_size (0 = frame_size, Genie)."""
     dim: int = 128
     """Transformer width."""
     enc_depth: int = 2
@@ -85,10 +87,12 @@ class LatentActionModel(nn.Module):
 
     def __init__(self, cfg: LAMConfig):
         super().__init__()
-        if cfg.frame_size % cfg.patch:
-            raise ValueError(f"frame_size={cfg.frame_size} is not divisible by patch={cfg.patch}")
+        self.size = cfg.lam_size or cfg.frame_size
+        if self.size % cfg.patch or cfg.frame_size % self.size:
+            raise ValueError(f"LAM: lam_size={self.size} must divide frame_size={cfg.frame_size} and be divisible by "
+                             f"patch={cfg.patch}")
         self.cfg = cfg
-        g = cfg.frame_size // cfg.patch
+        g = self.size // cfg.patch
         self.num_patches = g * g
         pdim = 3 * cfg.patch * cfg.patch
         self.action_in = nn.Parameter(torch.randn(pdim) * 0.02)  # the learned action token's input
@@ -99,15 +103,27 @@ class LatentActionModel(nn.Module):
         self.action_up = nn.Linear(cfg.code_dim, cfg.dim)
         self.decoder = STTransformer(cfg.dim, cfg.dec_depth, cfg.heads, (g, g), cfg.max_frames, pdim, pdim)
         self.mask_token = nn.Parameter(torch.zeros(cfg.dim))
+        if cfg.predict_delta:  # start from "nothing moves" (x_hat_{t+1} = x_t) instead of x_t + noise
+            nn.init.zeros_(self.decoder.out.weight)
+            nn.init.zeros_(self.decoder.out.bias)
 
     def _check(self, frames: torch.Tensor) -> None:
         s = self.cfg.frame_size
         if frames.ndim != 5 or frames.shape[2] != 3 or frames.shape[-2:] != (s, s) or frames.shape[1] < 2:
             raise ValueError(f"frames: expected (B, T >= 2, 3, {s}, {s}) floats in [0, 1], got {tuple(frames.shape)}")
 
+    def resize(self, frames: torch.Tensor) -> torch.Tensor:
+        """(B, T, 3, H, W) at frame_size -> (B, T, 3, s, s) at the LAM's resolution (area averaging)."""
+        if self.size == self.cfg.frame_size:
+            return frames
+        B = frames.shape[0]
+        small = F.interpolate(frames.flatten(0, 1), size=(self.size, self.size), mode="area")  # (B*T, 3, s, s)
+        return small.unflatten(0, (B, -1))
+
     def encode(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """-> (a_e (B, T-1, d) continuous, a_q (B, T-1, d) quantized, ids (B, T-1), vq loss)."""
         self._check(frames)
+        frames = self.resize(frames)
         B, T = frames.shape[:2]
         patches = patchify(frames, self.cfg.patch)  # (B, T, N, 3 p p)
         act = repeat(self.action_in, "c -> b t 1 c", b=B, t=T)  # (B, T, 1, 3 p p)
@@ -120,8 +136,9 @@ class LatentActionModel(nn.Module):
         return a_e, a_q, ids, loss
 
     def decode(self, frames: torch.Tensor, a_q: torch.Tensor, mask_rate: float = 0.0) -> torch.Tensor:
-        """Predict frames 2..T from frames 1..T-1 and the quantized actions: (B, T-1, 3, H, W)."""
-        s = self.cfg.frame_size
+        """Predict frames 2..T (at the LAM's resolution) from frames 1..T-1 and the quantized actions."""
+        frames = self.resize(frames)
+        s = self.size
         past = patchify(frames[:, :-1], self.cfg.patch)  # (B, T-1, N, 3 p p)
         x = self.decoder.inp(past)  # (B, T-1, N, D)
         if mask_rate > 0:
@@ -140,8 +157,9 @@ class LatentActionModel(nn.Module):
     def forward(self, frames: torch.Tensor) -> dict[str, torch.Tensor]:
         a_e, a_q, ids, vq_loss = self.encode(frames)
         pred = self.decode(frames, a_q, self.cfg.decoder_mask if self.training else 0.0)
+        target = self.resize(frames)[:, 1:]
         # [eq:lam-loss]
-        mse = F.mse_loss(pred, frames[:, 1:])
+        mse = F.mse_loss(pred, target)
         loss = mse + vq_loss
         # [/eq:lam-loss]
         # [eq:lam-var]
@@ -149,8 +167,9 @@ class LatentActionModel(nn.Module):
         if self.cfg.var_weight > 0:
             loss = loss + self.cfg.var_weight * F.relu(self.cfg.var_target - spread)
         # [/eq:lam-var]
+        copy_mse = F.mse_loss(self.resize(frames)[:, :-1], target)  # "nothing moves": what the action must beat
         return {"loss": loss, "mse": mse, "vq_loss": vq_loss, "pred": pred, "actions": ids, "a_e": a_e,
-                "spread": spread}
+                "spread": spread, "mse_over_copy": mse.detach() / copy_mse.clamp_min(1e-12)}
 
     @torch.no_grad()
     def infer_actions(self, frames: torch.Tensor) -> torch.Tensor:

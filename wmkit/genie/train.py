@@ -51,7 +51,9 @@ class GenieConfig:
     episode_steps: int | None = None
     """Steps per episode."""
     frame_size: int | None = None
-    """Frame height = width (Crafter renders 64)."""
+    """Frame height = width in pixels (56 with crop='tiles')."""
+    crop: str = "tiles"
+    """'tiles': the 7 x 7 Crafter tiles around the player, tile-aligned patches (wmkit); 'none': the whole frame."""
     seed: int = 0
     """Seed of data split, initialisation, batches and masks."""
     device: str | None = None
@@ -74,6 +76,10 @@ class GenieConfig:
     """Tokenizer clips per batch."""
     lam_patch: int | None = None
     """LAM patch size (Genie: 16)."""
+    lam_size: int = 0
+    """Resolution the LAM works at (0 = frame_size)."""
+    lam_predict_delta: bool = True
+    """LAM decoder predicts x_{t+1} - x_t (wmkit) instead of x_{t+1} (Genie)."""
     lam_dim: int | None = None
     """LAM width."""
     lam_depth: int | None = None
@@ -126,20 +132,42 @@ def fill(cfg: GenieConfig) -> GenieConfig:
 
 
 # ---------------------------------------------------------------------------------------------------- data
+TILE = 8  # Crafter renders a 9 x 9 grid of units; at 72 x 72 pixels one unit (one tile) is 8 x 8 pixels
+
+
+def crop_tiles(frames: np.ndarray) -> np.ndarray:
+    """(T, 72, 72, 3) Crafter frames -> (T, 56, 56, 3): the 7 x 7 tiles of the world view centred on the player.
+
+    Crafter's 72 x 72 image is the 9 x 7-tile local view (rows 0-55; the player in tile column 4, row 3) above a
+    2-row inventory (rows 56-71). Keeping tile columns 1-7 and rows 0-6 centres the player and aligns the patch grid
+    (patch 8) with the game's tiles, so one step of movement shifts the frame by exactly one token.
+    """
+    if frames.ndim != 4 or frames.shape[1:3] != (72, 72):
+        raise ValueError(f"crop_tiles: expected (T, 72, 72, 3) Crafter frames rendered at size 72, got {frames.shape}")
+    return np.ascontiguousarray(frames[:, : 7 * TILE, TILE: 8 * TILE])
+
+
 def load_episodes(cfg: GenieConfig) -> dict[str, list[dict[str, np.ndarray]]]:
     """Record (or read from the cache) Crafter episodes; split by episode into train / heldout.
 
-    Returns {"train": [...], "heldout": [...]}, each episode {"frames": (T, H, W, 3) uint8, "actions": (T,) int64}.
+    ``crop="tiles"``: render at 72 x 72 and keep the 7 x 7 tiles around the player (56 x 56, see :func:`crop_tiles`);
+    ``crop="none"``: the whole frame rendered at ``frame_size``. Returns {"train": [...], "heldout": [...]}, each
+    episode {"frames": (T, H, W, 3) uint8, "actions": (T,) int64, "episode": str}.
     """
-    from wmkit.data import ClipDataset, crafter_clips, resize_frames
+    from wmkit.data import ClipDataset, crafter_clips
 
-    clips = crafter_clips(episodes=cfg.episodes, steps=cfg.episode_steps, seed=cfg.seed, progress=False)
-    ds = ClipDataset(clips, context=1, future=0, size=cfg.frame_size, split="all", seed=cfg.seed)
+    if cfg.crop not in ("tiles", "none"):
+        raise ValueError(f"crop: expected 'tiles' or 'none', got {cfg.crop!r}")
+    if cfg.crop == "tiles" and cfg.frame_size != 7 * TILE:
+        raise ValueError(f"crop='tiles' gives {7 * TILE} x {7 * TILE} frames but frame_size={cfg.frame_size}")
+    size = 9 * TILE if cfg.crop == "tiles" else cfg.frame_size
+    clips = crafter_clips(episodes=cfg.episodes, steps=cfg.episode_steps, seed=cfg.seed, size=size, progress=False)
+    ds = ClipDataset(clips, context=1, future=0, size=None, split="all", seed=cfg.seed)
     out: dict[str, list] = {"train": [], "heldout": []}
     for c in ds.clips:
         split = "heldout" if c.episode in ds.heldout_episodes else "train"
-        out[split].append({"frames": resize_frames(c.frames, cfg.frame_size), "actions": c.actions.copy(),
-                           "episode": c.episode})
+        frames = crop_tiles(c.frames) if cfg.crop == "tiles" else c.frames
+        out[split].append({"frames": frames, "actions": c.actions.copy(), "episode": c.episode})
     if not out["train"] or not out["heldout"]:
         raise ValueError(f"need >= 1 training and >= 1 held-out episode; got {len(out['train'])} and "
                          f"{len(out['heldout'])} from episodes={cfg.episodes}")
@@ -186,7 +214,8 @@ def lam_config(cfg: GenieConfig) -> LAMConfig:
     return LAMConfig(frame_size=cfg.frame_size, patch=cfg.lam_patch, dim=cfg.lam_dim, enc_depth=cfg.lam_depth,
                      dec_depth=cfg.lam_depth, heads=cfg.heads, num_actions=cfg.lam_actions,
                      restart_after=cfg.lam_restart_after, decoder_mask=cfg.lam_decoder_mask,
-                     var_weight=cfg.lam_var_weight, max_frames=cfg.lam_clip_len)
+                     var_weight=cfg.lam_var_weight, max_frames=cfg.lam_clip_len, lam_size=cfg.lam_size,
+                     predict_delta=cfg.lam_predict_delta)
 
 
 def dynamics_config(cfg: GenieConfig, vocab: int, grid: tuple[int, int]) -> DynamicsConfig:
@@ -295,7 +324,7 @@ def train_lam(cfg: GenieConfig, data: dict) -> tuple[LatentActionModel, list[dic
 
     def loss(m, x):
         out = m(x)
-        return {k: out[k] for k in ("loss", "mse", "vq_loss", "spread", "actions")}
+        return {k: out[k] for k in ("loss", "mse", "vq_loss", "spread", "mse_over_copy", "actions")}
 
     def usage(m, out):
         u = code_usage(out["actions"].cpu(), cfg.lam_actions)
@@ -336,7 +365,8 @@ def eval_lam(lam: LatentActionModel, episodes: list[dict], num_true: int = 17) -
         rnd = torch.randint(0, lam.cfg.num_actions, ids.shape, generator=g)
         p_inf = lam.decode(pairs, lam.code(ids.to(dev))[:, None])[:, 0]
         p_rnd = lam.decode(pairs, lam.code(rnd.to(dev))[:, None])[:, 0]
-        gain.append(psnr(p_inf, x[1:]) - psnr(p_rnd, x[1:]))
+        target = lam.resize(pairs)[:, 1]  # the next frame at the LAM's resolution
+        gain.append(psnr(p_inf, target) - psnr(p_rnd, target))
     codes_a, true_a = np.concatenate(codes), np.concatenate(true)
     u = code_usage(codes_a, lam.cfg.num_actions)
     return {"codes_live": u["live"], "codes_perplexity": u["perplexity"], "usage": u["fraction"],
