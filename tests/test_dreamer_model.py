@@ -94,8 +94,8 @@ def test_known_parameter_counts():
     assert agent.param_counts()["reward"] == F * 64 + 128 + 64 * 255 + 255
     counts = agent.param_counts()
     assert counts["total"] == counts["world_model"] + counts["actor"] + counts["critic"]
-    table = size_table()
-    assert table["tiny"] == 539_059 and 3_000_000 < table["size3m"] < 4_000_000
+    table = size_table()   # 2023: + the learned initial state w (deter = 128)
+    assert table["tiny"] == 539_059 + 128 and 3_000_000 < table["size3m"] < 4_000_000
     assert 6e6 < table["xs"] < 12e6 and 150e6 < table["xl"] < 260e6     # the paper: 8M .. 200M
 
 
@@ -201,8 +201,10 @@ def test_vector_only_agent_and_eval_mode_is_deterministic():
     obs2 = {**obs, "is_first": np.zeros(3, bool)}
     a2, _ = agent.policy(obs2, s1, mode="eval")
     assert a2.shape == (3, 4)
+    g1, _ = agent.policy(obs, agent.initial_state(3), mode="greedy")   # the labelled argmax option
+    assert np.all(g1.sum(-1) == 1)
     with pytest.raises(ValueError, match="mode"):
-        agent.policy(obs, s1, mode="greedy")
+        agent.policy(obs, s1, mode="best")
 
 
 def test_nan_stops_with_a_message_naming_the_loss():

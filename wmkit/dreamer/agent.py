@@ -7,7 +7,12 @@
   Recipe "2025" adds a replay value loss: the critic is also trained on lambda-returns of the real
   replayed sequence, bootstrapped with the imagined returns.
 * Actor (Sec. "Actor learning", Eq. 12): advantages (R - v) / max(1, P95 - P5); REINFORCE for discrete
-  actions, back-propagation through the learned dynamics for continuous ones; entropy 3e-4.
+  actions, back-propagation through the learned dynamics for continuous ones (2023; the current code
+  uses REINFORCE for both); entropy 3e-4. The actor reads sg(state) in imagination (v1
+  ``policy = lambda s: actor(sg(s))``), so dynamics gradients reach it only through its actions.
+* Recipe "2025" follows the current official agent: ``contdisc`` (continue target times 1 - 1/333,
+  discount 1 and the continue probability in imagination), ``repval_grad`` and one joint backward pass
+  (the world model steps together with actor and critic), no unimix in the discrete actor.
 
 Speed: the imagination loop runs under ``no_grad`` for discrete actions (log-probs are recomputed in
 one batched actor call afterwards), metrics stay tensors until one ``tolist()`` at the end of
@@ -69,15 +74,17 @@ class WorldModel(nn.Module):
             data = {**data, "image": image_to_float(data["image"])}
         embed = self.encoder(data)                                                     # (B, T, E)
         first = data["is_first"].clone()
-        first[:, 0] = True                                   # every replayed chunk starts from zeros
+        first[:, 0] = True                         # every replayed chunk starts from the initial state
         out = self.rssm.observe(embed, data["action"], first,
                                 self.rssm.initial(B, embed.device), gen, cell)
         feat = torch.cat([out["deter"], out["stoch"]], -1)                              # (B, T, F)
         dec = self.decoder.loss(self.decoder(feat), data)                               # (B, T)
         rew = self.reward.loss(self.reward(feat), data["reward"])                       # (B, T)
         cont_target = 1.0 - data["is_terminal"].float()
+        if cfg.contdisc:   # current code: the continue head also carries the discount 1 - 1/333
+            cont_target = cont_target * cfg.discount
         cont = nn.functional.binary_cross_entropy_with_logits(
-            self.cont(feat).squeeze(-1), cont_target, reduction="none")                 # (B, T)
+            self.cont(feat).squeeze(-1).float(), cont_target, reduction="none")                 # (B, T)
         dyn, rep, kl = self.rssm.kl_losses(out["post"], out["prior"], cfg.free_nats)    # (B, T)
         total = (cfg.pred_scale * (dec + rew + cont) + cfg.dyn_scale * dyn + cfg.rep_scale * rep).mean()
         mets = {"wm_loss": total, "dec_loss": dec.mean(), "reward_loss": rew.mean(),
@@ -103,6 +110,32 @@ def replay_returns(rew: torch.Tensor, term: torch.Tensor, first: torch.Tensor, b
     for t in reversed(range(boot.shape[0] - 1)):
         out.append(a[t] + b[t] * out[-1])
     return torch.stack(out[:0:-1]).T.detach(), ok.T                                      # (B, T-1)
+
+
+# [eq:imag_weight]
+def imagination_weight(con: torch.Tensor, disc: float) -> torch.Tensor:
+    """Weight of imagined step t: the probability that the trajectory is still alive there,
+    cumprod(disc * con)[t] / disc (v1 ``traj['weight']``). con (H+1, N) -> (H, N), no gradient."""
+    return (torch.cumprod(disc * con, 0) / disc)[:-1].detach()
+# [/eq:imag_weight]
+
+
+# [eq:actor_loss]
+def actor_loss_terms(ret: torch.Tensor, base: torch.Tensor, logp: torch.Tensor, ent: torch.Tensor,
+                     weight: torch.Tensor, scale: torch.Tensor | float, eta: float, grad: str) -> torch.Tensor:
+    """Per-step actor loss (H, N); MINIMISING it raises the normalised advantage and the entropy.
+
+    adv = (R - base) / scale. REINFORCE: -(log pi(a) sg(adv) + eta H[pi]); backprop: -(adv + eta H[pi]),
+    where the gradient of R (and of the baseline, which v1 does not detach) flows through the dynamics.
+    Both weighted by sg(weight).
+    """
+    adv = (ret - base) / scale                                                          # (H, N)
+    if grad == "reinforce":
+        return -(logp * adv.detach() + eta * ent) * weight.detach()
+    if grad == "backprop":
+        return -(adv + eta * ent) * weight.detach()
+    raise ValueError(f"grad must be 'reinforce' or 'backprop', got {grad!r}")
+# [/eq:actor_loss]
 
 
 @contextlib.contextmanager
@@ -135,7 +168,7 @@ class Agent:
             self.wm = WorldModel(self.obs_space, self.n_act, cfg).to(self.device)
             F = self.wm.feat_dim
             self.actor = Actor(F, self.n_act, self.discrete, cfg.units, cfg.mlp_layers, cfg.norm,
-                               cfg.unimix, cfg.actor_min_std, cfg.actor_max_std).to(self.device)
+                               cfg.actor_unimix, cfg.actor_min_std, cfg.actor_max_std).to(self.device)
             self.critic = TwoHotHead(F, cfg.units, cfg.mlp_layers, cfg.norm, cfg.num_bins,
                                      cfg.bins_space).to(self.device)
         self.slow_critic = copy.deepcopy(self.critic).requires_grad_(False)
@@ -190,22 +223,28 @@ class Agent:
         return out
 
     # ---- acting ----------------------------------------------------------------------------------
+    @torch.no_grad()
     def initial_state(self, batch_size: int) -> dict:
         """Policy carry: dict of tensors (checkpointable with wmkit.checkpoint)."""
         deter, stoch = self.wm.rssm.initial(batch_size, self.device)
-        return {"deter": deter, "stoch": stoch,
+        return {"deter": deter.clone(), "stoch": stoch.clone(),
                 "action": torch.zeros(batch_size, self.n_act, device=self.device)}
 
     @torch.no_grad()
     def policy(self, obs: dict, state: dict, mode: str = "train") -> tuple[np.ndarray, dict]:
-        """One posterior step and one action per environment. obs: numpy (B, ...) + is_first (B,)."""
-        if mode not in ("train", "eval"):
-            raise ValueError(f"mode must be 'train' or 'eval', got {mode!r}")
+        """One posterior step and one action per environment. obs: numpy (B, ...) + is_first (B,).
+
+        ``mode``: "train" and "eval" both SAMPLE from the policy (the official agent does, in v1 and now);
+        "greedy" takes the argmax / the mean instead (not what the paper's scores use)."""
+        if mode not in ("train", "eval", "greedy"):
+            raise ValueError(f"mode must be 'train', 'eval' or 'greedy', got {mode!r}")
         data = self._prepare(obs, 1, "obs", ("is_first",))
         rssm = self.wm.rssm
         keep = (~data["is_first"]).float().unsqueeze(-1)                                 # (B, 1)
         state = {k: state[k].to(self.device) for k in ("deter", "stoch", "action")}   # e.g. restored on CPU
-        deter, stoch, prev = state["deter"] * keep, state["stoch"] * keep, state["action"] * keep
+        init_d, init_s = rssm.initial(keep.shape[0], self.device)
+        deter = state["deter"] * keep + (1 - keep) * init_d                               # reset where first
+        stoch, prev = state["stoch"] * keep + (1 - keep) * init_s, state["action"] * keep
         embed = self.wm.encoder(data)                                                    # (B, E)
         deter = rssm.core(deter, stoch, rssm.action_input(prev))                         # (B, D)
         B = deter.shape[0]
@@ -213,7 +252,7 @@ class Agent:
                             rssm.noise((B,), self.act_gen, self.device))
         dist = self.actor(torch.cat([deter, stoch], -1))
         action = self.actor.sample(dist, self.actor.noise((B,), self.act_gen, self.device),
-                                   mode=(mode == "eval"))
+                                   mode=(mode == "greedy"))
         if not self.discrete:
             action = action.clamp(-1.0, 1.0)
         return action.float().cpu().numpy(), {"deter": deter, "stoch": stoch, "action": action}
@@ -233,48 +272,52 @@ class Agent:
 
     def img_cell(self, deter: torch.Tensor, stoch: torch.Tensor, noise_a: torch.Tensor,
                  noise_z: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """One imagination step: the actor picks a_t from s_t, the prior gives s_{t+1}. (pure)"""
-        action = self.actor.sample(self.actor(torch.cat([deter, stoch], -1)), noise_a)    # (N, A)
+        """One imagination step: the actor picks a_t from sg(s_t), the prior gives s_{t+1}. (pure)"""
+        feat = torch.cat([deter, stoch], -1).detach()      # v1/current: policy(sg(state))
+        action = self.actor.sample(self.actor(feat), noise_a)                             # (N, A)
         deter, stoch = self.wm.rssm.img_step(deter, stoch, action, noise_z)
         return deter, stoch, action
 
     # [eq:actor_critic]
     def _actor_critic_loss(self, start: tuple, start_cont: torch.Tensor) -> tuple:
         cfg, wm = self.cfg, self.wm
-        if self.discrete:
-            with torch.no_grad():
+        backprop = not self.discrete and cfg.actor_grad_cont == "backprop"
+        if backprop:   # dynamics backprop: gradients flow through the model to the actions
+            with frozen(wm, self.critic):
                 feats, actions = self._imagine(*start)                                   # (H+1, N, F)
-        else:
-            with frozen(wm, self.critic):   # dynamics backprop: gradients flow through the model
-                feats, actions = self._imagine(*start)
-        with frozen(wm), torch.set_grad_enabled(not self.discrete):
-            rew = wm.reward.pred(wm.reward(feats[1:]))                                   # (H, N)
-            con = (wm.cont(feats[1:]).squeeze(-1) > 0).float()                           # (H, N) mode
-        if self.discrete:   # one critic pass: its logits train the critic, their mean is the value
-            logits = self.critic(feats[:-1])                                             # (H, N, K)
+        else:          # REINFORCE: the imagined trajectory is a constant (current code: sg(imgfeat))
             with torch.no_grad():
-                val = self.critic.pred(torch.cat([logits.detach(), self.critic(feats[-1:])]))
-        else:               # the value must pass gradients to the actor, not to the critic
+                feats, actions = self._imagine(*start)
+        with frozen(wm), torch.set_grad_enabled(backprop):
+            rew = wm.reward.pred(wm.reward(feats[1:]).float())                           # (H, N)
+            cont = wm.cont(feats).squeeze(-1).float()                                    # (H+1, N) logits
+        if cfg.contdisc:   # current code: continue PROBABILITY at every state, discount 1
+            con, disc = torch.sigmoid(cont), 1.0
+        else:              # 2023: first = 1 - terminal of the start, then the head's mode; gamma = 0.997
+            con, disc = torch.cat([start_cont[None], (cont[1:] > 0).float()]), cfg.discount
+        if backprop:       # the value must pass gradients to the actor, not to the critic
             with frozen(self.critic):
-                val = self.critic.pred(self.critic(feats))                               # (H+1, N)
-            logits = self.critic(feats[:-1].detach())                                    # (H, N, K)
+                val = self.critic.pred(self.critic(feats).float())                       # (H+1, N)
+            logits = self.critic(feats[:-1].detach()).float()                            # (H, N, K)
+        else:              # one critic pass: its logits train the critic, their mean is the value
+            logits = self.critic(feats[:-1]).float()                                     # (H, N, K)
+            with torch.no_grad():
+                val = self.critic.pred(torch.cat([logits.detach(), self.critic(feats[-1:]).float()]))
         rew = torch.cat([torch.zeros_like(rew[:1]), rew])                                # (H+1, N)
-        con = torch.cat([start_cont[None], con])                                          # (H+1, N)
-        ret = lambda_return(rew, val, con, cfg.discount, cfg.lam)                        # (H, N)
-        weight = (torch.cumprod(cfg.discount * con, 0) / cfg.discount)[:-1].detach()     # (H, N)
+        ret = lambda_return(rew, val, con, disc, cfg.lam)                                # (H, N)
+        weight = imagination_weight(con, disc)                                           # (H, N)
         _, scale = self.retnorm.update(ret)
-        adv = (ret - val[:-1].detach()) / scale                                          # (H, N)
+        # v1 backprop: the baseline v(s_t) is NOT detached (its gradient reaches the actor too)
+        base = val[:-1] if backprop else val[:-1].detach()
         logp, ent = self.actor.log_prob_entropy(self.actor(feats[:-1].detach()), actions.detach())
-        if self.discrete:   # REINFORCE with the NORMALISED advantage as the weight
-            actor_loss = -(logp * adv.detach() + cfg.actor_entropy * ent)
-        else:               # back-propagate the return through the learned dynamics
-            actor_loss = -(adv + cfg.actor_entropy * ent)
-        actor_loss = (actor_loss * weight).mean()
+        actor_loss = actor_loss_terms(ret, base, logp.float(), ent.float(), weight, scale, cfg.actor_entropy,
+                                      "backprop" if backprop else "reinforce").mean()
         target = ret.detach()
         with torch.no_grad():
-            slow = self.slow_critic.pred(self.slow_critic(feats[:-1]))                   # (H, N)
+            slow = self.slow_critic.pred(self.slow_critic(feats[:-1]).float())           # (H, N)
         critic_loss = ((self.critic.loss(logits, target) + cfg.slowreg * self.critic.loss(logits, slow))
                        * weight).mean()
+        adv = (ret - val[:-1]).detach() / scale
         mets = {"actor_loss": actor_loss, "critic_loss": critic_loss, "actor_entropy": ent.mean(),
                 "imag_return": ret.mean(), "imag_reward": rew[1:].mean(), "value": val.mean(),
                 "return_scale": scale, "advantage_abs": adv.abs().mean()}
@@ -289,39 +332,55 @@ class Agent:
         cfg = self.cfg
         ret, valid = replay_returns(data["reward"], data["is_terminal"], data["is_first"], boot,
                                     cfg.discount, cfg.lam)                               # (B, T-1)
-        logits = self.critic(feat[:, :-1].detach())                                      # (B, T-1, K)
+        logits = self.critic(feat[:, :-1]).float()     # feat detached by the caller unless repval_grad
         with torch.no_grad():
             slow = self.slow_critic.pred(self.slow_critic(feat[:, :-1]))
         loss = self.critic.loss(logits, ret) + cfg.slowreg * self.critic.loss(logits, slow)
         return (loss * valid).mean()
     # [/eq:repval]
 
+    def _autocast(self):
+        """bf16 autocast when ``precision == "bf16"`` (parameters stay fp32), else a no-op."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.precision == "bf16")
+
     def update(self, batch: dict) -> dict[str, float]:
-        """One full update: world model, then actor and critic in imagination. Returns floats."""
+        """One full update: world model, then actor and critic in imagination. Returns floats.
+
+        2023 order (``joint_update=False``): the world model steps first, imagination then uses the
+        updated model. Current code (``joint_update=True``): one backward pass of the summed losses,
+        then every optimiser steps (the replay value loss reaches the world model if ``repval_grad``)."""
         data = self._prepare(batch, 2, "batch", ("action", "reward", "is_first", "is_terminal"))
         cfg = self.cfg
         B, T = data["is_first"].shape
-        wm_loss, out, feat, mets = self.wm.loss(data, cfg, self.gen, self._obs_cell)
-        self.opts["wm"].zero_grad(set_to_none=True)
-        wm_loss.backward()
-        mets["wm_grad_norm"] = self._clip("wm", self.wm)
-        self.opts["wm"].step()
+        with self._autocast():
+            wm_loss, out, feat, mets = self.wm.loss(data, cfg, self.gen, self._obs_cell)
+        if not cfg.joint_update:
+            self.opts["wm"].zero_grad(set_to_none=True)
+            wm_loss.backward()
+            mets["wm_grad_norm"] = self._clip("wm", self.wm)
+            self.opts["wm"].step()
 
         start = (out["deter"].detach().reshape(B * T, -1), out["stoch"].detach().reshape(B * T, -1))
         start_cont = 1.0 - data["is_terminal"].float().reshape(B * T)
-        actor_loss, critic_loss, ret, ac_mets = self._actor_critic_loss(start, start_cont)
-        mets.update(ac_mets)
-        if cfg.repval_scale > 0:
-            repval = self._replay_value_loss(feat.detach(), data, ret[0].reshape(B, T))
-            critic_loss = critic_loss + cfg.repval_scale * repval
-            mets["repval_loss"] = repval
-        for name in ("actor", "critic"):
+        with self._autocast():
+            actor_loss, critic_loss, ret, ac_mets = self._actor_critic_loss(start, start_cont)
+            mets.update(ac_mets)
+            if cfg.repval_scale > 0:
+                rfeat = feat if cfg.repval_grad else feat.detach()
+                repval = self._replay_value_loss(rfeat, data, ret[0].reshape(B, T))
+                critic_loss = critic_loss + cfg.repval_scale * repval
+                mets["repval_loss"] = repval
+        names = ("wm", "actor", "critic") if cfg.joint_update else ("actor", "critic")
+        for name in names:
             self.opts[name].zero_grad(set_to_none=True)
-        (actor_loss + critic_loss).backward()
+        total = actor_loss + critic_loss + (wm_loss if cfg.joint_update else 0.0)
+        total.backward()
+        if cfg.joint_update:
+            mets["wm_grad_norm"] = self._clip("wm", self.wm)
         mets["actor_grad_norm"] = self._clip("actor", self.actor)
         mets["critic_grad_norm"] = self._clip("critic", self.critic)
-        self.opts["actor"].step()
-        self.opts["critic"].step()
+        for name in names:
+            self.opts[name].step()
         with torch.no_grad():   # slow critic: EMA with fraction 0.02 after every update
             torch._foreach_lerp_(list(self.slow_critic.parameters()), list(self.critic.parameters()),
                                  cfg.slow_critic_fraction)

@@ -50,9 +50,11 @@ SIZES: dict[str, dict[str, int]] = {
 # [recipes]
 RECIPES: dict[str, dict] = {
     "2023": dict(dyn_scale=0.5, norm="layer", bins_space="symlog", optimizer="adam", repval_scale=0.0,
-                 model_lr=1e-4, actor_lr=3e-5, critic_lr=3e-5),
+                 model_lr=1e-4, actor_lr=3e-5, critic_lr=3e-5, initial="learned", actor_grad_cont="backprop",
+                 contdisc=False, repval_grad=False, actor_unimix=0.01, imglayers=1, joint_update=False),
     "2025": dict(dyn_scale=1.0, norm="rms", bins_space="symexp", optimizer="laprop", repval_scale=0.3,
-                 model_lr=4e-5, actor_lr=4e-5, critic_lr=4e-5),
+                 model_lr=4e-5, actor_lr=4e-5, critic_lr=4e-5, initial="zeros", actor_grad_cont="reinforce",
+                 contdisc=True, repval_grad=True, actor_unimix=0.0, imglayers=2, joint_update=True),
 }
 # [/recipes]
 
@@ -86,7 +88,15 @@ class DreamerConfig:
 
     # ---- world model (Sec. "World model learning") -----------------------------------------------
     unimix: float = 0.01
-    """Mix 1% uniform into every categorical (latents and discrete actor) so no probability is ~0."""
+    """Mix 1% uniform into every latent categorical so no probability is ~0."""
+    action_clip: float = 1.0
+    """The RSSM sees a * sg(clip / max(clip, |a|)) in observe AND imagine steps (official 2023
+    ``action_clip: 1.0``; the current code divides by sg(max(1, |a|)), the same map); 0 = off."""
+    initial: Literal["learned", "zeros"] | None = None
+    """Initial state (and the state after every is_first): "learned" h0 = tanh(w), z0 = mode of the
+    prior (2023 code, ``initial: learned``) or zeros (current code); None = from the recipe."""
+    imglayers: int | None = None
+    """Hidden layers of the prior p(z | h): 1 (2023) / 2 (current code, ``imglayers: 2``)."""
     free_nats: float = 1.0
     """Free bits: each KL term (summed over latents) is clipped below at this many nats."""
     dyn_scale: float | None = None
@@ -118,6 +128,9 @@ class DreamerConfig:
     repval_scale: float | None = None
     """Weight of the replay value loss (critic trained on replayed real trajectories); None = 0 (2023) /
     0.3 (2025)."""
+    repval_grad: bool | None = None
+    """Replay value loss also trains the world model (current code ``repval_grad: True``); needs
+    ``joint_update``."""
     retnorm_rate: float = 0.01
     """EMA rate of the return percentiles (decay 0.99)."""
     retnorm_low: float = 5.0
@@ -126,6 +139,17 @@ class DreamerConfig:
     """Upper return percentile."""
     retnorm_limit: float = 1.0
     """Floor of the return scale: returns are divided by max(limit, P95 - P5)."""
+    actor_unimix: float | None = None
+    """Uniform mix of the discrete actor: 0.01 (2023, ``actor.unimix``) / 0 (current code: a plain
+    ``categorical`` policy head)."""
+    actor_grad_cont: Literal["backprop", "reinforce"] | None = None
+    """Actor gradient for continuous actions: back-propagation through the learned dynamics (2023,
+    ``actor_grad_cont: backprop``) or REINFORCE (current code, ``ac_grads: False``). Discrete actions
+    always use REINFORCE."""
+    contdisc: bool | None = None
+    """Current code's ``contdisc``: the continue target is (1 - terminal)(1 - 1/333), imagination uses
+    discount 1 and the continue PROBABILITY (the discount lives in the continue head). 2023: the target
+    is 1 - terminal, imagination uses gamma = 0.997 and the continue head's mode."""
     actor_min_std: float = 0.1
     """Continuous actions: minimum standard deviation of the Gaussian policy."""
     actor_max_std: float = 1.0
@@ -155,7 +179,15 @@ class DreamerConfig:
     warmup: int = 1000
     """Linear learning-rate warm-up in updates (2025)."""
 
+    joint_update: bool | None = None
+    """One backward pass through the sum of all losses, then every optimiser steps (current code: one
+    optimiser over all modules, imagination with the pre-update world model). False = the 2023 order:
+    world-model step first, then actor and critic on imagination with the updated world model."""
+
     # ---- engineering -----------------------------------------------------------------------------
+    precision: Literal["fp32", "bf16"] = "fp32"
+    """Compute precision of the update: fp32 (default; the exactness tests run in it) or bf16 autocast
+    (the official code computes in bfloat16). Parameters and optimiser states stay fp32."""
     compile: bool = False
     """torch.compile the per-step RSSM/actor cells (helps on GPU; measure with `wmkit bench dreamer`)."""
 
@@ -170,6 +202,15 @@ class DreamerConfig:
         for k, v in RECIPES[self.recipe].items():
             if getattr(self, k) is None:
                 setattr(self, k, v)
+        if self.repval_grad and not self.joint_update:
+            raise ValueError("repval_grad=True needs joint_update=True (the replay value loss must reach the "
+                             "world model's backward pass)")
+        if self.initial not in ("learned", "zeros"):
+            raise ValueError(f"initial must be 'learned' or 'zeros', got {self.initial!r}")
+        if self.actor_grad_cont not in ("backprop", "reinforce"):
+            raise ValueError(f"actor_grad_cont must be 'backprop' or 'reinforce', got {self.actor_grad_cont!r}")
+        if self.precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
         if self.deter % self.blocks:
             raise ValueError(f"deter={self.deter} must be divisible by blocks={self.blocks}")
 

@@ -6,7 +6,8 @@
 * ``TwoHotHead``-- reward and critic: 255 logits over bins, trained with two-hot cross-entropy,
                    output layer initialised to zero (the first predictions are exactly 0).
 * ``MLP``       -- Linear (no bias) -> LayerNorm/RMSNorm -> SiLU, ``layers`` times.
-* ``Actor``     -- categorical (1% unimix) for discrete actions, bounded Gaussian for continuous ones.
+* ``Actor``     -- categorical (1% unimix in 2023, none in the current code) for discrete actions,
+                   bounded Gaussian for continuous ones.
 """
 
 from __future__ import annotations
@@ -179,7 +180,7 @@ class TwoHotHead(nn.Module):
     # [eq:twohot_head]
     def pred(self, logits: torch.Tensor) -> torch.Tensor:
         """Expected value in raw space: symexp(E[bin]) (2023) or E[bin] (2025). -> (...)"""
-        wb = logits.softmax(-1) * self.bins                            # (..., K)
+        wb = logits.float().softmax(-1) * self.bins                            # (..., K)
         m = wb.shape[-1] // 2   # add mirrored bins in pairs: a uniform distribution gives exactly 0
         mean = (wb[..., :m].flip(-1) + wb[..., -m:]).sum(-1)
         if wb.shape[-1] % 2:
@@ -194,7 +195,7 @@ class TwoHotHead(nn.Module):
         """
         y = symlog(target) if self.space == "symlog" else target
         below, above, w_lo, w_hi = twohot_parts(y.detach(), self.bins)
-        logp = logits.log_softmax(-1)                                 # (..., K)
+        logp = logits.float().log_softmax(-1)                         # (..., K) fp32 also under bf16
         return -(w_lo * logp.gather(-1, below.unsqueeze(-1)).squeeze(-1)
                  + w_hi * logp.gather(-1, above.unsqueeze(-1)).squeeze(-1))
     # [/eq:twohot_head]
@@ -213,8 +214,10 @@ class Actor(nn.Module):
 
     def forward(self, feat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Discrete: (log-probs after unimix (..., n), None). Continuous: (mean, std), each (..., n)."""
-        x = self.out(self.mlp(feat))
+        x = self.out(self.mlp(feat)).float()
         if self.discrete:
+            if self.unimix == 0:   # current code: a plain categorical
+                return x.log_softmax(-1), None
             probs = (1 - self.unimix) * softmax(x) + self.unimix / self.n
             return probs.log(), None
         mean, std = x.chunk(2, -1)

@@ -16,11 +16,17 @@ Speed: ``observe`` precomputes everything that does not depend on the recursion 
 embedding projections for all T steps at once, the prior for all steps after the loop), so the Python
 loop runs only the GRU cell, the posterior layer and the sample.
 
-Initial state: zeros, as in the later official code (the 2023 code learns an initial h); every replayed
-chunk starts from it.
+Initial state (``initial``): "learned" in the 2023 code -- h0 = tanh(w) with a learned w, z0 = the mode
+of the prior at h0 (v1 ``nets.RSSM.initial``) -- and zeros in the current code. The state is reset to it
+wherever ``is_first``, and every replayed chunk starts from it.
+
+Actions are scaled by a * sg(clip / max(clip, |a|)) before they enter the RSSM, in observe and in
+imagine (v1 ``action_clip: 1.0``; the current code's ``action /= sg(max(1, |a|))`` is the same map).
 
 Recipes: "2023" feeds one projection of [z, a] and h into a LayerNorm GRU (the paper); "2025" feeds three
-normed projections (h, z, a) into a block-diagonal GRU with one hidden block layer (official code).
+normed projections (h, z, a) into a block-diagonal GRU with one hidden block layer (official code). With
+``blocks`` > 1 every block of the GRU sees its own slice of h plus the WHOLE input x (official
+``_core``: ``concat([flat2group(deter), x.repeat(g)])``), in both recipes.
 """
 
 from __future__ import annotations
@@ -67,7 +73,8 @@ class RSSM(nn.Module):
             self.in_stoch = nn.Linear(S * K, Hd, bias=False)
             self.in_act = nn.Linear(act_dim, Hd, bias=False)
             self.in_norm = make_norm(norm, Hd)
-            self.gru = BlockLinear(D + Hd, 3 * D, cfg.blocks, bias=False)
+            # each block: [its slice of h (D/g), the whole x (Hd)] -> its 3 gates (3D/g)
+            self.gru = BlockLinear(D + cfg.blocks * Hd, 3 * D, cfg.blocks, bias=False)
             self.gru_norm = make_norm(norm, 3 * D)
         else:
             # three normed projections, broadcast to every block, one block hidden layer, block GRU
@@ -83,29 +90,47 @@ class RSSM(nn.Module):
         self.post_embed = nn.Linear(embed_dim, Hd, bias=False)
         self.post_norm = make_norm(norm, Hd)
         self.post_out = nn.Linear(Hd, S * K)
-        # prior p(z | h)
-        self.prior = nn.Sequential(nn.Linear(D, Hd, bias=False), make_norm(norm, Hd), nn.SiLU(),
-                                   nn.Linear(Hd, S * K))
+        # prior p(z | h): ``imglayers`` hidden layers (1 in 2023, 2 in the current code)
+        layers: list[nn.Module] = []
+        for i in range(cfg.imglayers):
+            layers += [nn.Linear(D if i == 0 else Hd, Hd, bias=False), make_norm(norm, Hd), nn.SiLU()]
+        self.prior = nn.Sequential(*layers, nn.Linear(Hd, S * K))
+        self.action_clip = cfg.action_clip
+        self.learned_initial = cfg.initial == "learned"
+        if self.learned_initial:   # v1: self.get('initial', jnp.zeros, ...) -> h0 = tanh(w)
+            self.initial_deter = nn.Parameter(torch.zeros(D))
 
     # ---- pieces ----------------------------------------------------------------------------------
+    # [eq:initial]
     def initial(self, batch: int, device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
-        """Zero state: deter (B, D), stoch (B, S*K)."""
-        return (torch.zeros(batch, self.deter, device=device),
-                torch.zeros(batch, self.stoch * self.classes, device=device))
+        """Initial state: deter (B, D), stoch (B, S*K). Learned (2023): h0 = tanh(w), z0 = the one-hot
+        mode of p(z | h0), differentiable in w through h0. Zeros (current code)."""
+        if not self.learned_initial:
+            return (torch.zeros(batch, self.deter, device=device),
+                    torch.zeros(batch, self.stoch * self.classes, device=device))
+        deter = torch.tanh(self.initial_deter).to(device)                                # (D,)
+        logits = self.prior_logits(deter[None])                                          # (1, S, K)
+        mode = torch.zeros_like(logits).scatter_(-1, logits.argmax(-1, keepdim=True), 1.0)
+        return deter.expand(batch, -1), mode.flatten(-2).expand(batch, -1)
+    # [/eq:initial]
 
+    # [eq:action_clip]
     def action_input(self, action: torch.Tensor) -> torch.Tensor:
         """The action's contribution to the GRU input, computable for all steps at once. (..., Hd)"""
-        if self.recipe == "2025":
-            action = action / action.abs().clamp(min=1.0).detach()
+        if self.action_clip > 0:   # a * sg(clip / max(clip, |a|)): |a| <= clip, gradient scaled
+            action = action * (self.action_clip / action.abs().clamp(min=self.action_clip)).detach()
         return self.in_act(action)
+    # [/eq:action_clip]
 
     # [eq:gru]
     def core(self, deter: torch.Tensor, stoch: torch.Tensor, act_in: torch.Tensor) -> torch.Tensor:
         """h_t = f(h_{t-1}, z_{t-1}, a_t) with ``act_in = action_input(a_t)``. (B, D)"""
         B = deter.shape[0]
         if self.recipe == "2023":
+            g = self.blocks
             x = self.act(self.in_norm(self.in_stoch(stoch) + act_in))                  # (B, Hd)
-            x = self.gru_norm(self.gru(torch.cat([x, deter], -1)))                       # (B, 3D)
+            x = torch.cat([deter.reshape(B, g, -1), x.unsqueeze(1).expand(B, g, x.shape[-1])], -1)
+            x = self.gru_norm(self.gru(x.reshape(B, -1)))                               # (B, 3D)
         else:
             g = self.blocks
             x = torch.cat([self.in_deter(deter), self.in_stoch(stoch), act_in], -1)      # (B, 3Hd)
@@ -126,7 +151,7 @@ class RSSM(nn.Module):
     # [eq:unimix]
     def _logits(self, raw: torch.Tensor) -> torch.Tensor:
         """Raw (..., S*K) -> log-probs (..., S, K) with 1% uniform mixed in."""
-        probs = softmax(raw.reshape(*raw.shape[:-1], self.stoch, self.classes))
+        probs = softmax(raw.float().reshape(*raw.shape[:-1], self.stoch, self.classes))   # fp32 under bf16
         return ((1 - self.unimix) * probs + self.unimix / self.classes).log()
     # [/eq:unimix]
 
@@ -157,9 +182,12 @@ class RSSM(nn.Module):
 
     # ---- sequences -------------------------------------------------------------------------------
     def obs_cell(self, deter: torch.Tensor, stoch: torch.Tensor, keep: torch.Tensor, act_in: torch.Tensor,
-                 emb_in: torch.Tensor, noise: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """One posterior step (the body of ``observe``; pure, so ``torch.compile`` can fuse it)."""
+                 emb_in: torch.Tensor, noise: torch.Tensor, init: tuple | None = None) -> tuple[torch.Tensor, ...]:
+        """One posterior step (the body of ``observe``; pure, so ``torch.compile`` can fuse it).
+        Where ``keep`` is 0 the state is reset to ``init`` (the initial state; None = zeros)."""
         deter, stoch = deter * keep, stoch * keep                                         # reset
+        if init is not None:
+            deter, stoch = deter + (1 - keep) * init[0], stoch + (1 - keep) * init[1]
         deter = self.core(deter, stoch, act_in)                                           # (B, D)
         logit = self.post_logits(deter, emb_in)                                           # (B, S, K)
         return deter, self.sample(logit, noise), logit
@@ -170,7 +198,7 @@ class RSSM(nn.Module):
         """Posterior rollout over a batch of sequences.
 
         embed (B, T, E), action (B, T, A) (a_t led to x_t), is_first (B, T) bool. The state is reset
-        to zeros where ``is_first``. Returns deter (B, T, D), stoch (B, T, S*K), post and prior
+        to the initial state where ``is_first``. Returns deter (B, T, D), stoch (B, T, S*K), post and prior
         log-probs (B, T, S, K). ``cell`` replaces ``obs_cell`` (e.g. a compiled version).
         """
         B, T = embed.shape[:2]
@@ -180,9 +208,10 @@ class RSSM(nn.Module):
         emb_in = self.post_embed(embed)                                                   # (B, T, Hd)
         noise = self.noise((T, B), gen, embed.device)                                     # (T, B, S, K)
         deter, stoch = state
+        init = self.initial(B, embed.device) if self.learned_initial else None
         deters, stochs, posts = [], [], []
         for t in range(T):
-            deter, stoch, logit = cell(deter, stoch, keep[:, t], act_in[:, t], emb_in[:, t], noise[t])
+            deter, stoch, logit = cell(deter, stoch, keep[:, t], act_in[:, t], emb_in[:, t], noise[t], init)
             deters.append(deter)
             stochs.append(stoch)
             posts.append(logit)

@@ -68,10 +68,13 @@ class TrainConfig:
     replay_capacity: int = 1_000_000
     """Replay size in steps (FIFO); capped at --steps."""
     eval_every: int | None = None
-    """Env steps between evaluations (episodes with the greedy-ish eval policy + imagination video);
+    """Env steps between evaluations (episodes with the eval policy + imagination video);
     None = 4 evaluations per run, 0 = never."""
     eval_episodes: int | None = None
     """Episodes per evaluation."""
+    eval_policy: str = "sample"
+    """How evaluation acts: "sample" from the policy (the official agent, v1 and current; every score
+    compared with the paper) or "greedy" (argmax / mean; a labelled option, not the paper's protocol)."""
     log_every: int = 500
     """Env steps between TensorBoard scalars (update metrics are averaged over the interval)."""
     save_every: int = 5000
@@ -103,6 +106,8 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
     cfg = dataclasses.replace(cfg, **{k: v for k, v in fill.items() if getattr(cfg, k) is None})
     if cfg.eval_every is None:
         cfg = dataclasses.replace(cfg, eval_every=max(1, cfg.steps // 4))
+    if cfg.eval_policy not in ("sample", "greedy"):
+        raise ValueError(f"--eval-policy must be 'sample' or 'greedy', got {cfg.eval_policy!r}")
     for name in ("steps", "batch_size", "batch_length", "prefill"):
         if getattr(cfg, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
@@ -212,14 +217,16 @@ class Trainer:
                 self._acc.setdefault(k, []).append(float(v))
 
     def evaluate(self, episodes: int | None = None, video: bool | None = None, log: bool = True) -> dict:
-        """Run eval episodes (mode='eval', own recurrent state) and optionally write the imagination video."""
+        """Run eval episodes (sampled actions, or the argmax with ``eval_policy="greedy"``; own recurrent
+        state) and optionally write the imagination video."""
         episodes = self.cfg.eval_episodes if episodes is None else episodes
         returns, infos = [], []
         for _ in range(episodes):
             obs, state = self.eval_env.reset(), self.agent.initial_state(1)
             while not obs["is_last"]:
                 with torch.no_grad():
-                    action, state = self.agent.policy(_batch_obs(obs), state, mode="eval")
+                    mode = "eval" if self.cfg.eval_policy == "sample" else "greedy"
+                    action, state = self.agent.policy(_batch_obs(obs), state, mode=mode)
                 obs = self.eval_env.step(_np(action)[0].astype(np.float32))
             infos.append(dict(self.eval_env.episode_info))
             returns.append(infos[-1]["return"])
