@@ -232,6 +232,7 @@ def test_psnr_drift_and_play(tmp_path):
         write_video(tmp_path / "s.avi", video)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("recipe", ["edm", "vpred", "shortcut"])
 def test_loss_falls_on_real_crafter_clips(recipe, tmp_path):
     from wmkit.data import crafter_clips
