@@ -53,7 +53,9 @@ _WORLDMODELS = {
                 mdnrnn_batch=16, mdnrnn_seq_len=64, cma_popsize=16, cma_generations=40,
                 cma_rollouts=8, dream_horizon=200, eval_episodes=4, eval_max_steps=1000, workers=2,
                 real_popsize=8, real_generations=10, real_rollouts=1, real_horizon=300,
-                # doom_*: VizDoom TakeCover trained in the dream (notebook 01b); see its sizes table.
+                # doom_*: VizDoom TakeCover trained in the dream (notebook 01b; about 15 min on 2 idle cores,
+                # estimated from runs under load). This budget does NOT reach "dream-trained beats random":
+                # V stays near the mean frame (book/stage1/doom_dream.md has the measured figures).
                 doom_episodes=200, doom_max_steps=2100, doom_vae_epochs=1, doom_mdnrnn_epochs=4,
                 doom_mdnrnn_batch=16, doom_seq_len=100, doom_hidden=256, doom_popsize=16, doom_rollouts=8,
                 doom_generations=20, doom_dream_max_steps=600, doom_eval_episodes=50, doom_taus=(0.1, 1.0, 1.15, 1.3)),
