@@ -230,3 +230,95 @@ def test_twohot_loss_at_the_target_is_the_target_entropy():
     assert torch.allclose(loss, torch.tensor([h(0.75), 0.0, np.log(2)], dtype=torch.float32), atol=1e-5)
     # uniform logits: cross-entropy log(5) whatever the target
     assert torch.allclose(head.loss(torch.zeros(3, 5), y), torch.full((3,), float(np.log(5))), atol=1e-6)
+
+
+# ---- item 4: the current official agent behind recipe="2025" -------------------------------------------
+def _constant_cont_head(agent, logit):
+    with torch.no_grad():
+        out = agent.wm.cont[-1]
+        out.weight.zero_()
+        out.bias.fill_(logit)
+
+
+def test_contdisc_continue_target_and_imagination_weights():
+    p = 0.997
+    logit = float(np.log(p / (1 - p)))
+    b = vec_batch()
+    for recipe, expected in (("2023", -np.log(p)),                                  # target 1
+                             ("2025", -(p * np.log(p) + (1 - p) * np.log(1 - p)))):  # target .997
+        agent = agent_for(recipe=recipe)
+        _constant_cont_head(agent, logit)
+        mets = agent.wm.loss(b, agent.cfg, None)[3]
+        assert abs(float(mets["cont_loss"].detach()) - expected) < 5e-5, recipe
+    # imagination, H = 2, continue head constant: 2025 uses its probability (0.5) at every state including
+    # the start and discount 1 -> weights 0.5, 0.25; 2023 uses 1 - terminal at the start, then the mode
+    N = 4
+    for recipe, logit, expected in (("2025", 0.0, 0.375), ("2023", 1.0, (1 + 0.997) / 2),
+                                    ("2023", -1.0, 0.5)):
+        agent = agent_for(recipe=recipe, imag_horizon=2)
+        _constant_cont_head(agent, logit)
+        start = (torch.randn(N, agent.cfg.deter), torch.randn(N, agent.wm.feat_dim - agent.cfg.deter))
+        mets = agent._actor_critic_loss(start, torch.ones(N))[3]
+        assert abs(float(mets["imag_weight"]) - expected) < 1e-5, (recipe, logit)
+
+
+def test_current_recipe_defaults_are_the_official_ones():
+    c23, c25 = DreamerConfig(recipe="2023"), DreamerConfig(recipe="2025")
+    assert (c23.initial, c25.initial) == ("learned", "zeros")
+    assert (c23.actor_grad_cont, c25.actor_grad_cont) == ("backprop", "reinforce")   # ac_grads: False
+    assert (c23.contdisc, c25.contdisc) == (False, True)
+    assert (c23.repval_grad, c25.repval_grad) == (False, True) and c25.joint_update
+    assert (c23.actor_unimix, c25.actor_unimix) == (0.01, 0.0)
+    a23, a25 = agent_for(recipe="2023"), agent_for(recipe="2025")
+    n_linear = lambda m: sum(isinstance(x, torch.nn.Linear) for x in m.modules())    # noqa: E731
+    assert n_linear(a23.wm.rssm.prior) == 2 and n_linear(a25.wm.rssm.prior) == 3      # imglayers 1 / 2
+    with pytest.raises(ValueError, match="repval_grad"):
+        DreamerConfig(recipe="2025", joint_update=False)
+    # the current discrete actor is a plain categorical: no 1% floor
+    with torch.no_grad():   # extreme logits
+        for a in (a23, a25):
+            a.actor.out.weight.normal_(0, 100.0)
+    logp23, _ = a23.actor(torch.randn(7, a23.wm.feat_dim))
+    logp25, _ = a25.actor(torch.randn(7, a25.wm.feat_dim))
+    assert logp23.exp().min() >= 0.01 / 4 * (1 - 1e-5) and logp25.exp().min() < 1e-4
+    assert torch.allclose(logp25.exp().sum(-1), torch.ones(7))
+
+
+def _nonzero_critic(agent):
+    with torch.no_grad():   # the zero-initialised output layer would pass no gradient to the features
+        torch.manual_seed(5)
+        agent.critic.out.weight.normal_(0, 0.5)
+        agent.slow_critic.load_state_dict(agent.critic.state_dict())
+
+
+def test_repval_grad_trains_the_world_model():
+    b = vec_batch()
+    grads = {}
+    for flag in (True, False):
+        agent = agent_for(recipe="2025", seed=3, repval_grad=flag, warmup=0)
+        _nonzero_critic(agent)
+        agent.update(b)
+        grads[flag] = torch.cat([p.grad.flatten() for p in agent.wm.encoder.parameters()])
+    # the only difference between the two runs is the replay value loss's gradient into the model
+    assert float((grads[True] - grads[False]).abs().sum()) > 0
+    b2 = {k: v for k, v in b.items()}
+    same = []
+    for flag in (True, False):
+        agent = agent_for(recipe="2025", seed=3, repval_grad=flag, repval_scale=0.0, warmup=0)
+        _nonzero_critic(agent)
+        agent.update(b2)
+        same.append(torch.cat([p.grad.flatten() for p in agent.wm.encoder.parameters()]))
+    assert torch.equal(same[0], same[1])
+
+
+@pytest.mark.parametrize("recipe", ["2023", "2025"])
+def test_bf16_losses_stay_close_to_fp32_on_a_fixed_batch(recipe):
+    b = vec_batch(B=4, T=8)
+    out = {}
+    for prec in ("fp32", "bf16"):
+        agent = agent_for(recipe=recipe, seed=1, precision=prec)
+        out[prec] = agent.update(b)
+    for k in ("wm_loss", "dec_loss", "reward_loss", "cont_loss", "dyn_loss", "rep_loss", "critic_loss"):
+        a, c = out["fp32"][k], out["bf16"][k]
+        assert abs(a - c) <= 0.03 * abs(a) + 1e-3, (k, a, c)
+    assert out["fp32"] != out["bf16"]    # bf16 really ran

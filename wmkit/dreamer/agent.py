@@ -320,7 +320,7 @@ class Agent:
         adv = (ret - val[:-1]).detach() / scale
         mets = {"actor_loss": actor_loss, "critic_loss": critic_loss, "actor_entropy": ent.mean(),
                 "imag_return": ret.mean(), "imag_reward": rew[1:].mean(), "value": val.mean(),
-                "return_scale": scale, "advantage_abs": adv.abs().mean()}
+                "return_scale": scale, "advantage_abs": adv.abs().mean(), "imag_weight": weight.mean()}
         return actor_loss, critic_loss, ret.detach(), mets
     # [/eq:actor_critic]
 
