@@ -119,23 +119,25 @@ _DATA: dict[str, dict[str, Any]] = {
 # ----------------------------------------------------------------------------------------------------
 # Stage 3a: Genie-style video world model (wmkit.genie).
 # Frames: the 7 x 7 Crafter tiles around the player, 56 x 56 (wmkit.genie.train.crop_tiles); patch 8 = one tile.
-# cpu: 49 tokens per frame, 2-frame tokenizer/LAM clips, 4-frame dynamics clips.
+# cpu: 49 tokens per frame, 2-frame tokenizer/LAM clips, 4-frame dynamics clips; the LAM sees 28 x 28 (patch 4 =
+# one tile, 48 pixel values per token < its width, so a move is an exact copy of the neighbouring token).
 # gpu: the widths and depths of Genie's CoinRun case study (appendix F) as re-implemented by Jafar: tokenizer
 # 8 blocks d512 patch 4 (196 tokens/frame), LAM 8 blocks d512, dynamics 12 blocks d512, 16-frame clips.
 _GENIE: dict[str, dict[str, Any]] = {
     "smoke": dict(episodes=3, episode_steps=40, frame_size=56, tok_patch=8, tok_dim=32, tok_depth=1, tok_clip_len=2,
-                  tok_steps=4, tok_batch=4, lam_patch=8, lam_dim=32, lam_depth=1, lam_clip_len=2, lam_steps=4,
-                  lam_batch=4, lam_var_weight=0.0, dyn_dim=32, dyn_depth=1, dyn_clip_len=4, dyn_steps=4, dyn_batch=4,
-                  maskgit_steps=4, eval_horizon=4, eval_starts=2, play_frames=6, cost_T=(2, 4, 8), cost_N=16,
-                  cost_dim=32, cost_depth=1, cost_run_T=(2, 4), bench_batch=2, bench_steps=2),
+                  tok_steps=4, tok_batch=4, lam_patch=4, lam_size=28, lam_dim=32, lam_depth=1, lam_clip_len=2,
+                  lam_steps=4, lam_batch=4, lam_var_weight=0.0, dyn_dim=32, dyn_depth=1, dyn_clip_len=4,
+                  dyn_steps=4, dyn_batch=4, maskgit_steps=4, eval_horizon=4, eval_starts=2, play_frames=6,
+                  cost_T=(2, 4, 8), cost_N=16, cost_dim=32, cost_depth=1, cost_run_T=(2, 4), bench_batch=2,
+                  bench_steps=2),
     "cpu": dict(episodes=10, episode_steps=200, frame_size=56, tok_patch=8, tok_dim=128, tok_depth=2, tok_clip_len=2,
-                tok_steps=600, tok_batch=16, lam_patch=8, lam_dim=96, lam_depth=2, lam_clip_len=2, lam_steps=800,
-                lam_batch=32, lam_var_weight=0.0, dyn_dim=128, dyn_depth=3, dyn_clip_len=4, dyn_steps=800,
-                dyn_batch=16, maskgit_steps=25, eval_horizon=4, eval_starts=8, play_frames=48,
+                tok_steps=600, tok_batch=16, lam_patch=4, lam_size=28, lam_dim=96, lam_depth=2, lam_clip_len=2,
+                lam_steps=800, lam_batch=32, lam_var_weight=0.0, dyn_dim=128, dyn_depth=3, dyn_clip_len=4,
+                dyn_steps=800, dyn_batch=16, maskgit_steps=25, eval_horizon=4, eval_starts=8, play_frames=48,
                 cost_T=(4, 8, 16, 32, 64, 128, 256, 512), cost_N=64, cost_dim=128, cost_depth=2,
                 cost_run_T=(4, 8, 16, 32), bench_batch=8, bench_steps=5),
     "gpu": dict(episodes=100, episode_steps=1000, frame_size=56, tok_patch=4, tok_dim=512, tok_depth=8,
-                tok_clip_len=16, tok_steps=30_000, tok_batch=48, lam_patch=8, lam_dim=512, lam_depth=8,
+                tok_clip_len=16, tok_steps=30_000, tok_batch=48, lam_patch=8, lam_size=0, lam_dim=512, lam_depth=8,
                 lam_clip_len=16, lam_steps=30_000, lam_batch=36, lam_var_weight=0.0, dyn_dim=512, dyn_depth=12,
                 dyn_clip_len=16, dyn_steps=50_000, dyn_batch=36, maskgit_steps=25, eval_horizon=4, eval_starts=8,
                 play_frames=100, cost_T=(4, 8, 16, 32, 64, 128, 256, 512), cost_N=256, cost_dim=512, cost_depth=8,

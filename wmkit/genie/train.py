@@ -76,7 +76,7 @@ class GenieConfig:
     """Tokenizer clips per batch."""
     lam_patch: int | None = None
     """LAM patch size (Genie: 16)."""
-    lam_size: int = 0
+    lam_size: int | None = None
     """Resolution the LAM works at (0 = frame_size)."""
     lam_predict_delta: bool = True
     """LAM decoder predicts x_{t+1} - x_t (wmkit) instead of x_{t+1} (Genie)."""
