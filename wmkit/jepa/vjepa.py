@@ -204,6 +204,9 @@ class VJEPA(nn.Module):
         out["loss"] = total / len(masks)
         return out
 
+    def forward(self, video: torch.Tensor, masks: list[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        return self.loss(video, masks)  # so that DDP / FSDP2 wrappers see the training computation
+
     @torch.no_grad()
     def ema_update(self, momentum: float) -> None:
         ema_update(self.target_encoder, self.encoder, momentum)
