@@ -322,3 +322,38 @@ def test_bf16_losses_stay_close_to_fp32_on_a_fixed_batch(recipe):
         a, c = out["fp32"][k], out["bf16"][k]
         assert abs(a - c) <= 0.03 * abs(a) + 1e-3, (k, a, c)
     assert out["fp32"] != out["bf16"]    # bf16 really ran
+
+
+def test_current_encoder_decoder_and_head_depths():
+    a25 = Agent(IMG, {"n": 4, "discrete": True}, DreamerConfig(recipe="2025", size="tiny"), seed=0)
+    # depth 8 -> channels 16, 24, 32, 32, kernel 5 with bias: 3*16*25+16 + 16*24*25+24 + 24*32*25+32 + 32*32*25+32
+    # = 55,704; RMSNorm scales 16+24+32+32 = 104; output 4*4*32
+    assert a25.param_counts()["encoder"] == 55_808 and a25.wm.encoder.out_dim == 512
+    img = torch.randint(0, 256, (2, 3, 64, 64, 3), dtype=torch.uint8)
+    assert a25.wm.encoder({"image": img}).shape == (2, 3, 512)
+    feat = torch.randn(2, 3, a25.wm.feat_dim)
+    rec = a25.wm.decoder(feat)["image"]
+    assert rec.shape == (2, 3, 64, 64, 3) and rec.min() >= -0.5 and rec.max() <= 0.5   # sigmoid - 1/2
+    # h reaches the image through the block-linear map, z through its own 2-layer map
+    f2 = feat.clone()
+    f2[..., :a25.cfg.deter] += 1.0
+    assert not torch.allclose(a25.wm.decoder(f2)["image"], rec)
+    n_linear = lambda m: sum(isinstance(x, torch.nn.Linear) for x in m.modules())    # noqa: E731
+    assert n_linear(a25.wm.reward) == 2 and n_linear(a25.wm.cont) == 2               # rewhead/conhead: 1 layer
+    from wmkit.dreamer.agent import WorldModel
+    with torch.device("meta"):
+        wm23 = WorldModel(IMG, 4, DreamerConfig(recipe="2023", size="s"))
+    assert n_linear(wm23.reward) == 3                                                 # 2023: like every MLP
+
+
+def test_size_table_against_the_official_presets():
+    from wmkit.dreamer.agent import size_table
+    t23, t25 = size_table("2023"), size_table("2025")
+    # the 2023 paper's sizes (its appendix table): XS 8M, S 18M, M 37M, L 77M, XL 200M -- within 5%
+    for name, nominal in (("xs", 8e6), ("s", 18e6), ("m", 37e6), ("l", 77e6), ("xl", 200e6)):
+        assert abs(t23[name] / nominal - 1) < 0.05, (name, t23[name])
+    # the current presets are named by a round figure; wmkit's count for a 64x64 image and 17 actions is
+    # 0.83-0.94 of it (wmkit's hidden layers have no bias before the norm; see the book's size table)
+    for name, nominal in (("size12m", 12e6), ("size25m", 25e6), ("size50m", 50e6), ("size100m", 100e6),
+                          ("size200m", 200e6), ("size400m", 400e6)):
+        assert 0.8 < t25[name] / nominal < 1.0, (name, t25[name])

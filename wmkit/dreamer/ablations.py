@@ -61,7 +61,7 @@ def apply(agent, name: str):
     cfg, F = agent.cfg, agent.wm.feat_dim
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(agent.seed + 17)
-        agent.wm.reward = MSEHead(F, cfg.units, cfg.mlp_layers, cfg.norm).to(agent.device)
+        agent.wm.reward = MSEHead(F, cfg.units, cfg.head_layers, cfg.norm).to(agent.device)
         agent.critic = MSEHead(F, cfg.units, cfg.mlp_layers, cfg.norm).to(agent.device)
     agent.slow_critic = copy.deepcopy(agent.critic).requires_grad_(False)
     if getattr(agent.wm.encoder, "has_vector", False):

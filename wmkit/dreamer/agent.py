@@ -59,12 +59,13 @@ class WorldModel(nn.Module):
     def __init__(self, obs_space: dict, n_act: int, cfg: DreamerConfig):
         super().__init__()
         c = cfg
-        self.encoder = Encoder(obs_space, c.cnn_depth, c.units, c.mlp_layers, c.norm)
+        self.encoder = Encoder(obs_space, c.cnn_depth, c.units, c.mlp_layers, c.norm, c.cnn)
         self.rssm = RSSM(c, self.encoder.out_dim, n_act)
         self.feat_dim = c.deter + c.stoch * c.classes
-        self.decoder = Decoder(obs_space, self.feat_dim, c.cnn_depth, c.units, c.mlp_layers, c.norm)
-        self.reward = TwoHotHead(self.feat_dim, c.units, c.mlp_layers, c.norm, c.num_bins, c.bins_space)
-        self.cont = mlp_head(self.feat_dim, c.units, c.mlp_layers, c.norm, 1)
+        self.decoder = Decoder(obs_space, self.feat_dim, c.cnn_depth, c.units, c.mlp_layers, c.norm, c.cnn,
+                               c.deter)
+        self.reward = TwoHotHead(self.feat_dim, c.units, c.head_layers, c.norm, c.num_bins, c.bins_space)
+        self.cont = mlp_head(self.feat_dim, c.units, c.head_layers, c.norm, 1)
 
     # [eq:wm_loss]
     def loss(self, data: dict, cfg: DreamerConfig, gen: torch.Generator | None, cell=None) -> tuple:

@@ -51,10 +51,12 @@ SIZES: dict[str, dict[str, int]] = {
 RECIPES: dict[str, dict] = {
     "2023": dict(dyn_scale=0.5, norm="layer", bins_space="symlog", optimizer="adam", repval_scale=0.0,
                  model_lr=1e-4, actor_lr=3e-5, critic_lr=3e-5, initial="learned", actor_grad_cont="backprop",
-                 contdisc=False, repval_grad=False, actor_unimix=0.01, imglayers=1, joint_update=False),
+                 contdisc=False, repval_grad=False, actor_unimix=0.01, imglayers=1, joint_update=False,
+                 cnn="2023", head_layers=None),
     "2025": dict(dyn_scale=1.0, norm="rms", bins_space="symexp", optimizer="laprop", repval_scale=0.3,
                  model_lr=4e-5, actor_lr=4e-5, critic_lr=4e-5, initial="zeros", actor_grad_cont="reinforce",
-                 contdisc=True, repval_grad=True, actor_unimix=0.0, imglayers=2, joint_update=True),
+                 contdisc=True, repval_grad=True, actor_unimix=0.0, imglayers=2, joint_update=True,
+                 cnn="2025", head_layers=1),
 }
 # [/recipes]
 
@@ -85,6 +87,12 @@ class DreamerConfig:
     """Channels of the first CNN layer (doubles at each of the 4 stride-2 stages); None = from `size`."""
     blocks: int | None = None
     """Blocks of the block-diagonal GRU (1 = a plain GRU, the paper); None = from `size`."""
+    head_layers: int | None = None
+    """Hidden layers of the reward and continue heads: `mlp_layers` (2023: every MLP alike) / 1 (current
+    code: ``rewhead``/``conhead`` ``layers: 1``)."""
+    cnn: Literal["2023", "2025"] | None = None
+    """Image encoder/decoder: "2023" (kernel 4 stride 2, channels d..8d, transposed-conv decoder) or "2025"
+    (current code: kernel 5 + max-pool, channels d x (2, 3, 4, 4), block-linear + upsampling decoder)."""
 
     # ---- world model (Sec. "World model learning") -----------------------------------------------
     unimix: float = 0.01
@@ -202,6 +210,8 @@ class DreamerConfig:
         for k, v in RECIPES[self.recipe].items():
             if getattr(self, k) is None:
                 setattr(self, k, v)
+        if self.head_layers is None:
+            self.head_layers = self.mlp_layers
         if self.repval_grad and not self.joint_update:
             raise ValueError("repval_grad=True needs joint_update=True (the replay value loss must reach the "
                              "world model's backward pass)")

@@ -1,8 +1,13 @@
 """DreamerV3 networks (Hafner et al. 2023, Sec. 2 and Appendix "Model sizes").
 
-* ``Encoder``   -- 64x64 images through a 4-stage stride-2 CNN (channels d, 2d, 4d, 8d, down to 4x4),
-                   vectors through an MLP on ``symlog`` inputs; outputs one embedding per time step.
-* ``Decoder``   -- the mirror image: transposed CNN for images (MSE), MLP for vectors (symlog MSE).
+* ``Encoder``   -- 64x64 images through a 4-stage CNN down to 4x4 -- 2023 (v1 ``resize: stride``): kernel
+                   4 stride 2, channels d, 2d, 4d, 8d; current code (``rssm.Encoder``): kernel 5 stride 1 +
+                   2x2 max-pool, channels d x (2, 3, 4, 4) -- and vectors through an MLP on ``symlog``
+                   inputs; outputs one embedding per time step.
+* ``Decoder``   -- 2023: the mirror image (transposed CNN, MSE on [-0.5, 0.5]); current code: h through a
+                   block-linear map (``bspace: 8``) plus z through a 2-layer map onto the 4x4 grid, then
+                   nearest 2x upsampling + kernel-5 convs, sigmoid output (MSE on [0, 1]). MLP for vectors
+                   (symlog MSE) in both.
 * ``TwoHotHead``-- reward and critic: 255 logits over bins, trained with two-hot cross-entropy,
                    output layer initialised to zero (the first predictions are exactly 0).
 * ``MLP``       -- Linear (no bias) -> LayerNorm/RMSNorm -> SiLU, ``layers`` times.
@@ -85,16 +90,24 @@ class ChannelNorm(nn.Module):
 class Encoder(nn.Module):
     """Observation dict -> embedding (..., E). Image: uint8 (..., 64, 64, 3); vector: float (..., D)."""
 
-    def __init__(self, obs_space: dict, depth: int, units: int, layers: int, norm: str):
+    def __init__(self, obs_space: dict, depth: int, units: int, layers: int, norm: str, cnn: str = "2023"):
         super().__init__()
         self.has_image, self.has_vector = "image" in obs_space, "vector" in obs_space
         self.out_dim = 0
         if self.has_image:
-            chans, mods = [3, depth, 2 * depth, 4 * depth, 8 * depth], []
-            for cin, cout in zip(chans[:-1], chans[1:]):   # 64 -> 32 -> 16 -> 8 -> 4
-                mods += [nn.Conv2d(cin, cout, 4, 2, 1, bias=False), ChannelNorm(norm, cout), nn.SiLU()]
+            mods = []
+            if cnn == "2023":
+                chans = [3, depth, 2 * depth, 4 * depth, 8 * depth]
+                for cin, cout in zip(chans[:-1], chans[1:]):   # 64 -> 32 -> 16 -> 8 -> 4
+                    mods += [nn.Conv2d(cin, cout, 4, 2, 1, bias=False), ChannelNorm(norm, cout), nn.SiLU()]
+            elif cnn == "2025":   # official: Conv2D(depth, 5) -> reshape-max over 2x2 -> norm -> act
+                chans = [3, *(depth * m for m in (2, 3, 4, 4))]
+                for cin, cout in zip(chans[:-1], chans[1:]):   # 64 -> 32 -> 16 -> 8 -> 4
+                    mods += [nn.Conv2d(cin, cout, 5, 1, 2), nn.MaxPool2d(2), ChannelNorm(norm, cout), nn.SiLU()]
+            else:
+                raise ValueError(f"cnn must be '2023' or '2025', got {cnn!r}")
             self.cnn = nn.Sequential(*mods)
-            self.out_dim += 8 * depth * 4 * 4
+            self.out_dim += chans[-1] * 4 * 4
         if self.has_vector:
             self.mlp = MLP(obs_space["vector"][0][0], units, layers, norm, symlog_inputs=True)
             self.out_dim += self.mlp.out_dim
@@ -115,11 +128,26 @@ class Encoder(nn.Module):
 class Decoder(nn.Module):
     """Features (..., F) -> {"image": (..., 64, 64, 3) centred at 0, "vector": symlog(vector)}."""
 
-    def __init__(self, obs_space: dict, feat_dim: int, depth: int, units: int, layers: int, norm: str):
+    def __init__(self, obs_space: dict, feat_dim: int, depth: int, units: int, layers: int, norm: str,
+                 cnn: str = "2023", deter: int = 0, bspace: int = 8):
         super().__init__()
         self.has_image, self.has_vector = "image" in obs_space, "vector" in obs_space
-        self.depth = depth
-        if self.has_image:
+        self.depth, self.kind, self.deter, self.bspace = depth, cnn, deter, bspace
+        if self.has_image and cnn == "2025":
+            from wmkit.dreamer.rssm import BlockLinear
+            d = [depth * m for m in (2, 3, 4, 4)]
+            self.top = d[-1]
+            self.sp0 = BlockLinear(deter, 16 * self.top, bspace)                 # h -> (g, 4, 4, top/g)
+            self.sp1 = nn.Sequential(nn.Linear(feat_dim - deter, 2 * units), make_norm(norm, 2 * units), nn.SiLU(),
+                                     nn.Linear(2 * units, 16 * self.top))        # z -> (4, 4, top)
+            self.sp_norm = make_norm(norm, self.top)
+            mods = []
+            for cin, cout in ((d[3], d[2]), (d[2], d[1]), (d[1], d[0])):          # 4 -> 8 -> 16 -> 32
+                mods += [nn.Upsample(scale_factor=2), nn.Conv2d(cin, cout, 5, 1, 2), ChannelNorm(norm, cout),
+                         nn.SiLU()]
+            mods += [nn.Upsample(scale_factor=2), nn.Conv2d(d[0], 3, 5, 1, 2)]   # 32 -> 64
+            self.cnn = nn.Sequential(*mods)
+        elif self.has_image:
             self.img_in = nn.Linear(feat_dim, 8 * depth * 4 * 4)
             chans, mods = [8 * depth, 4 * depth, 2 * depth, depth], []
             for cin, cout in zip(chans[:-1], chans[1:]):              # 4 -> 8 -> 16 -> 32
@@ -135,7 +163,16 @@ class Decoder(nn.Module):
     def forward(self, feat: torch.Tensor) -> dict:
         out = {}
         lead = feat.shape[:-1]
-        if self.has_image:
+        if self.has_image and self.kind == "2025":
+            f = feat.reshape(-1, feat.shape[-1])
+            g, c = self.bspace, self.top // self.bspace
+            x0 = self.sp0(f[:, :self.deter]).reshape(-1, g, 4, 4, c)                     # (N, g, 4, 4, c)
+            x0 = x0.permute(0, 2, 3, 1, 4).reshape(-1, 4, 4, self.top)                   # (N, 4, 4, g*c)
+            x1 = self.sp1(f[:, self.deter:]).reshape(-1, 4, 4, self.top)                 # (N, 4, 4, top)
+            x = nn.functional.silu(self.sp_norm(x0 + x1)).permute(0, 3, 1, 2)           # (N, top, 4, 4)
+            img = torch.sigmoid(self.cnn(x)) - 0.5      # official: sigmoid, MSE on [0, 1]; shifted the same
+            out["image"] = img.permute(0, 2, 3, 1).reshape(*lead, 64, 64, 3)             # (..., 64, 64, 3)
+        elif self.has_image:
             x = self.img_in(feat.reshape(-1, feat.shape[-1]))
             x = x.reshape(-1, 4, 4, 8 * self.depth).permute(0, 3, 1, 2)   # (N, 8d, 4, 4) channels_last
             out["image"] = self.cnn(x).permute(0, 2, 3, 1).reshape(*lead, 64, 64, 3)   # (..., 64, 64, 3)
