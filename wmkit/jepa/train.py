@@ -136,7 +136,7 @@ def train_vjepa(cfg: VJEPATrainConfig, frames: np.ndarray, run_dir: str | Path |
         mom = momentum_at(step, cfg.steps, cfg.ema)
         model.ema_update(mom)
         if step % cfg.log_every == 0 or step == cfg.steps - 1:
-            row = {"step": step, "loss": float(out["loss"]), "lr": opt.param_groups[0]["lr"], "momentum": mom,
+            row = {"step": step, "loss": float(out["loss"].detach()), "lr": opt.param_groups[0]["lr"], "momentum": mom,
                    **{f"target_{k}": v for k, v in collapse_stats(out["target"]).items()},
                    **{f"context_{k}": v for k, v in collapse_stats(out["context"]).items()}}
             history.append(row)
@@ -181,7 +181,7 @@ def train_ac(cfg: ACTrainConfig, frames: np.ndarray, actions: np.ndarray, encode
         opt.step()
         model.after_step()
         if step % cfg.log_every == 0 or step == cfg.steps - 1:
-            row = {"step": step, **{k: float(v) for k, v in out.items()}}
+            row = {"step": step, **{k: float(v.detach()) for k, v in out.items()}}
             history.append(row)
             if log:
                 log.log(step, **{k: v for k, v in row.items() if k != "step"})

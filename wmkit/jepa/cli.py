@@ -1,0 +1,141 @@
+"""``wmkit jepa``: train-vjepa | train-ac | plan | pretrain (each has --help; sizes from the active profile)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from typing import Literal
+
+from wmkit.config import parse_config
+
+COMMANDS = {
+    "train-vjepa": "pretrain V-JEPA (masked tube prediction) on Two-Rooms recordings",
+    "train-ac": "train the action-conditioned JEPA world model (frozen V-JEPA encoder, EMA, SIGReg or nothing)",
+    "plan": "CEM planning on Two-Rooms with a trained AC model, against a random policy",
+    "pretrain": "distributed V-JEPA pretraining (same as `torchrun -m wmkit.jepa.pretrain ...`)",
+}
+
+
+@dataclass
+class TrainVJEPAArgs:
+    """Pretrain V-JEPA on Two-Rooms random-walk clips (sizes from the active profile's jepa block)."""
+
+    steps: int | None = None
+    """optimiser steps (None: the profile's vjepa_steps)"""
+    precision: str = "fp32"
+    """fp32 | bf16 | fp8"""
+    seed: int = 0
+    """seed of data, weights and masks"""
+    run_dir: str = "runs/jepa/vjepa"
+    """TensorBoard, metrics.jsonl and the checkpoint go here"""
+
+
+@dataclass
+class TrainACArgs:
+    """Train the action-conditioned world model on Two-Rooms (sizes from the active profile)."""
+
+    regulariser: Literal["frozen", "ema", "sigreg", "none"] = "ema"
+    """frozen (needs --encoder), ema, sigreg (LeWM: MSE + SIGReg) or none (collapses)"""
+    encoder: str | None = None
+    """V-JEPA checkpoint (runs/jepa/vjepa/ckpt/latest) whose target encoder to use (regulariser=frozen)"""
+    steps: int | None = None
+    """optimiser steps (None: the profile's ac_steps)"""
+    precision: str = "fp32"
+    """fp32 | bf16 | fp8"""
+    seed: int = 0
+    """seed of data and weights"""
+    run_dir: str = "runs/jepa/ac"
+    """TensorBoard, metrics.jsonl and the checkpoint go here"""
+
+
+@dataclass
+class PlanArgs:
+    """MPC with CEM toward the goal image's features; prints planner and random-policy success as JSON."""
+
+    checkpoint: str = "runs/jepa/ac/ckpt/latest"
+    """an AC checkpoint written by `wmkit jepa train-ac`"""
+    episodes: int | None = None
+    """start/goal pairs (None: the profile's plan_episodes)"""
+    budget: int | None = None
+    """steps per episode (None: the profile's plan_budget; the published Two-Rooms budget is 50)"""
+    samples: int | None = None
+    """CEM samples (V-JEPA 2-AC: 400 in the brief; None: profile)"""
+    seed: int = 1000
+    """seed of the evaluation episodes"""
+
+
+def _data(P, seed):
+    from wmkit.jepa.tworooms import collect
+
+    return collect(P.tr_episodes, P.tr_steps, P.tr_size, seed=seed)
+
+
+def train_vjepa_cmd(argv):
+    from wmkit.jepa.train import VJEPATrainConfig, train_vjepa
+    from wmkit.jepa.vjepa import VJEPAConfig
+    from wmkit.profiles import profile
+
+    a = parse_config(TrainVJEPAArgs, argv, prog="wmkit jepa train-vjepa")
+    P = profile().jepa
+    cfg = VJEPATrainConfig(model=VJEPAConfig(**P.vjepa_model), steps=a.steps or P.vjepa_steps, batch=P.vjepa_batch,
+                           ema=tuple(P.vjepa_ema), precision=a.precision, seed=a.seed)
+    _, hist = train_vjepa(cfg, _data(P, a.seed)["frames"], run_dir=a.run_dir)
+    print(json.dumps(hist[-1]))
+
+
+def train_ac_cmd(argv):
+    from wmkit.checkpoint import load_meta, load_state
+    from wmkit.jepa.ac import ACConfig
+    from wmkit.jepa.train import ACTrainConfig, train_ac
+    from wmkit.jepa.vjepa import VJEPA, VJEPAConfig
+    from wmkit.profiles import profile
+
+    a = parse_config(TrainACArgs, argv, prog="wmkit jepa train-ac")
+    P = profile().jepa
+    encoder = None
+    if a.regulariser == "frozen":
+        if a.encoder is None:
+            raise SystemExit("wmkit jepa train-ac: --regulariser frozen needs --encoder <V-JEPA checkpoint>")
+        vcfg = VJEPAConfig(**load_meta(a.encoder)["config"]["model"])
+        v = VJEPA(vcfg)
+        v.load_state_dict(load_state(a.encoder)["model"])
+        encoder = v.target_encoder
+    mcfg = ACConfig(**P.ac_model, regulariser=a.regulariser, loss="mse" if a.regulariser == "sigreg" else "l1",
+                    normalize=a.regulariser != "sigreg", sigreg_proj=P.sigreg_proj)
+    cfg = ACTrainConfig(model=mcfg, steps=a.steps or P.ac_steps, batch=P.ac_batch, length=P.ac_length,
+                        precision=a.precision, seed=a.seed)
+    d = _data(P, a.seed)
+    _, hist = train_ac(cfg, d["frames"], d["actions"], encoder=encoder, run_dir=a.run_dir)
+    print(json.dumps(hist[-1]))
+
+
+def plan_cmd(argv):
+    from wmkit.checkpoint import load_meta, load_state
+    from wmkit.jepa.ac import ACConfig, ACWorldModel
+    from wmkit.jepa.plan import evaluate_planning
+    from wmkit.profiles import profile
+
+    a = parse_config(PlanArgs, argv, prog="wmkit jepa plan")
+    P = profile().jepa
+    meta = load_meta(a.checkpoint)
+    model = ACWorldModel(ACConfig(**meta["config"]["model"]))
+    model.load_state_dict(load_state(a.checkpoint)["model"])
+    r = evaluate_planning(model, a.episodes or P.plan_episodes, a.budget or P.plan_budget, P.plan_horizon,
+                          a.samples or P.cem_samples, P.cem_elites, P.cem_iters, P.tr_size, seed=a.seed)
+    print(json.dumps({k: v for k, v in r.items() if k != "episodes"}))
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        print("usage: wmkit jepa {" + ",".join(COMMANDS) + "} [--help]\n")
+        for k, v in COMMANDS.items():
+            print(f"  {k:<12} {v}")
+        raise SystemExit(0 if argv and argv[0] in ("-h", "--help") else 2)
+    cmd, rest = argv[0], argv[1:]
+    if cmd == "pretrain":
+        from wmkit.jepa.pretrain import main as pretrain
+
+        return pretrain(rest)
+    {"train-vjepa": train_vjepa_cmd, "train-ac": train_ac_cmd, "plan": plan_cmd}[cmd](rest)

@@ -1,0 +1,100 @@
+"""Feature prediction vs generative world models on the same data and a matched training-FLOP budget.
+
+The same Two-Rooms random-walk recordings train (a) V-JEPA (masked video feature prediction, :mod:`vjepa`),
+(b) the action-conditioned JEPA (:mod:`ac`, EMA or SIGReg), and (c) DreamerV3's world model (stage 2,
+:class:`wmkit.dreamer.agent.WorldModel`: RSSM + pixel decoder + reward/continue heads, imported). FLOPs of one
+training step (forward + backward) are counted with ``torch.utils.flop_counter.FlopCounterMode``; each model then
+gets as many steps as the budget buys. The probes of :mod:`probes` read the agent's position from each model's
+features of held-out episodes: the V-JEPA / AC encoders' tokens of a single frame, Dreamer's posterior state
+[h_t, z_t] (which has also seen the past frames and actions: a sequence model's advantage, noted in the book).
+
+Stage 3 (wmkit.genie, wmkit.diffusion) is not part of this comparison yet: see the book page for what is missing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+from tqdm.auto import tqdm
+
+__all__ = ["step_flops", "dreamer_world_model", "dreamer_batch", "train_dreamer_wm", "dreamer_features"]
+
+
+def step_flops(fn: Callable[[], torch.Tensor]) -> int:
+    """FLOPs of ``fn()`` plus the backward pass of the scalar it returns (PyTorch's FLOP counter: matmuls, convs,
+    attention; elementwise ops are not counted)."""
+    with FlopCounterMode(display=False) as fc:
+        loss = fn()
+        loss.backward()
+    return int(fc.get_total_flops())
+
+
+def dreamer_world_model(size: str = "tiny", seed: int = 0):
+    """DreamerV3's world model for 64x64 RGB frames and 2-D continuous actions."""
+    from wmkit.dreamer.agent import WorldModel
+    from wmkit.dreamer.config import DreamerConfig
+
+    torch.manual_seed(seed)
+    cfg = DreamerConfig(size=size)
+    return WorldModel({"image": ((64, 64, 3), np.uint8)}, 2, cfg), cfg
+
+
+def dreamer_batch(frames: np.ndarray, actions: np.ndarray) -> dict[str, torch.Tensor]:
+    """Windows (B, L, S, S, 3) uint8 and actions (B, L-1, 2) -> Dreamer's format: 64x64 (nearest upsampling of the
+    same pixels), action[t] = the action that led to frame t (zeros at t = 0), no rewards, no terminals."""
+    B, L, S = frames.shape[:3]
+    if 64 % S:
+        raise ValueError(f"dreamer_batch: frame size {S} must divide 64")
+    k = 64 // S
+    img = np.repeat(np.repeat(frames, k, axis=2), k, axis=3)  # (B, L, 64, 64, 3)
+    act = np.concatenate([np.zeros((B, 1, 2), np.float32), actions], 1)  # (B, L, 2)
+    first = np.zeros((B, L), bool)
+    first[:, 0] = True
+    return {"image": torch.from_numpy(img), "action": torch.from_numpy(act), "reward": torch.zeros(B, L),
+            "is_first": torch.from_numpy(first), "is_terminal": torch.zeros(B, L, dtype=torch.bool)}
+
+
+def train_dreamer_wm(frames: np.ndarray, actions: np.ndarray, steps: int, batch: int, length: int, lr: float = 3e-4,
+                     size: str = "tiny", seed: int = 0, progress: bool = True):
+    """Train the world model alone (no actor/critic) on random windows; returns (wm, cfg, history, flops/step, s)."""
+    wm, cfg = dreamer_world_model(size, seed)
+    opt = torch.optim.Adam(wm.parameters(), lr=lr, eps=cfg.model_eps)
+    g = torch.Generator().manual_seed(seed)
+    E, T1 = frames.shape[:2]
+
+    def batch_at():
+        e = torch.randint(0, E, (batch,), generator=g).tolist()
+        s = torch.randint(0, T1 - length + 1, (batch,), generator=g).tolist()
+        return dreamer_batch(np.stack([frames[i, j:j + length] for i, j in zip(e, s, strict=True)]),
+                             np.stack([actions[i, j:j + length - 1] for i, j in zip(e, s, strict=True)]))
+
+    data = batch_at()
+    flops = step_flops(lambda: wm.loss(data, cfg, g)[0])
+    opt.zero_grad(set_to_none=True)
+    history, t0 = [], time.perf_counter()
+    for step in tqdm(range(steps), desc="Dreamer WM", disable=not progress):
+        loss, _, _, mets = wm.loss(batch_at(), cfg, g)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(wm.parameters(), cfg.model_clip)
+        opt.step()
+        if step % 10 == 0 or step == steps - 1:
+            history.append({"step": step, **{k: float(v.detach()) for k, v in mets.items()}})
+    return wm, cfg, history, flops, time.perf_counter() - t0
+
+
+@torch.no_grad()
+def dreamer_features(wm, cfg, frames: np.ndarray, actions: np.ndarray) -> torch.Tensor:
+    """Posterior features [h_t, z_t] of whole episodes (E, T+1, S, S, 3) / (E, T, 2) -> (E, T+1, F)."""
+    data = dreamer_batch(frames, actions)
+    from wmkit.dreamer.networks import image_to_float
+
+    data = {**data, "image": image_to_float(data["image"])}
+    embed = wm.encoder(data)  # (E, T+1, Emb)
+    out = wm.rssm.observe(embed, data["action"], data["is_first"], wm.rssm.initial(frames.shape[0], embed.device),
+                          torch.Generator().manual_seed(0))
+    return torch.cat([out["deter"], out["stoch"]], -1)  # (E, T+1, F)
