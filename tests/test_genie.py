@@ -271,3 +271,13 @@ def test_crop_tiles_keeps_the_7x7_tiles_around_the_player():
     assert out[0, 24:32, 24:32].min() == 255 and out.sum() == 8 * 8 * 3 * 255  # the centre tile of the crop
     with pytest.raises(ValueError, match="size 72"):
         crop_tiles(np.zeros((1, 64, 64, 3), np.uint8))
+
+
+def test_lam_fsq_actions_are_the_8_sign_patterns():
+    lam = LatentActionModel(LAMConfig(frame_size=16, patch=8, dim=16, enc_depth=1, dec_depth=1, heads=2,
+                                      max_frames=3, quantizer="fsq"))
+    a_e, a_q, ids, loss = lam.encode(torch.rand(4, 3, 3, 16, 16))
+    assert a_q.shape == (4, 2, 3) and float(loss) == 0.0 and int(ids.max()) < 8
+    assert lam.code(torch.arange(8)).unique(dim=0).shape == (8, 3)  # 8 distinct codes of 3 two-level channels
+    with pytest.raises(ValueError, match="power of 2"):
+        LatentActionModel(LAMConfig(frame_size=16, patch=8, num_actions=6, quantizer="fsq"))

@@ -29,6 +29,7 @@ switches that fight it, all measurable through :func:`code_usage` and :func:`con
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,7 +39,7 @@ from einops import repeat
 from torch import nn
 
 from wmkit.genie.st_transformer import STTransformer
-from wmkit.genie.tokenizer import VectorQuantizer, usage_stats
+from wmkit.genie.tokenizer import FSQ, VectorQuantizer, usage_stats
 from wmkit.nn import patchify, unpatchify
 
 __all__ = ["LAMConfig", "LatentActionModel", "code_usage", "confusion"]
@@ -64,6 +65,8 @@ class LAMConfig:
     """Attention heads."""
     num_actions: int = 8
     """Codebook size |A| (Genie: 8)."""
+    quantizer: str = "vq"
+    """'vq' (Genie: a codebook of num_actions codes) or 'fsq' (tinyworlds: log2(num_actions) channels of 2 levels)."""
     code_dim: int = 32
     """Dimension of a latent action code (Genie: 32)."""
     beta: float = 0.25
@@ -99,8 +102,20 @@ class LatentActionModel(nn.Module):
         # the encoder sees N + 1 tokens per frame (action token first): no 2-D grid table, a learned one instead
         self.encoder = STTransformer(cfg.dim, cfg.enc_depth, cfg.heads, None, cfg.max_frames, pdim, cfg.code_dim)
         self.enc_pos = nn.Parameter(torch.randn(self.num_patches + 1, cfg.dim) * 0.02)  # (N+1, D)
-        self.vq = VectorQuantizer(cfg.num_actions, cfg.code_dim, cfg.beta, cosine=True, restart_after=cfg.restart_after)
-        self.action_up = nn.Linear(cfg.code_dim, cfg.dim)
+        if cfg.quantizer == "vq":
+            self.vq = VectorQuantizer(cfg.num_actions, cfg.code_dim, cfg.beta, cosine=True,
+                                      restart_after=cfg.restart_after)
+            code_dim = cfg.code_dim
+        elif cfg.quantizer == "fsq":
+            bits = round(math.log2(cfg.num_actions))
+            if 2**bits != cfg.num_actions:
+                raise ValueError(f"LAM quantizer='fsq' needs num_actions = a power of 2, got {cfg.num_actions}")
+            self.vq = FSQ((2,) * bits)
+            code_dim = bits
+        else:
+            raise ValueError(f"LAM quantizer: expected 'vq' or 'fsq', got {cfg.quantizer!r}")
+        self.encoder.out = nn.Linear(cfg.dim, code_dim)
+        self.action_up = nn.Linear(code_dim, cfg.dim)
         self.decoder = STTransformer(cfg.dim, cfg.dec_depth, cfg.heads, (g, g), cfg.max_frames, pdim, pdim)
         self.mask_token = nn.Parameter(torch.zeros(cfg.dim))
         if cfg.predict_delta:  # start from "nothing moves" (x_hat_{t+1} = x_t) instead of x_t + noise
@@ -132,6 +147,9 @@ class LatentActionModel(nn.Module):
         for blk in self.encoder.blocks:
             x = blk(x)  # (B, T, N+1, D)
         a_e = self.encoder.out(self.encoder.norm(x[:, 1:, 0]))  # (B, T-1, d): action token of frames 2..T
+        if isinstance(self.vq, FSQ):
+            a_q, ids = self.vq(a_e)
+            return a_e, a_q, ids, a_e.new_zeros(())
         a_q, ids, loss = self.vq(a_e)
         return a_e, a_q, ids, loss
 

@@ -328,7 +328,8 @@ def train_lam(cfg: GenieConfig, data: dict) -> tuple[LatentActionModel, list[dic
 
     def usage(m, out):
         u = code_usage(out["actions"].cpu(), cfg.lam_actions)
-        row = {"codes_live": u["live"], "codes_perplexity": u["perplexity"], "restarts": float(m.vq.restarts)}
+        row = {"codes_live": u["live"], "codes_perplexity": u["perplexity"],
+               "restarts": float(getattr(m.vq, "restarts", 0))}
         row.update({f"usage/{k}": float(f) for k, f in enumerate(u["fraction"])})
         return row
 
