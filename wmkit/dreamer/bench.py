@@ -11,7 +11,12 @@ the same way:
   the per-step loop, imagination with autograd on for everything, NCHW convolutions, ``.item()`` after
   every loss, separate backward passes, for-loop optimisers and clipping. It is a baseline we wrote,
   not a measurement of any published implementation;
-* ``speedup_vs_plain`` -- the ratio of the two, measured in the same run.
+* ``speedup_vs_plain`` -- the ratio of the two, measured in the same run;
+* ``bf16_update_ms`` / ``bf16_speedup`` (``--bf16``) -- the same update under bf16 autocast
+  (``DreamerConfig(precision="bf16")``), timed in the same interleaved run;
+* ``atari100k_v1_projection_h`` -- hours of updates for one Atari 100k game in the 2023 code's
+  ``atari100k`` setting (100k env steps at train ratio 1024 with B*T = 1024: one update per env step),
+  update time x 100,000 (acting, replay and evaluation not included). The v1 setting uses size ``s``.
 
 The training-loop figure (environment steps per second of the whole loop) is added by
 ``wmkit.dreamer.train.bench_loop`` when that function exists (the engine's half of the stage).
@@ -156,6 +161,7 @@ def run(argv: list[str]) -> None:
                     help="64x64 images (the paper's setting) or 16-dim vectors (no CNN)")
     ap.add_argument("--no-plain", action="store_true", help="skip the plain-port baseline")
     ap.add_argument("--compile", action="store_true", help="also time cfg.compile=True (torch.compile)")
+    ap.add_argument("--bf16", action="store_true", help="also time precision='bf16' (autocast)")
     ap.add_argument("--no-loop", action="store_true", help="skip the whole-loop env steps/s figure")
     ap.add_argument("--loop-steps", type=int, default=64, help="timed env steps of the whole-loop figure")
     ap.add_argument("--params", action="store_true",
@@ -189,6 +195,10 @@ def run(argv: list[str]) -> None:
             ccfg = DreamerConfig(recipe=args.recipe, size=size, compile=True)
             cagent = Agent(obs_space, {"n": n_act, "discrete": True}, ccfg, device=device, seed=0)
             fns["compiled_update_ms"] = lambda cagent=cagent, batch=batch: cagent.update(batch)
+        if args.bf16:
+            bcfg = DreamerConfig(recipe=args.recipe, size=size, precision="bf16")
+            bagent = Agent(obs_space, {"n": n_act, "discrete": True}, bcfg, device=device, seed=0)
+            fns["bf16_update_ms"] = lambda bagent=bagent, batch=batch: bagent.update(batch)
         samples = interleaved(fns, warmup=args.warmup, repeat=args.repeat, sync=device)
         results = {k: min(v) for k, v in samples.items()}
         for k, v in results.items():
@@ -200,7 +210,14 @@ def run(argv: list[str]) -> None:
         if "compiled_update_ms" in results:
             emit("dreamer", "compile_speedup", results["update_ms"] / results["compiled_update_ms"], "x",
                  **extra)
-        print(f"{size:>8}: " + "  ".join(f"{k}={v:.1f}" for k, v in results.items()), file=sys.stderr)
+        if "bf16_update_ms" in results:
+            emit("dreamer", "bf16_speedup", results["update_ms"] / results["bf16_update_ms"], "x", **extra)
+        best = min(results.get(k, float("inf")) for k in ("update_ms", "compiled_update_ms", "bf16_update_ms"))
+        updates = 100_000 * 1024 / (B * T)    # v1 atari100k: 100k env steps, train ratio 1024
+        emit("dreamer", "atari100k_v1_projection_h", best * updates / 3.6e6, "h", updates=updates,
+             note="updates only, fastest variant of this run; v1 atari100k uses size s", **extra)
+        print(f"{size:>8}: " + "  ".join(f"{k}={v:.1f}" for k, v in results.items())
+              + f"  -> Atari 100k (v1) updates alone: {best * updates / 3.6e6:.1f} h", file=sys.stderr)
     if not args.no_loop:
         try:   # the engine's half: env steps per second of the whole training loop
             from wmkit.dreamer.train import bench_loop  # type: ignore[attr-defined]
