@@ -4,11 +4,16 @@ The paper's central claim (Sec. 1, Table "Hyperparameters" in Appendix) is that 
 the defaults below -- works from Atari to Crafter to DMC without tuning. Only the model SIZE changes
 (``size``), and bigger is better and more data-efficient (Sec. "Scaling properties").
 
-``recipe`` picks between the paper (``"2023"``, arXiv:2301.04104 v1) and the later official code and
-published version (``"2025"``): KL dynamics scale 1.0 instead of 0.5, two-hot bins in raw space
-(symexp-spaced) instead of symlog space, a replay value loss, the LaProp optimiser with adaptive
-gradient clipping instead of Adam with global-norm clipping, and RMSNorm instead of LayerNorm. Fields
-left at ``None`` are filled from the recipe (and the size preset) in ``__post_init__``.
+``recipe`` picks between the paper and its 2023 code (``"2023"``, arXiv:2301.04104 v1, danijar/dreamerv3
+at c64680b) and the current official agent and published version (``"2025"``, ``dreamerv3/agent.py``,
+``rssm.py``, ``configs.yaml``): KL dynamics scale 1.0 instead of 0.5, two-hot bins in raw space
+(symexp-spaced) instead of symlog space, a replay value loss whose gradient also trains the world model,
+one joint update, REINFORCE for every action space, ``contdisc``, a plain categorical actor, two prior
+layers, one-layer reward/continue heads, the current CNNs, zeros instead of a learned initial state, the
+LaProp optimiser with adaptive gradient clipping instead of Adam with global-norm clipping, and RMSNorm
+instead of LayerNorm. Each difference is a field; fields left at ``None`` are filled from the recipe (and
+the size preset) in ``__post_init__``. Not implemented: the current code's ``replay_context`` and online
+replay queue (see the book's "where wmkit differs" table).
 """
 
 from __future__ import annotations
