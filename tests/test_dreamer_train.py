@@ -230,3 +230,27 @@ def test_bench_loop_reports_env_steps_per_second():
         assert (bench, metric, unit) == ("dreamer", "loop_env_steps_per_s", "env steps/s") and value > 0
         # train ratio 512 with B*T = 32 replayed steps per update: 16 updates per env step
         assert kw["updates"] == 4 * 512 // 32 and kw["steps"] == 4
+
+
+def test_online_replay_trains_fresh_windows_first_then_uniform(tmp_path):
+    rep = Replay(SPACE, act_dim=3, capacity=100, seed=0, online=True, online_length=4)
+    for i in range(10):
+        rep.add(_obs(i, first=i == 0), np.eye(3, dtype=np.float32)[i % 3])
+    assert list(rep.queue) == [0, 4]                      # two complete fresh windows of 4 steps
+    b = rep.sample(3, 4)["reward"].numpy()
+    assert b[0].tolist() == [0, 1, 2, 3] and b[1].tolist() == [4, 5, 6, 7]   # queued first, each once
+    assert not rep.queue
+    uniform = Replay(SPACE, act_dim=3, capacity=100, seed=0)
+    for i in range(10):
+        uniform.add(_obs(i, first=i == 0), np.eye(3, dtype=np.float32)[i % 3])
+    assert b[2].tolist() == uniform.sample(3, 4)["reward"].numpy()[2].tolist()  # the rest: same RNG stream
+    for i in range(10, 12):
+        rep.add(_obs(i), np.eye(3, dtype=np.float32)[0])
+    assert list(rep.queue) == [8]
+    assert rep.sample(2, 4, train=False)["reward"].numpy().shape == (2, 4) and list(rep.queue) == [8]
+    rep.save(tmp_path / "r")                               # the queue survives a checkpoint
+    back = Replay(SPACE, act_dim=3, capacity=100, seed=5, online=True, online_length=4)
+    back.load(tmp_path / "r")
+    assert list(back.queue) == [8] and back.sample(1, 4)["reward"].numpy()[0].tolist() == [8, 9, 10, 11]
+    with pytest.raises(ValueError, match="online_length"):
+        Replay(SPACE, act_dim=3, capacity=10, online=True)

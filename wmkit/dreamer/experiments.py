@@ -35,7 +35,7 @@ def diagnose(trainer: Trainer, batch_size: int = 16) -> dict:
         raise ValueError("diagnose() needs a run that logged at least one update; raise steps or log_every")
     last = rows[-1]
     T = trainer.cfg.batch_length
-    batch = trainer.replay.sample(batch_size, T, trainer.device)
+    batch = trainer.replay.sample(batch_size, T, trainer.device, train=False)
     rep = trainer.agent.imagine_report(batch, context=T, horizon=0)   # posterior states only
     real, pred = rep["real_reward"][:, 1:], rep["reward"][:, 1:]        # (B, T-1); step 0 has no reward
     err = float(np.abs(pred - real).mean() / max(np.abs(real).mean(), 1e-12))

@@ -9,9 +9,17 @@ resets its state there), exactly as in the official code.
 
 ``train_ratio`` = replayed steps per environment step (official meaning): with batch B x T each update
 replays B*T steps, so the loop trains ``train_ratio / (B*T)`` times per env step on average.
+
+``online=True`` is the current official replay's online queue (``replay.online: True``): every time
+``online_length`` new steps have completed a fresh non-overlapping window, its start is queued, and
+training batches take queued windows first (each once) before sampling uniformly -- so every new step is
+trained on at least once soon after it arrives. The 2023 code samples uniformly only (``replay_online:
+False``).
 """
 
 from __future__ import annotations
+
+from collections import deque
 
 import numpy as np
 import torch
@@ -29,7 +37,12 @@ class Replay:
     12 KiB per step, 1M steps = 12 GiB -- the gpu profile's size).
     """
 
-    def __init__(self, obs_space: dict, act_dim: int, capacity: int, seed: int = 0):
+    def __init__(self, obs_space: dict, act_dim: int, capacity: int, seed: int = 0, online: bool = False,
+                 online_length: int = 0):
+        if online and online_length < 1:
+            raise ValueError(f"online=True needs online_length >= 1 (the batch length), got {online_length}")
+        self.online, self.online_length = bool(online), int(online_length)
+        self.queue: deque[int] = deque()   # chronological starts of fresh windows (online replay)
         if capacity < 2:
             raise ValueError(f"capacity must be at least 2 steps, got {capacity}")
         if not obs_space:
@@ -67,22 +80,32 @@ class Replay:
         self.data["is_first"][i] = first
         self.data["is_terminal"][i] = bool(obs["is_terminal"])
         self.total += 1
+        if self.online and self.total % self.online_length == 0:   # a fresh window is complete
+            self.queue.append(self.total - self.online_length)
 
-    def _indices(self, batch_size: int, length: int) -> np.ndarray:
+    def _indices(self, batch_size: int, length: int, train: bool = True) -> np.ndarray:
         n = len(self)
         if n < length:
             raise ValueError(f"replay holds {n} steps, fewer than batch_length={length}; prefill more")
         oldest = self.total - n  # chronological position of the oldest stored step
-        starts = self.rng.integers(0, n - length + 1, batch_size)  # uniform over valid windows
-        return (oldest + starts[:, None] + np.arange(length)[None]) % self.capacity  # (B, T)
+        starts = oldest + self.rng.integers(0, n - length + 1, batch_size)  # uniform over valid windows
+        if self.online and train:   # queued fresh windows first (the RNG stream is the same either way)
+            k = 0
+            while self.queue and k < batch_size:
+                start = self.queue.popleft()
+                if start >= oldest and start + length <= self.total:   # still stored, long enough
+                    starts[k] = start
+                    k += 1
+        return (starts[:, None] + np.arange(length)[None]) % self.capacity  # (B, T)
 
-    def sample(self, batch_size: int, length: int, device: str | torch.device = "cpu") -> dict:
+    def sample(self, batch_size: int, length: int, device: str | torch.device = "cpu", train: bool = True) -> dict:
         """A batch of ``batch_size`` sequences of ``length`` steps as torch tensors (B, T, ...).
+        ``train=False`` (reports, videos) never takes from the online queue.
 
         The first step of every sequence is marked ``is_first`` (the model starts from a fresh state
         there, as the official replay does), and its action zeroed to match.
         """
-        idx = self._indices(batch_size, length)
+        idx = self._indices(batch_size, length, train)
         batch = {k: v[idx] for k, v in self.data.items()}  # (B, T, ...)
         batch["is_first"][:, 0] = True
         batch["action"][:, 0] = 0.0
@@ -93,7 +116,8 @@ class Replay:
         n = len(self)
         order = (self.total - n + np.arange(n)) % self.capacity  # oldest -> newest
         return {"data": {k: v[order] for k, v in self.data.items()}, "total": self.total,
-                "capacity": self.capacity, "rng": self.rng.bit_generator.state}
+                "capacity": self.capacity, "rng": self.rng.bit_generator.state,
+                "queue": np.asarray(list(self.queue), np.int64)}
 
     def load_state_dict(self, sd: dict) -> None:
         # Steps are stored oldest -> newest, so a buffer of another capacity (a run resumed with more
@@ -108,6 +132,7 @@ class Replay:
             self.data[k][pos] = np.asarray(v)[n - keep:]
         self.total = total
         self.rng.bit_generator.state = sd["rng"]
+        self.queue = deque(int(x) for x in np.asarray(sd.get("queue", np.zeros(0, np.int64))).reshape(-1))
 
     def save(self, path) -> None:
         save_state(path, self.state_dict(), {"kind": "dreamer-replay", "steps": len(self)})

@@ -67,6 +67,9 @@ class TrainConfig:
     """Random-policy steps collected before the first update."""
     replay_capacity: int = 1_000_000
     """Replay size in steps (FIFO); capped at --steps."""
+    replay_online: bool | None = None
+    """Online replay queue (current code ``replay.online: True``): fresh windows are trained on first,
+    then uniform. None = from the recipe (2023: False, the v1 ``replay_online: False``; 2025: True)."""
     eval_every: int | None = None
     """Env steps between evaluations (episodes with the eval policy + imagination video);
     None = 4 evaluations per run, 0 = never."""
@@ -156,7 +159,9 @@ class Trainer:
         self.agent = ablations.apply(Agent(self.env.obs_space, self.env.act_space, self.dcfg,
                                            device=self.device, seed=cfg.seed), cfg.ablation)
         self.n, self.discrete = self.env.act_space["n"], self.env.act_space["discrete"]
-        self.replay = Replay(self.env.obs_space, self.n, min(cfg.replay_capacity, cfg.steps + 1), cfg.seed)
+        online = cfg.recipe == "2025" if cfg.replay_online is None else cfg.replay_online
+        self.replay = Replay(self.env.obs_space, self.n, min(cfg.replay_capacity, cfg.steps + 1), cfg.seed,
+                             online=online, online_length=cfg.batch_length)
         self.ratio = TrainRatio(cfg.train_ratio / (cfg.batch_size * cfg.batch_length))
         self.act_rng = np.random.default_rng(cfg.seed + 1)
         self.step = self.updates = 0
@@ -244,7 +249,7 @@ class Trainer:
     def imagine(self, batch_size: int = 1, context: int = 5) -> dict:
         """Real vs imagined (decoded) rollouts on replayed sequences: numpy arrays (B, T, ...)."""
         T = self.cfg.batch_length
-        batch = self.replay.sample(batch_size, T, self.device)
+        batch = self.replay.sample(batch_size, T, self.device, train=False)
         with torch.no_grad():
             out = self.agent.imagine_report(batch, context=context, horizon=T - context)
         return {k: _np(v) for k, v in out.items()}
