@@ -251,3 +251,22 @@ def test_loss_falls_on_real_crafter_clips(recipe, tmp_path):
     act = torch.zeros(1, 2, dtype=torch.long)
     g1, g2 = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
     assert torch.equal(again.sample(ctx, act, 2, generator=g1), r["model"].sample(ctx, act, 2, generator=g2))
+
+
+@pytest.mark.slow
+def test_cli_train_then_play_writes_a_video(tmp_path, monkeypatch, capsys):
+    import json
+
+    from wmkit.diffusion.cli import main
+
+    monkeypatch.setenv("WMKIT_PROFILE", "smoke")
+    monkeypatch.setenv("WMKIT_RUNS_DIR", str(tmp_path / "runs"))
+    run = tmp_path / "edm"
+    main(["train", "--recipe", "edm", "--train-steps", "5", "--run-dir", str(run), "--device", "cpu"])
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["config"]["size"] == 16 and out["config"]["train_steps"] == 5  # profile sizes, then the flags
+    main(["play", "--run-dir", str(run), "--record", str(tmp_path / "s.gif"), "--frames", "4", "--steps", "1"])
+    played = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert played["frames"] == 4 + 4 and (tmp_path / "s.gif").stat().st_size > 0
+    with pytest.raises(SystemExit, match="unknown command"):
+        main(["dance"])
