@@ -254,3 +254,55 @@ def test_online_replay_trains_fresh_windows_first_then_uniform(tmp_path):
     assert list(back.queue) == [8] and back.sample(1, 4)["reward"].numpy()[0].tolist() == [8, 9, 10, 11]
     with pytest.raises(ValueError, match="online_length"):
         Replay(SPACE, act_dim=3, capacity=10, online=True)
+
+
+def test_replay_context_stores_latents_and_starts_chunks_from_them():
+    rep = Replay(SPACE, act_dim=3, capacity=100, seed=0, latents={"deter": 2, "stoch": 3})
+    for i in range(12):
+        rep.add(_obs(i, first=i == 0), np.eye(3, dtype=np.float32)[i % 3])
+        rep.set_latent(rep.total - 1, deter=np.full(2, i), stoch=np.full(3, -i))
+    b = rep.sample(5, 4, context=1)
+    r = b["reward"].numpy()
+    assert (b["context_deter"].numpy()[:, 0] == r[:, 0] - 1).all()      # the latent of the step before
+    assert (b["context_stoch"].numpy()[:, 0] == 1 - r[:, 0]).all()
+    assert not b["is_first"][:, 0].any() and (b["action"][:, 0].sum(-1) == 1).all()   # nothing forced
+    rep.write_latents(b["index"].numpy(), deter=np.zeros((5, 4, 2)), stoch=np.zeros((5, 4, 3)))
+    assert rep.data["latent_deter"][b["index"].numpy()].sum() == 0
+    rep.add(_obs(12), np.eye(3, dtype=np.float32)[0])                    # a new step has no latent yet
+    assert rep.data["latent_deter"][12].sum() == 0
+    with pytest.raises(ValueError, match="latents"):
+        _filled().sample(2, 3, context=1)
+
+
+def test_agent_starts_from_the_replay_context(one_thread):
+    from wmkit.dreamer import Agent, DreamerConfig
+    agent = Agent({"vector": ((4,), np.float32)}, {"n": 3, "discrete": True},
+                  DreamerConfig(recipe="2025", size="tiny"), seed=0)
+    g = torch.Generator().manual_seed(0)
+    B, T, D, SK = 2, 5, agent.cfg.deter, agent.cfg.stoch * agent.cfg.classes
+    batch = {"vector": torch.randn(B, T, 4, generator=g), "reward": torch.zeros(B, T),
+             "action": torch.eye(3)[torch.randint(0, 3, (B, T), generator=g)],
+             "is_first": torch.zeros(B, T, dtype=torch.bool), "is_terminal": torch.zeros(B, T, dtype=torch.bool)}
+    firsts = []
+    for scale in (0.0, 1.0):
+        a = Agent({"vector": ((4,), np.float32)}, {"n": 3, "discrete": True},
+                  DreamerConfig(recipe="2025", size="tiny"), seed=0)
+        a.update({**batch, "context_deter": torch.full((B, D), scale), "context_stoch": torch.zeros(B, SK)})
+        firsts.append(a.last_latents["deter"])                             # (B, T, D) recomputed latents
+    assert firsts[0].shape == (B, T, D) and not np.allclose(firsts[0][:, 0], firsts[1][:, 0])
+    agent.update(batch)
+    assert agent.last_latents is None                                      # no context, nothing to store
+    with pytest.raises(ValueError, match="context_deter"):
+        agent.update({**batch, "context_deter": torch.zeros(B, 3), "context_stoch": torch.zeros(B, SK)})
+
+
+@pytest.mark.slow
+def test_trainer_2025_uses_replay_context_and_online_queue(tmp_path, one_thread):
+    from wmkit.dreamer.train import TrainConfig, Trainer
+    t = Trainer(TrainConfig(env="reach-vector", recipe="2025", size="tiny", steps=40, prefill=20, batch_size=2,
+                            batch_length=8, train_ratio=16, eval_every=0, eval_episodes=1, video=False,
+                            progress=False, run_dir=str(tmp_path / "r"), seed=0))
+    assert t.context == 1 and t.replay.online
+    t.run()
+    lat = t.replay.data["latent_deter"][:len(t.replay)]
+    assert t.updates > 0 and np.abs(lat[25:-1]).sum(-1).min() > 0     # stored latents (the newest: none yet)

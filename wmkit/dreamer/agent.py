@@ -68,16 +68,20 @@ class WorldModel(nn.Module):
         self.cont = mlp_head(self.feat_dim, c.units, c.head_layers, c.norm, 1)
 
     # [eq:wm_loss]
-    def loss(self, data: dict, cfg: DreamerConfig, gen: torch.Generator | None, cell=None) -> tuple:
-        """L = beta_pred (L_dec + L_rew + L_cont) + beta_dyn L_dyn + beta_rep L_rep, mean over (B, T)."""
+    def loss(self, data: dict, cfg: DreamerConfig, gen: torch.Generator | None, cell=None,
+             state: tuple | None = None) -> tuple:
+        """L = beta_pred (L_dec + L_rew + L_cont) + beta_dyn L_dyn + beta_rep L_rep, mean over (B, T).
+
+        ``state``: (deter, stoch) to start from (``replay_context``); None = the initial state."""
         B = data["is_first"].shape[0]
         if "image" in data:   # convert once, share between the encoder and the decoder loss
             data = {**data, "image": image_to_float(data["image"])}
         embed = self.encoder(data)                                                     # (B, T, E)
         first = data["is_first"].clone()
-        first[:, 0] = True                         # every replayed chunk starts from the initial state
-        out = self.rssm.observe(embed, data["action"], first,
-                                self.rssm.initial(B, embed.device), gen, cell)
+        if state is None:
+            first[:, 0] = True                     # the replayed chunk starts from the initial state
+            state = self.rssm.initial(B, embed.device)
+        out = self.rssm.observe(embed, data["action"], first, state, gen, cell)
         feat = torch.cat([out["deter"], out["stoch"]], -1)                              # (B, T, F)
         dec = self.decoder.loss(self.decoder(feat), data)                               # (B, T)
         rew = self.reward.loss(self.reward(feat), data["reward"])                       # (B, T)
@@ -353,8 +357,19 @@ class Agent:
         data = self._prepare(batch, 2, "batch", ("action", "reward", "is_first", "is_terminal"))
         cfg = self.cfg
         B, T = data["is_first"].shape
+        context = None   # replay_context: start from the latent the replay stored before the chunk
+        if "context_deter" in batch:
+            context = tuple(torch.as_tensor(batch[f"context_{k}"]).to(self.device, torch.float32)
+                            for k in ("deter", "stoch"))
+            if context[0].shape != (B, cfg.deter) or context[1].shape != (B, cfg.stoch * cfg.classes):
+                raise ValueError(f"batch context_deter/context_stoch must be ({B}, {cfg.deter}) and "
+                                 f"({B}, {cfg.stoch * cfg.classes}), got {tuple(context[0].shape)}, "
+                                 f"{tuple(context[1].shape)}")
         with self._autocast():
-            wm_loss, out, feat, mets = self.wm.loss(data, cfg, self.gen, self._obs_cell)
+            wm_loss, out, feat, mets = self.wm.loss(data, cfg, self.gen, self._obs_cell, context)
+        # the recomputed latents, for the replay to store (replay_context); None without a context
+        self.last_latents = None if context is None else {
+            "deter": out["deter"].detach().float().cpu().numpy(), "stoch": out["stoch"].detach().float().cpu().numpy()}
         if not cfg.joint_update:
             self.opts["wm"].zero_grad(set_to_none=True)
             wm_loss.backward()

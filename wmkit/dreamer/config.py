@@ -12,8 +12,8 @@ one joint update, REINFORCE for every action space, ``contdisc``, a plain catego
 layers, one-layer reward/continue heads, the current CNNs, zeros instead of a learned initial state, the
 LaProp optimiser with adaptive gradient clipping instead of Adam with global-norm clipping, and RMSNorm
 instead of LayerNorm. Each difference is a field; fields left at ``None`` are filled from the recipe (and
-the size preset) in ``__post_init__``. The online replay queue is ``TrainConfig.replay_online``. Not
-implemented: the current code's ``replay_context`` (see the book's "where wmkit differs" table).
+the size preset) in ``__post_init__``. The replay's two switches of the current code are in the
+training loop: ``TrainConfig.replay_online`` and ``TrainConfig.replay_context``.
 """
 
 from __future__ import annotations

@@ -15,6 +15,12 @@ replays B*T steps, so the loop trains ``train_ratio / (B*T)`` times per env step
 training batches take queued windows first (each once) before sampling uniformly -- so every new step is
 trained on at least once soon after it arrives. The 2023 code samples uniformly only (``replay_online:
 False``).
+
+``latents={"deter": D, "stoch": S*K}`` adds the current code's ``replay_context``: each step also stores
+the RSSM latent the policy computed there (``set_latent``; zeros until then, e.g. during the random
+prefill); ``sample(..., context=1)`` returns T steps plus the stored latent of the step BEFORE them, from
+which the world model starts instead of the initial state, and ``write_latents`` stores the latents the
+update recomputed (official ``Agent.train`` -> ``outs['replay']`` -> ``replay.update``).
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ class Replay:
     """
 
     def __init__(self, obs_space: dict, act_dim: int, capacity: int, seed: int = 0, online: bool = False,
-                 online_length: int = 0):
+                 online_length: int = 0, latents: dict[str, int] | None = None):
         if online and online_length < 1:
             raise ValueError(f"online=True needs online_length >= 1 (the batch length), got {online_length}")
         self.online, self.online_length = bool(online), int(online_length)
@@ -53,6 +59,9 @@ class Replay:
         self.data["action"] = np.zeros((capacity, self.act_dim), np.float32)
         for k in ("reward", "is_first", "is_terminal"):
             self.data[k] = np.zeros((capacity,), BOOKKEEPING[k])
+        self.latent_keys = [f"latent_{k}" for k in (latents or {})]
+        for k, dim in (latents or {}).items():
+            self.data[f"latent_{k}"] = np.zeros((capacity, int(dim)), np.float32)
         self.total = 0  # steps ever added; the next write goes to total % capacity
         self.rng = np.random.default_rng(seed)
 
@@ -79,6 +88,8 @@ class Replay:
         self.data["reward"][i] = obs["reward"]
         self.data["is_first"][i] = first
         self.data["is_terminal"][i] = bool(obs["is_terminal"])
+        for k in self.latent_keys:   # no latent yet for a new step
+            self.data[k][i] = 0.0
         self.total += 1
         if self.online and self.total % self.online_length == 0:   # a fresh window is complete
             self.queue.append(self.total - self.online_length)
@@ -98,18 +109,44 @@ class Replay:
                     k += 1
         return (starts[:, None] + np.arange(length)[None]) % self.capacity  # (B, T)
 
-    def sample(self, batch_size: int, length: int, device: str | torch.device = "cpu", train: bool = True) -> dict:
+    def sample(self, batch_size: int, length: int, device: str | torch.device = "cpu", train: bool = True,
+               context: int = 0) -> dict:
         """A batch of ``batch_size`` sequences of ``length`` steps as torch tensors (B, T, ...).
         ``train=False`` (reports, videos) never takes from the online queue.
 
-        The first step of every sequence is marked ``is_first`` (the model starts from a fresh state
-        there, as the official replay does), and its action zeroed to match.
+        ``context=0``: the first step of every sequence is marked ``is_first`` (the model starts from a
+        fresh state there, as the 2023 replay does), and its action zeroed to match. ``context=1``
+        (``replay_context``): the sequence is taken one step later and ``context_<key>`` (B, ...) holds
+        the stored latents of the step before it; ``index`` (B, T) the buffer rows for ``write_latents``.
         """
-        idx = self._indices(batch_size, length, train)
-        batch = {k: v[idx] for k, v in self.data.items()}  # (B, T, ...)
-        batch["is_first"][:, 0] = True
-        batch["action"][:, 0] = 0.0
+        if context not in (0, 1):
+            raise ValueError(f"context must be 0 or 1 (the official replay_context), got {context}")
+        if context and not self.latent_keys:
+            raise ValueError("sample(context=1) needs a Replay built with latents={'deter': D, 'stoch': S*K}")
+        idx = self._indices(batch_size, length + context, train)
+        batch = {k: v[idx[:, context:]] for k, v in self.data.items() if k not in self.latent_keys}  # (B, T, ...)
+        if context:
+            for k in self.latent_keys:
+                batch[f"context_{k[len('latent_'):]}"] = self.data[k][idx[:, 0]]               # (B, ...)
+            batch["index"] = idx[:, 1:].astype(np.int64)
+        else:
+            batch["is_first"][:, 0] = True
+            batch["action"][:, 0] = 0.0
         return {k: torch.as_tensor(v, device=device) for k, v in batch.items()}
+
+    def set_latent(self, position: int, **latents) -> None:
+        """Store the policy's latents (numpy/tensors of the registered widths) for chronological step
+        ``position`` (``total - 1`` = the newest)."""
+        if not self.total - len(self) <= position < self.total:
+            raise ValueError(f"position {position} is not stored (steps {self.total - len(self)}..{self.total - 1})")
+        for k, v in latents.items():
+            self.data[f"latent_{k}"][position % self.capacity] = np.asarray(v, np.float32).reshape(-1)
+
+    def write_latents(self, index, **latents) -> None:
+        """Write recomputed latents (B, T, ...) back to buffer rows ``index`` (B, T) from ``sample``."""
+        index = np.asarray(index)
+        for k, v in latents.items():
+            self.data[f"latent_{k}"][index] = np.asarray(v, np.float32)
 
     # -- resume ------------------------------------------------------------------------------------
     def state_dict(self) -> dict:

@@ -67,6 +67,10 @@ class TrainConfig:
     """Random-policy steps collected before the first update."""
     replay_capacity: int = 1_000_000
     """Replay size in steps (FIFO); capped at --steps."""
+    replay_context: int | None = None
+    """Current code's ``replay_context: 1``: the replay stores the policy's latents and a replayed chunk
+    starts from the stored latent before it (recomputed latents are written back). None = from the recipe
+    (2023: 0, every chunk starts from the initial state; 2025: 1)."""
     replay_online: bool | None = None
     """Online replay queue (current code ``replay.online: True``): fresh windows are trained on first,
     then uniform. None = from the recipe (2023: False, the v1 ``replay_online: False``; 2025: True)."""
@@ -109,6 +113,8 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
     cfg = dataclasses.replace(cfg, **{k: v for k, v in fill.items() if getattr(cfg, k) is None})
     if cfg.eval_every is None:
         cfg = dataclasses.replace(cfg, eval_every=max(1, cfg.steps // 4))
+    if cfg.replay_context not in (None, 0, 1):
+        raise ValueError(f"--replay-context must be 0 or 1 (the official replay_context), got {cfg.replay_context}")
     if cfg.eval_policy not in ("sample", "greedy"):
         raise ValueError(f"--eval-policy must be 'sample' or 'greedy', got {cfg.eval_policy!r}")
     for name in ("steps", "batch_size", "batch_length", "prefill"):
@@ -160,8 +166,10 @@ class Trainer:
                                            device=self.device, seed=cfg.seed), cfg.ablation)
         self.n, self.discrete = self.env.act_space["n"], self.env.act_space["discrete"]
         online = cfg.recipe == "2025" if cfg.replay_online is None else cfg.replay_online
+        self.context = int(cfg.recipe == "2025") if cfg.replay_context is None else int(cfg.replay_context)
+        latents = {"deter": self.dcfg.deter, "stoch": self.dcfg.stoch * self.dcfg.classes} if self.context else None
         self.replay = Replay(self.env.obs_space, self.n, min(cfg.replay_capacity, cfg.steps + 1), cfg.seed,
-                             online=online, online_length=cfg.batch_length)
+                             online=online, online_length=cfg.batch_length, latents=latents)
         self.ratio = TrainRatio(cfg.train_ratio / (cfg.batch_size * cfg.batch_length))
         self.act_rng = np.random.default_rng(cfg.seed + 1)
         self.step = self.updates = 0
@@ -196,6 +204,9 @@ class Trainer:
             self.replay.add(self.obs, None)
         prefilling = self.step < self.cfg.prefill
         action = self.random_action() if prefilling else self.policy_action(self.obs)
+        if self.context and not prefilling:   # the policy's latent of the step just stored
+            self.replay.set_latent(self.replay.total - 1, deter=_np(self.pstate["deter"][0]),
+                                   stoch=_np(self.pstate["stoch"][0]))
         self.obs = self.env.step(action)
         self.replay.add(self.obs, action)
         self.step += 1
@@ -213,8 +224,11 @@ class Trainer:
         if self.step < self.cfg.prefill:
             return
         for _ in range(self.ratio(self.step)):
-            batch = self.replay.sample(self.cfg.batch_size, self.cfg.batch_length, self.device)
+            batch = self.replay.sample(self.cfg.batch_size, self.cfg.batch_length, self.device,
+                                       context=self.context)
             metrics = self.agent.update(batch)
+            if self.context:   # official: outs['replay'] -> replay.update (the recomputed latents)
+                self.replay.write_latents(_np(batch["index"]), **self.agent.last_latents)
             ordered = dict(sorted(metrics.items(), key=lambda kv: "loss" not in kv[0]))  # losses first
             check_finite(ordered, self.step)
             self.updates += 1
