@@ -28,6 +28,7 @@ from wmkit.diffusion.play import DreamGame, record_session, write_video
 from wmkit.utils import count_parameters
 
 K, H = 2, 8
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread is fastest on a shared machine
 
 
 def tiny_net(**kw) -> Denoiser:
