@@ -155,16 +155,20 @@ _GENIE: dict[str, dict[str, Any]] = {
 # Stage 3b: diffusion world models (wmkit.diffusion): DIAMOND's EDM, GameNGen, Dreamer 4 shortcut forcing.
 # cpu: DIAMOND's U-Net shrunk to 0.59M parameters at 32x32 (~0.26 s per update of 32 on 2 idle cores), 300
 # updates per recipe at lr 3e-4 (DIAMOND: 1e-4 over 100k+ updates); gpu: DIAMOND's Atari denoiser (4.4M, 64x64).
+# threads: torch CPU threads for the notebook (smoke's tiny models run fastest on one; 0 = torch's default).
 _DIFFUSION = {
     "smoke": dict(episodes=2, episode_steps=40, size=16, context=4, channels=(16, 16), depths=(1, 1),
                   cond_channels=32, batch_size=8, train_steps=20, lr=3e-4, k_max=8, eval_windows=8,
-                  steps_list=(1, 3), drift_horizon=6, drift_episodes=1, play_frames=8, bench_repeat=2),
+                  steps_list=(1, 3), drift_horizon=6, drift_episodes=1, play_frames=8, bench_repeat=2,
+                  threads=1),
     "cpu": dict(episodes=8, episode_steps=200, size=32, context=4, channels=(32, 32, 32), depths=(1, 1, 1),
                 cond_channels=128, batch_size=32, train_steps=300, lr=3e-4, k_max=64, eval_windows=64,
-                steps_list=(1, 3, 10), drift_horizon=30, drift_episodes=2, play_frames=60, bench_repeat=5),
+                steps_list=(1, 3, 10), drift_horizon=30, drift_episodes=2, play_frames=60, bench_repeat=5,
+                threads=2),
     "gpu": dict(episodes=100, episode_steps=1000, size=64, context=4, channels=(64, 64, 64, 64), depths=(2, 2, 2, 2),
                 cond_channels=256, batch_size=32, train_steps=20_000, lr=1e-4, k_max=64, eval_windows=1024,
-                steps_list=(1, 3, 10), drift_horizon=100, drift_episodes=8, play_frames=300, bench_repeat=20),
+                steps_list=(1, 3, 10), drift_horizon=100, drift_episodes=8, play_frames=300, bench_repeat=20,
+                threads=0),
 }
 
 # ----------------------------------------------------------------------------------------------------
@@ -211,7 +215,7 @@ _JEPA: dict[str, dict[str, Any]] = {
                 ac_model=dict(size=32, patch=8, dim=64, depth=2, heads=4, pred_dim=64, pred_depth=2, pred_heads=4),
                 ac_steps=300, ac_batch=16, ac_length=6, sigreg_proj=128, collapse_steps=100,
                 ac_recipes=("ema",), probe_steps=300,
-                plan_episodes=10, plan_budget=50, plan_horizon=5, cem_samples=100, cem_elites=10, cem_iters=4,
+                plan_episodes=5, plan_budget=50, plan_horizon=3, cem_samples=64, cem_elites=8, cem_iters=3,
                 pretrain_model=dict(frames=8, size=32, patch=8, dim=64, depth=2, heads=4, pred_dim=32,
                                     pred_depth=2, pred_heads=4),
                 bench_batch=16, bench_steps=3),
