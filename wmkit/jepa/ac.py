@@ -74,6 +74,9 @@ class ACConfig:
     """SIGReg random projections (LeWM: 1024)"""
     normalize: bool = True
     """layer-normalise features (V-JEPA 2-AC normalize_reps=True); LeWM: False"""
+    pooled: bool = False
+    """one embedding per frame (mean of the tokens through an MLP projector, as LeWM's CLS + projector) instead of
+    the N patch features (V-JEPA 2-AC)"""
 
     def encoder_config(self) -> VJEPAConfig:
         return VJEPAConfig(frames=2, size=self.size, patch=self.patch, tubelet=2, dim=self.dim, depth=self.depth,
@@ -117,7 +120,7 @@ class ACPredictor(nn.Module):
 
     def __init__(self, cfg: ACConfig):
         super().__init__()
-        g = cfg.size // cfg.patch
+        g = 1 if cfg.pooled else cfg.size // cfg.patch
         self.n = g * g
         self.embed = nn.Linear(cfg.dim, cfg.pred_dim)
         self.action = nn.Linear(cfg.action_dim, cfg.pred_dim)
@@ -157,17 +160,25 @@ class ACWorldModel(nn.Module):
         if cfg.regulariser == "frozen":
             self.encoder.requires_grad_(False)
         self.sigreg = SIGReg(num_proj=cfg.sigreg_proj)
+        self.projector = (nn.Sequential(nn.Linear(cfg.dim, 2 * cfg.dim), nn.GELU(), nn.Linear(2 * cfg.dim, cfg.dim))
+                          if cfg.pooled else None)
+        self.target_projector = (copy.deepcopy(self.projector).requires_grad_(False)
+                                 if cfg.pooled and cfg.regulariser == "ema" else None)
 
     def _norm(self, z: torch.Tensor) -> torch.Tensor:
         return F.layer_norm(z, (z.shape[-1],)) if self.cfg.normalize else z
 
     def encode(self, frames: torch.Tensor, target: bool = False) -> torch.Tensor:
         """(B, T, C, H, W) in [0, 1] -> features (B, T, N, D)."""
-        enc = self.target_encoder if (target and self.target_encoder is not None) else self.encoder
-        if target and self.cfg.regulariser in ("ema", "frozen"):
-            with torch.no_grad():
-                return self._norm(enc.encode_frames(frames))
-        return self._norm(enc.encode_frames(frames))
+        enc, proj = self.encoder, self.projector
+        if target and self.target_encoder is not None:
+            enc, proj = self.target_encoder, self.target_projector
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not (target and self.cfg.regulariser in ("ema",
+                                                                                                          "frozen"))):
+            z = enc.encode_frames(frames)  # (B, T, N, D)
+            if proj is not None:
+                z = proj(z.mean(2, keepdim=True))  # (B, T, 1, D): one embedding per frame
+            return self._norm(z)
 
     def _dist(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return (a - b).abs().mean() if self.cfg.loss == "l1" else (a - b).square().mean()
@@ -214,6 +225,8 @@ class ACWorldModel(nn.Module):
     def after_step(self) -> None:
         if self.cfg.regulariser == "ema":
             ema_update(self.target_encoder, self.encoder, self.cfg.momentum)
+            if self.projector is not None:
+                ema_update(self.target_projector, self.projector, self.cfg.momentum)
 
     @torch.no_grad()
     def energy(self, z0: torch.Tensor, goal: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:

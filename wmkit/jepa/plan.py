@@ -25,7 +25,8 @@ def plan_episode(model: ACWorldModel, env: TwoRooms, budget: int, horizon: int, 
                  iterations: int, generator: torch.Generator, keep_frames: bool = False) -> dict:
     """One MPC episode from the env's current state; returns success, steps, final distance (and frames)."""
     model.eval()
-    goal = model.encode(to_video(env.goal_image())[None, None])[:, 0]  # (1, N, D)
+    # the predictor is trained to output *target* features (EMA encoder, if any): compare with the goal there
+    goal = model.encode(to_video(env.goal_image())[None, None], target=True)[:, 0]  # (1, N, D)
     obs = env.render()
     frames, dists = [obs], [env.info()["distance"]]
     mean = None
@@ -59,7 +60,8 @@ def random_episode(env: TwoRooms, budget: int, rng: np.random.Generator) -> dict
 
 
 def evaluate_planning(model: ACWorldModel, episodes: int, budget: int, horizon: int, samples: int, elites: int,
-                      iterations: int, render_size: int, seed: int = 1000, progress: bool = True) -> dict:
+                      iterations: int, render_size: int, seed: int = 1000, progress: bool = True,
+                      same_room: bool = False) -> dict:
     """Planner vs random policy on the same ``episodes`` start/goal/door configurations (seeds seed..seed+E-1)."""
     if episodes < 1 or budget < 1:
         raise ValueError(f"evaluate_planning: episodes and budget must be >= 1, got {episodes}, {budget}")
@@ -68,10 +70,10 @@ def evaluate_planning(model: ACWorldModel, episodes: int, budget: int, horizon: 
     env = TwoRooms(render_size=render_size, max_energy=budget)
     rows = []
     for e in tqdm(range(episodes), desc="planning", disable=not progress):
-        env.reset(seed=seed + e)
+        env.reset(seed=seed + e, same_room=same_room)
         start = env.info()["distance"]
         p = plan_episode(model, env, budget, horizon, samples, elites, iterations, g)
-        env.reset(seed=seed + e)
+        env.reset(seed=seed + e, same_room=same_room)
         r = random_episode(env, budget, rng)
         rows.append({"episode": e, "start_distance": start, "plan_success": p["success"],
                      "plan_final_distance": p["final_distance"], "random_success": r["success"],

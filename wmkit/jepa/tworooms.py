@@ -93,7 +93,9 @@ class TwoRooms:
 
     # ---- gym API -------------------------------------------------------------------------------
     def reset(self, seed: int | None = None, agent: np.ndarray | None = None, goal: np.ndarray | None = None,
-              door: tuple[float, float] | None = None):
+              door: tuple[float, float] | None = None, same_room: bool = False):
+        """New door, agent and goal (the goal in the other room, as the spec; ``same_room=True``: an easier
+        variant without a door to pass)."""
         if seed is not None:
             self.rng = np.random.default_rng(seed)
         if door is None:
@@ -105,7 +107,7 @@ class TwoRooms:
             raise ValueError(f"TwoRooms.reset: door {door} is narrower than 2.5 agent radii ({2.5 * RADIUS})")
         self.agent = np.asarray(agent, dtype=np.float64) if agent is not None else self._sample_free(None)
         self.goal = (np.asarray(goal, dtype=np.float64) if goal is not None
-                     else self._sample_free(1 - self.room(self.agent)))
+                     else self._sample_free(self.room(self.agent) if same_room else 1 - self.room(self.agent)))
         for name, p in (("agent", self.agent), ("goal", self.goal)):
             if self.collides(p):
                 raise ValueError(f"TwoRooms.reset: {name} position {p.tolist()} collides with a wall")
