@@ -145,3 +145,22 @@ def test_collect_is_deterministic_and_goals_are_in_the_other_room():
     for s in range(20):
         env.reset(seed=s)
         assert env.room(env.agent) != env.room(env.goal)
+
+
+def test_pooled_option_gives_one_embedding_per_frame_and_stays_causal():
+    torch.manual_seed(0)
+    for reg in ("ema", "sigreg"):
+        m = ACWorldModel(ACConfig(**TINY, regulariser=reg, pooled=True))
+        z = m.encode(torch.rand(2, 3, 3, 16, 16))
+        assert z.shape == (2, 3, 1, 16)
+        out = m.loss(torch.rand(2, 4, 3, 16, 16), torch.randn(2, 3, 2))
+        out["loss"].backward()
+        assert all(p.grad is not None for p in m.projector.parameters())
+        if reg == "ema":
+            assert all(p.grad is None for p in m.target_projector.parameters())
+    pred = m.predictor.eval()
+    zz, a = torch.randn(1, 4, 1, 16), torch.randn(1, 4, 2)
+    base = pred(zz, a)
+    zz2 = zz.clone()
+    zz2[:, 2] += 3.0
+    assert torch.allclose(pred(zz2, a)[:, :2], base[:, :2], atol=1e-5)
