@@ -8,7 +8,9 @@ gets as many steps as the budget buys. The probes of :mod:`probes` read the agen
 features of held-out episodes: the V-JEPA / AC encoders' tokens of a single frame, Dreamer's posterior state
 [h_t, z_t] (which has also seen the past frames and actions: a sequence model's advantage, noted in the book).
 
-Stage 3 (wmkit.genie, wmkit.diffusion) is not part of this comparison yet: see the book page for what is missing.
+(d) Stage 3's Genie video tokenizer (:class:`wmkit.genie.tokenizer.VideoTokenizer`, a pixel-reconstructing
+ST-transformer with FSQ codes, imported) gives its continuous codes per frame. The diffusion models of stage 3b
+are not compared yet.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm.auto import tqdm
 
-__all__ = ["step_flops", "dreamer_world_model", "dreamer_batch", "train_dreamer_wm", "dreamer_features"]
+__all__ = ["step_flops", "dreamer_world_model", "dreamer_batch", "train_dreamer_wm", "dreamer_features",
+           "train_genie_tokenizer", "genie_features"]
 
 
 def step_flops(fn: Callable[[], torch.Tensor]) -> int:
@@ -98,3 +101,41 @@ def dreamer_features(wm, cfg, frames: np.ndarray, actions: np.ndarray) -> torch.
     out = wm.rssm.observe(embed, data["action"], data["is_first"], wm.rssm.initial(frames.shape[0], embed.device),
                           torch.Generator().manual_seed(0))
     return torch.cat([out["deter"], out["stoch"]], -1)  # (E, T+1, F)
+
+
+def train_genie_tokenizer(frames: np.ndarray, steps: int, batch: int, length: int = 2, dim: int = 64, patch: int = 8,
+                          lr: float = 3e-4, seed: int = 0, progress: bool = True):
+    """Stage 3's tokenizer (reconstruction MSE through FSQ) on random ``length``-frame windows of ``frames``
+    (E, T, S, S, 3) uint8; returns (tokenizer, history, flops per step, seconds)."""
+    from wmkit.genie.tokenizer import TokenizerConfig, VideoTokenizer
+    from wmkit.jepa.train import to_video
+
+    torch.manual_seed(seed)
+    tok = VideoTokenizer(TokenizerConfig(frame_size=frames.shape[2], patch=patch, dim=dim, enc_depth=2, dec_depth=2,
+                                         heads=4, max_frames=max(2, length)))
+    opt = torch.optim.AdamW(tok.parameters(), lr=lr)
+    g = torch.Generator().manual_seed(seed)
+    video = to_video(frames)  # (E, T, 3, S, S)
+
+    def batch_at():
+        e = torch.randint(0, video.shape[0], (batch,), generator=g).tolist()
+        s = torch.randint(0, video.shape[1] - length + 1, (batch,), generator=g).tolist()
+        return torch.stack([video[i, j:j + length] for i, j in zip(e, s, strict=True)])
+
+    x = batch_at()
+    flops = step_flops(lambda: tok(x)["loss"])
+    history, t0 = [], time.perf_counter()
+    for step in tqdm(range(steps), desc="Genie tokenizer", disable=not progress):
+        out = tok(batch_at())
+        opt.zero_grad(set_to_none=True)
+        out["loss"].backward()
+        opt.step()
+        if step % 10 == 0 or step == steps - 1:
+            history.append({"step": step, "mse": float(out["mse"].detach())})
+    return tok, history, flops, time.perf_counter() - t0
+
+
+@torch.no_grad()
+def genie_features(tok, frames: torch.Tensor, batch: int = 256) -> torch.Tensor:
+    """Continuous FSQ codes of single frames (M, 3, S, S) -> (M, N, q)."""
+    return torch.cat([tok.quantize(frames[i:i + batch, None])[0][:, 0] for i in range(0, len(frames), batch)])

@@ -1,0 +1,41 @@
+"""Comparison helpers: FLOP counting by a hand-computed linear layer, Dreamer's data format, probes' R^2."""
+
+import numpy as np
+import pytest
+import torch
+
+from wmkit.jepa.compare import dreamer_batch, step_flops
+from wmkit.jepa.probes import linear_probe, r2_score
+
+
+def test_step_flops_of_a_linear_layer_by_hand():
+    lin = torch.nn.Linear(4, 3, bias=False)
+    x = torch.randn(2, 4)
+    # forward (2x4)@(4x3): 2*2*4*3 = 48; backward: grad wrt weight 48 (input needs no grad) -> 96
+    assert step_flops(lambda: lin(x).sum()) == 96
+    x.requires_grad_(True)
+    assert step_flops(lambda: lin(x).sum()) == 144  # + grad wrt the input
+
+
+def test_dreamer_batch_aligns_actions_with_the_frames_they_led_to():
+    frames = np.random.default_rng(0).integers(0, 255, (2, 3, 32, 32, 3), dtype=np.uint8)
+    actions = np.arange(8, dtype=np.float32).reshape(2, 2, 2)
+    b = dreamer_batch(frames, actions)
+    assert b["image"].shape == (2, 3, 64, 64, 3)
+    assert torch.equal(b["image"][0, 1, 2:4, 4:6], torch.from_numpy(frames[0, 1, 1:2, 2:3]).expand(2, 2, 3))
+    assert torch.equal(b["action"][:, 0], torch.zeros(2, 2))  # nothing led to the first frame
+    assert torch.equal(b["action"][:, 1:], torch.from_numpy(actions))  # a_t led to frame t+1
+    assert b["is_first"][:, 0].all() and not b["is_first"][:, 1:].any()
+    with pytest.raises(ValueError, match="divide 64"):
+        dreamer_batch(np.zeros((1, 2, 48, 48, 3), np.uint8), np.zeros((1, 1, 2), np.float32))
+
+
+def test_probes_known_answers():
+    torch.manual_seed(0)
+    x = torch.randn(400, 5)
+    y = x[:, :2] * torch.tensor([2.0, -1.0]) + 0.5
+    r = linear_probe(x[:300], y[:300], x[300:], y[300:], ridge=1e-6)
+    assert r["r2"] == pytest.approx(1.0, abs=1e-6)
+    noise = linear_probe(torch.randn(300, 5), y[:300], torch.randn(100, 5), y[300:])
+    assert noise["r2"] < 0.1  # features unrelated to the target: about chance (0)
+    assert r2_score(y, y) == 1.0 and r2_score(y.mean(0).expand_as(y), y) == pytest.approx(0.0)
