@@ -281,3 +281,16 @@ def test_lam_fsq_actions_are_the_8_sign_patterns():
     assert lam.code(torch.arange(8)).unique(dim=0).shape == (8, 3)  # 8 distinct codes of 3 two-level channels
     with pytest.raises(ValueError, match="power of 2"):
         LatentActionModel(LAMConfig(frame_size=16, patch=8, num_actions=6, quantizer="fsq"))
+
+
+def test_observed_motion_labels_one_tile_scrolls():
+    from wmkit.genie.train import observed_motion
+
+    rng = np.random.default_rng(0)
+    world = rng.integers(0, 255, (120, 120, 3)).astype(np.uint8)
+    view = [world[40:96, 40:96]]  # (56, 56, 3) around the player
+    for dy, dx in ((0, -8), (0, 8), (-8, 0), (8, 0), (0, 0)):  # player moves left, right, up, down, stays
+        view.append(world[40 + dy:96 + dy, 40 + dx:96 + dx])
+        view.append(world[40:96, 40:96])  # back to the start
+    m = observed_motion(np.stack(view))
+    assert m[0::2].tolist() == [1, 2, 3, 4, 0]  # left, right, up, down, none

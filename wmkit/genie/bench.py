@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 
 import torch
 
@@ -67,8 +68,11 @@ def speed(name: str, device: torch.device, batch: int | None, repeat: int) -> No
             ("tokenizer_train", step_fn(tok, lambda: tok(x_tok)["loss"]), b * cfg.tok_clip_len * N),
             ("lam_train", step_fn(lam, lambda: lam(x_lam)["loss"]), b * (cfg.lam_clip_len - 1)),
             ("dynamics_train", step_fn(dyn, lambda: dyn.loss(z, a)["loss"]), b * cfg.dyn_clip_len * N)):
+        c0 = time.process_time()
         t = timeit(fn, warmup=1, repeat=repeat, sync=device)["median"]
-        emit(B, metric, units / t, "tokens/s" if metric != "lam_train" else "frames/s", seconds_per_step=t, **tag)
+        cpu = (time.process_time() - c0) / (repeat + 1)  # CPU seconds per step: less sensitive to a loaded machine
+        emit(B, metric, units / t, "tokens/s" if metric != "lam_train" else "frames/s", seconds_per_step=t,
+             cpu_seconds_per_step=cpu, **tag)
     tok.eval()
     dyn.eval()
     ctx = z[:1, : cfg.dyn_clip_len - 1]

@@ -350,17 +350,41 @@ def infer_episode_actions(lam: LatentActionModel, frames: np.ndarray) -> torch.T
     return torch.stack(ids).cpu()
 
 
+MOTIONS = ("none", "left", "right", "up", "down")
+
+
+def observed_motion(frames: np.ndarray, shift: int = TILE) -> np.ndarray:
+    """Which way the player actually moved at each transition of tile-aligned frames (T, H, W, 3) -> (T-1,) ids
+    into :data:`MOTIONS`: the shift of the picture by one tile (or none) that best explains x_{t+1} from x_t.
+
+    The player stays in the centre, so moving left scrolls the world right (x_{t+1}[:, s:] = x_t[:, :-s]). A move
+    into a tree or water does not scroll and counts as "none", which is why this, not the pressed key, is the label
+    a latent action can be expected to match.
+    """
+    x = frames.astype(np.float32) / 255.0
+    x0, x1 = x[:-1], x[1:]  # (T-1, H, W, 3)
+    s = shift
+    err = np.stack([((x1 - x0) ** 2).mean(axis=(1, 2, 3)),
+                    ((x1[:, :, s:] - x0[:, :, :-s]) ** 2).mean(axis=(1, 2, 3)),  # player left: world right
+                    ((x1[:, :, :-s] - x0[:, :, s:]) ** 2).mean(axis=(1, 2, 3)),  # player right
+                    ((x1[:, s:] - x0[:, :-s]) ** 2).mean(axis=(1, 2, 3)),  # player up: world down
+                    ((x1[:, :-s] - x0[:, s:]) ** 2).mean(axis=(1, 2, 3))], axis=1)  # player down
+    return err.argmin(1)
+
+
 @torch.no_grad()
 def eval_lam(lam: LatentActionModel, episodes: list[dict], num_true: int = 17) -> dict:
-    """Held-out code usage, perplexity, confusion with the true actions, and how much the code matters: PSNR of
-    the LAM decoder's next-frame prediction with the inferred code minus with a random code."""
-    codes, true, gain = [], [], []
+    """Held-out code usage, perplexity, confusion with the true actions and with the observed motion
+    (:func:`observed_motion`; meaningful for tile-aligned frames), and how much the code matters: PSNR of the LAM
+    decoder's next-frame prediction with the inferred code minus with a random code."""
+    codes, true, gain, motion = [], [], [], []
     g = torch.Generator().manual_seed(0)
     dev = next(lam.parameters()).device
     for e in episodes:
         ids = infer_episode_actions(lam, e["frames"])
         codes.append(ids.numpy())
         true.append(e["actions"][:-1])
+        motion.append(observed_motion(e["frames"]))
         x = to_tensor(e["frames"]).to(dev)
         pairs = torch.stack([x[:-1], x[1:]], 1)  # (T-1, 2, 3, H, W)
         rnd = torch.randint(0, lam.cfg.num_actions, ids.shape, generator=g)
@@ -372,6 +396,7 @@ def eval_lam(lam: LatentActionModel, episodes: list[dict], num_true: int = 17) -
     u = code_usage(codes_a, lam.cfg.num_actions)
     return {"codes_live": u["live"], "codes_perplexity": u["perplexity"], "usage": u["fraction"],
             "confusion": confusion(codes_a, true_a, lam.cfg.num_actions, num_true),
+            "motion_confusion": confusion(codes_a, np.concatenate(motion), lam.cfg.num_actions, len(MOTIONS)),
             "decoder_psnr_gain": float(torch.cat(gain).mean()), "codes": codes_a, "true": true_a}
 
 
