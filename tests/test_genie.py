@@ -46,6 +46,7 @@ def test_st_transformer_rejects_clip_beyond_context():
         m(torch.randn(1, 5, 4, 16))
 
 
+@pytest.mark.slow
 def test_attention_cost_quadratic_terms_match_the_formula():
     """Forward FLOPs f(T) = a T + b T^2; QK^T and AV cost 2 L^2 D each, L = sequence length, per layer.
     Full attention: L = T N, so b = 4 N^2 D depth.
@@ -210,7 +211,7 @@ def test_dynamics_loss_masks_only_later_frames():
     assert float(out["mask_frac"]) == pytest.approx(0.75, abs=0.05)  # E[U(0.5, 1)] = 0.75
 
 
-@pytest.mark.parametrize("steps", [1, 4, 25])
+@pytest.mark.parametrize("steps", [1, 4, pytest.param(25, marks=pytest.mark.slow)])
 def test_maskgit_fills_every_token_in_exactly_the_configured_steps(steps):
     m = _tiny_dynamics()
     ctx = torch.randint(0, 12, (2, 2, 9))

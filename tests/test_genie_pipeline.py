@@ -9,6 +9,8 @@ import torch
 from wmkit.genie import train as G
 from wmkit.genie.play import GeniePlayer, action_effects, playthrough
 
+pytestmark = pytest.mark.slow  # trains three tiny models (~15 s on 2 cores)
+
 
 def _episodes(n, T=12, seed=0):
     rng = np.random.default_rng(seed)
