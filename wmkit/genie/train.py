@@ -92,6 +92,8 @@ class GenieConfig:
     """LAM clips per batch."""
     lam_actions: int = 8
     """|A|, the number of latent actions (Genie: 8)."""
+    lam_quantizer: str = "vq"
+    """LAM bottleneck: 'vq' (Genie) or 'fsq' (three 2-level channels, tinyworlds)."""
     lam_restart_after: int = 50
     """Dead-code restart after this many unused steps (0 = off)."""
     lam_decoder_mask: float = 0.0
@@ -215,7 +217,7 @@ def lam_config(cfg: GenieConfig) -> LAMConfig:
                      dec_depth=cfg.lam_depth, heads=cfg.heads, num_actions=cfg.lam_actions,
                      restart_after=cfg.lam_restart_after, decoder_mask=cfg.lam_decoder_mask,
                      var_weight=cfg.lam_var_weight, max_frames=cfg.lam_clip_len, lam_size=cfg.lam_size,
-                     predict_delta=cfg.lam_predict_delta)
+                     predict_delta=cfg.lam_predict_delta, quantizer=cfg.lam_quantizer)
 
 
 def dynamics_config(cfg: GenieConfig, vocab: int, grid: tuple[int, int]) -> DynamicsConfig:
