@@ -82,6 +82,7 @@ _DREAMER = {
                   learn_env="reach-vector", learn_steps=120, learn_batch_size=4, learn_batch_length=16,
                   learn_train_ratio=8, learn_prefill=100, pixel_env="reach", pixel_steps=120, pixel_train_ratio=8,
                   learn_size="tiny", pixel_size="tiny", learn_eval_episodes=1,
+                  threads=1,   # tiny models thrash on 2 threads under load (02c: 17 s on 1 thread vs 150 s)
                   ckpt_every=0, resume_runs=False,
                   onecfg_envs=("reach-vector", "cartpole", "pendulum"), onecfg_steps=80,
                   onecfg_scales=(1000.0,), ablation_scale=1000.0, heads_steps=40, random_episodes=2),
@@ -91,7 +92,7 @@ _DREAMER = {
                 learn_env="reach-vector", learn_steps=4000, learn_batch_size=16, learn_batch_length=16,
                 learn_train_ratio=256, learn_prefill=500, pixel_env="reach", pixel_steps=600,
                 pixel_train_ratio=256, ckpt_every=0, resume_runs=False,
-                learn_size="tiny", pixel_size="tiny", learn_eval_episodes=20,
+                learn_size="tiny", pixel_size="tiny", learn_eval_episodes=20, threads=2,
                 onecfg_envs=("reach-vector", "cartpole", "pendulum"), onecfg_steps=800,
                 onecfg_scales=(0.001, 1000.0), ablation_scale=1000.0, heads_steps=1000, random_episodes=20),
     "gpu": dict(size="s", env_steps=1_000_000, train_ratio=512, batch_size=16,
@@ -104,7 +105,7 @@ _DREAMER = {
                 # (deter 512, units 512, cnn_depth 32, 2 layers), train ratio 1024, 100 sampled eval
                 # episodes; crafter = the default XL size (deter 4096, units 1024, cnn_depth 96, 5 layers),
                 # train ratio 512
-                learn_size="s", pixel_size="xl", learn_eval_episodes=100,
+                learn_size="s", pixel_size="xl", learn_eval_episodes=100, threads=2,
                 onecfg_envs=("reach-vector", "cartpole", "pendulum", "crafter", "atari100k:pong"),
                 onecfg_steps=100_000, onecfg_scales=(0.001, 1000.0),
                 ablation_scale=1000.0, heads_steps=3000, random_episodes=50),
