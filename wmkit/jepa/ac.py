@@ -9,7 +9,7 @@
       L_ro = mean_k | P(zhat_{<=k}, a_{<=k}) - z_{k+1} |_1, zhat_0 = z_0, k < 2  (eq. 3, 2-step autoregressive rollout)
 
   and plans by minimising the energy  E(a_1..a_H) = | P^H(z_0, a) - z_goal |_1  (eq. 4) with the cross-entropy
-  method (V-JEPA 2: 800 samples, top 10, 10 iterations ... see CEM below; the brief's 400/10/10 is the default).
+  method (samples / elites / iterations: 400 / 10 / 10 by default, the values this project's brief gives).
 * LeWM (Maes et al. 2026, ``lucas-maes/le-wm``: ``train.py``, ``config/train/lewm.yaml``): the encoder is trained
   end to end from pixels, with no EMA and no stop-gradient; the next-embedding MSE is regularised by SIGReg
   (Balestriero & LeCun 2025, LeJEPA, Algorithm 1) with weight 0.09, 1024 projections, 17 knots.
