@@ -271,3 +271,18 @@ def test_cli_train_then_play_writes_a_video(tmp_path, monkeypatch, capsys):
     assert played["frames"] == 4 + 4 and (tmp_path / "s.gif").stat().st_size > 0
     with pytest.raises(SystemExit, match="unknown command"):
         main(["dance"])
+
+
+def test_continuous_actions_condition_the_denoiser():
+    torch.manual_seed(0)
+    net = Denoiser(None, K, 3, (8, 8), (1, 1), None, 16, action_dim=3)
+    for name, p in net.named_parameters():
+        if name.endswith(("conv_out.weight", "conv2.weight")):
+            torch.nn.init.normal_(p, std=0.1)
+    ctx, _, x = batch()
+    a = torch.zeros(3, K, 3)
+    out0 = net(x, torch.zeros(3), ctx, a)
+    out1 = net(x, torch.zeros(3), ctx, a + torch.tensor([0.0, 1.0, 0.0]))  # steer
+    assert out0.shape == x.shape and (out0 - out1).abs().max() > 1e-4
+    with pytest.raises(ValueError, match="exactly one"):
+        Denoiser(5, K, action_dim=3)
