@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,18 @@ KINDS = ("discrete", "continuous", "none")
 
 class ClipFormatError(ValueError):
     """A clip (or a file that should hold one) is malformed: the message names the file/field."""
+
+
+def report_skipped(what: str, bad: list[str], errors: list[str] | None, total: int | None = None,
+                   unit: str = "bad item(s)") -> None:
+    """What every loader does with ``strict=False``: append the messages of the skipped items to ``errors`` (if
+    given) and warn once with their count and the first message. Nothing is skipped silently."""
+    if not bad:
+        return
+    if errors is not None:
+        errors.extend(bad)
+    count = f"{len(bad)} of {total} {unit}" if total is not None else f"{len(bad)} {unit}"
+    warnings.warn(f"{what}: skipped {count}; first: {bad[0]}", stacklevel=3)
 
 
 @dataclass(frozen=True)

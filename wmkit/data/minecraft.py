@@ -39,12 +39,11 @@ from __future__ import annotations
 
 import json
 import os
-import warnings
 from pathlib import Path
 
 import numpy as np
 
-from wmkit.data.clip import ActionSpace, Clip, ClipFormatError
+from wmkit.data.clip import ActionSpace, Clip, ClipFormatError, report_skipped
 from wmkit.data.video import probe_mp4, read_mp4
 
 KEYBOARD_BUTTONS = {  # official KEYBOARD_BUTTON_MAPPING
@@ -64,13 +63,6 @@ MINEREC_VERSION_SPECIFIC_SCALERS = {"5.7": 0.5, "5.8": 0.5, "6.7": 2.0, "6.8": 2
 VPT_FPS = 20.0
 _BUTTON_INDEX = {b: i for i, b in enumerate(BUTTONS)}
 _REQUIRED = {"mouse": ("dx", "dy", "buttons", "newButtons"), "keyboard": ("keys",)}
-
-
-def _warn_skipped(what: str, bad: list[str], errors: list[str] | None) -> None:
-    if bad:
-        if errors is not None:
-            errors.extend(bad)
-        warnings.warn(f"{what}: skipped {len(bad)} bad item(s); first: {bad[0]}", stacklevel=3)
 
 
 # ------------------------------------------------------------------------------------------ VPT
@@ -102,7 +94,7 @@ def read_jsonl(path: str | os.PathLike, strict: bool = True, errors: list[str] |
                     raise ClipFormatError(msg)
                 bad.append(msg)
             out.append(rec)
-    _warn_skipped(f"read_jsonl({path})", bad, errors)
+    report_skipped(f"read_jsonl({path})", bad, errors)
     return out
 
 
@@ -234,7 +226,7 @@ def load_minerl(folder: str | os.PathLike, size: int | tuple[int, int] | None = 
         raise
     except Exception as e:  # noqa: BLE001 - any failure to read the archive names the file
         raise ClipFormatError(f"{paths['rendered.npz']}: unreadable npz ({type(e).__name__}: {e})") from e
-    _warn_skipped(f"load_minerl({folder})", bad, errors)
+    report_skipped(f"load_minerl({folder})", bad, errors)
     if "reward" not in arrays:
         raise ClipFormatError(f"{paths['rendered.npz']}: missing 'reward'")
     reward = arrays["reward"].astype(np.float32)

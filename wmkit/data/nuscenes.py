@@ -23,13 +23,12 @@ from __future__ import annotations
 
 import json
 import os
-import warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from wmkit.data.clip import ActionSpace, Clip, ClipFormatError
+from wmkit.data.clip import ActionSpace, Clip, ClipFormatError, report_skipped
 from wmkit.data.dataset import resize_frames
 
 TABLES = ("category", "attribute", "visibility", "instance", "sensor", "calibrated_sensor", "ego_pose", "log",
@@ -174,9 +173,5 @@ def load_nuscenes(dataroot: str | os.PathLike, version: str = "v1.0-mini", chann
             if strict:
                 raise
             bad.append(f"scene {scene['name']}: {e}")
-    if bad:
-        if errors is not None:
-            errors.extend(bad)
-        warnings.warn(f"load_nuscenes: skipped {len(bad)} of {len(tables['scene'])} scenes; first: {bad[0]}",
-                      stacklevel=2)
+    report_skipped("load_nuscenes", bad, errors, total=len(tables["scene"]), unit="scenes")
     return clips

@@ -24,14 +24,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from wmkit.data.clip import NO_ACTIONS, ActionSpace, Clip, ClipFormatError
+from wmkit.data.clip import NO_ACTIONS, ActionSpace, Clip, ClipFormatError, report_skipped
 from wmkit.data.dataset import resize_frames
 
 COMMANDS = ("Go straight.", "Pass the intersection.", "Turn left.", "Turn right.", "Change to the left lane.",
@@ -139,8 +138,5 @@ def load_opendv(frames_root: str | os.PathLike, annotations: str | os.PathLike |
             if strict:
                 raise
             bad.append(str(e))
-    if bad:
-        if errors is not None:
-            errors.extend(bad)
-        warnings.warn(f"load_opendv: skipped {len(bad)} of {len(items)} clips; first: {bad[0]}", stacklevel=2)
+    report_skipped("load_opendv", bad, errors, total=len(items), unit="clips")
     return clips

@@ -11,13 +11,12 @@
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
-from wmkit.data.clip import NO_ACTIONS, Clip, ClipFormatError
+from wmkit.data.clip import NO_ACTIONS, Clip, ClipFormatError, report_skipped
 
 
 def _open(path: Path):
@@ -132,8 +131,5 @@ def mp4_clips(folder: str | os.PathLike, size: int | tuple[int, int] | None = 64
             if strict:
                 raise
             bad.append(str(e))
-    if bad:
-        if errors is not None:
-            errors.extend(bad)
-        warnings.warn(f"mp4_clips: skipped {len(bad)} of {len(paths)} files under {folder}: {bad[0]}", stacklevel=2)
+    report_skipped(f"mp4_clips({folder})", bad, errors, total=len(paths), unit="files")
     return clips
