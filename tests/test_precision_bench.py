@@ -66,6 +66,23 @@ def test_bench_cli_writes_rows(tmp_path, one_thread, capsys):
     assert read_results(tmp_path)[0]["file"] == "r.jsonl"
 
 
+@pytest.mark.slow
+def test_bench_compile_option_times_the_compiled_layer(tmp_path, one_thread):
+    # --compile: the layer runs through torch.compile (compiled in an untimed warm-up round, even with
+    # --warmup 0) and every row says it was compiled
+    from wmkit.precision_bench import _linear_step
+
+    step, backend = _linear_step(16, 8, "fp32", "auto", torch.device("cpu"), compile=True)
+    step()  # compiles forward and backward
+    assert backend == "torch"
+    out = tmp_path / "c.jsonl"
+    run(["--sizes", "16", "--tokens", "8", "--repeat", "1", "--warmup", "0", "--model", "false", "--out", str(out),
+         "--device", "cpu", "--precisions", "fp32,bf16", "--compile", "true"])
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert rows and all(r["compiled"] is True for r in rows)
+    assert {r["precision"] for r in rows if r["metric"] == "linear_step_ms"} == {"fp32", "bf16"}
+
+
 def test_read_results_names_the_bad_line(tmp_path):
     assert read_results(tmp_path) == []
     (tmp_path / "x.jsonl").write_text('{"a": 1}\nnot json\n')

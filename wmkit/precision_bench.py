@@ -86,9 +86,14 @@ class _SavedBytes:
 
 def train_run(precision: str, *, steps: int, dim: int = 128, depth: int = 2, heads: int = 4, seq_len: int = 32,
               batch: int = 16, vocab: int = 16, lr: float = 3e-3, seed: int = 0, device: str | None = None,
-              backend: str = "auto", progress: bool = False) -> dict:
+              backend: str = "auto", progress: bool = False, compile: bool = False) -> dict:
     """Train :class:`BenchTransformer` for ``steps`` AdamW steps in ``precision``; returns the loss curve and
-    the measured step time (median, ms), CUDA peak memory (MB, None on CPU) and saved-activation MB."""
+    the measured step time (median, ms), CUDA peak memory (MB, None on CPU) and saved-activation MB.
+
+    ``compile=True`` wraps the model in ``torch.compile`` after the precision swap (torchao's float8 training
+    is meant to run compiled: eager, its casts are separate kernels). The first steps then include the
+    compilation and are left out of the median; the saved-activation count is not taken (autograd's
+    saved-tensor hooks do not see inside a compiled graph), so it is None."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision: expected one of {PRECISIONS}, got {precision!r}")
     if steps < 1:
@@ -97,7 +102,10 @@ def train_run(precision: str, *, steps: int, dim: int = 128, depth: int = 2, hea
     torch.manual_seed(seed)
     model = BenchTransformer(vocab, dim, depth, heads, seq_len).to(dev)
     model = prepare_model(model, precision, backend=backend)
+    info = precision_of(model)  # read before compiling: the compiled wrapper hides the swapped layers
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    if compile:
+        model = torch.compile(model)
     gen = torch.Generator().manual_seed(seed)
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
@@ -109,7 +117,7 @@ def train_run(precision: str, *, steps: int, dim: int = 128, depth: int = 2, hea
     for step in it:
         x, y = (t.to(dev) for t in sum_task_batch(batch, seq_len, vocab, gen))
         t0 = time.perf_counter()
-        counter = _SavedBytes() if step == 0 else None
+        counter = _SavedBytes() if step == 0 and not compile else None
         hooks = (torch.autograd.graph.saved_tensors_hooks(counter.pack, lambda t: t) if counter
                  else _null())
         with hooks, autocast(precision, dev, backend=backend):
@@ -124,12 +132,11 @@ def train_run(precision: str, *, steps: int, dim: int = 128, depth: int = 2, hea
         if counter is not None:
             saved = counter.bytes / 2**20
         losses.append(loss.item())
-    timed = sorted(times[min(2, steps - 1):])  # the first steps include one-off setup
-    info = precision_of(model)
+    timed = sorted(times[min(2, steps - 1):])  # the first steps include one-off setup (and compilation)
     return {"precision": precision, "backend": info.get("backend") or "torch", "reason": info.get("reason", ""),
             "losses": losses, "step_ms": timed[len(timed) // 2], "saved_activation_mb": saved,
             "peak_memory_mb": torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else None,
-            "device": str(dev), "steps": steps,
+            "device": str(dev), "steps": steps, "compiled": compile,
             "model": dict(dim=dim, depth=depth, heads=heads, seq_len=seq_len, batch=batch, vocab=vocab)}
 
 
@@ -159,6 +166,9 @@ class Fp8BenchConfig:
     """Also time a transformer training step at the profile's size (P.fp8.bench_model)."""
     model_steps: int = 6
     """Training steps timed for the transformer (median of those after the first two)."""
+    compile: bool = False
+    """Wrap each timed layer and the transformer in torch.compile (torchao recommends it for float8 training;
+    compilation happens in the warm-up rounds, which are not timed). Rows carry ``compiled``."""
     device: str = "auto"
     """auto, cpu or cuda."""
     threads: int = 0
@@ -169,9 +179,13 @@ class Fp8BenchConfig:
     """Free text stored in every row, e.g. 'measured under load'."""
 
 
-def _linear_step(size: int, tokens: int, precision: str, backend: str, dev: torch.device):
+def _linear_step(size: int, tokens: int, precision: str, backend: str, dev: torch.device,
+                 compile: bool = False):
     torch.manual_seed(0)
     lin = prepare_model(nn.Linear(size, size, bias=False).to(dev), precision, backend=backend)
+    used = precision_of(lin).get("backend") or "torch"
+    if compile:
+        lin = torch.compile(lin)
     x = torch.randn(tokens, size, device=dev, requires_grad=True)  # (M, K)
     g = torch.randn(tokens, size, device=dev)  # (M, N): a dense output gradient
 
@@ -179,10 +193,11 @@ def _linear_step(size: int, tokens: int, precision: str, backend: str, dev: torc
         with autocast(precision, dev, backend=backend):
             y = lin(x)  # (M, N)
         y.backward(g.to(y.dtype))
-        lin.weight.grad = None
+        for p in lin.parameters():
+            p.grad = None
         x.grad = None
 
-    return step, precision_of(lin).get("backend") or "torch"
+    return step, used
 
 
 def crossover(sizes: list[int], ratios: list[float]) -> int:
@@ -224,7 +239,7 @@ def run(argv: list[str]) -> None:
     out = open(cfg.out, "a") if cfg.out else None  # noqa: SIM115 - closed below
     common = dict(bench="fp8", device=str(dev), device_name=status["device_name"],
                   capability=list(status["capability"]) if status["capability"] else None,
-                  profile=P.name, note=cfg.note, cpu=cpu_name(),
+                  profile=P.name, note=cfg.note, cpu=cpu_name(), compiled=cfg.compile,
                   date=time.strftime("%Y-%m-%d"))
 
     def put(metric, value, unit, **extra):
@@ -238,8 +253,9 @@ def run(argv: list[str]) -> None:
     for size in sizes:
         fns, backends = {}, {}
         for p in precisions:
-            fns[p], backends[p] = _linear_step(size, tokens, p, cfg.backend, dev)
-        ms = interleaved(fns, warmup=cfg.warmup, repeat=cfg.repeat, sync=dev)
+            fns[p], backends[p] = _linear_step(size, tokens, p, cfg.backend, dev, compile=cfg.compile)
+        # compiling happens in the first call, so a compiled run needs at least one untimed round
+        ms = interleaved(fns, warmup=max(cfg.warmup, 1 if cfg.compile else 0), repeat=cfg.repeat, sync=dev)
         med = {p: sorted(v)[len(v) // 2] for p, v in ms.items()}
         shape = dict(M=tokens, K=size, N=size)
         for p in precisions:
@@ -254,9 +270,12 @@ def run(argv: list[str]) -> None:
     if cfg.model:
         m = dict(P.fp8.bench_model)
         for p in precisions:
-            r = train_run(p, steps=cfg.model_steps, device=str(dev), backend=cfg.backend, **m)
+            r = train_run(p, steps=cfg.model_steps, device=str(dev), backend=cfg.backend, compile=cfg.compile,
+                          **m)
             put("train_step_ms", r["step_ms"], "ms", precision=p, backend=r["backend"], model=m)
-            put("saved_activation_mb", r["saved_activation_mb"], "MB", precision=p, backend=r["backend"], model=m)
+            if r["saved_activation_mb"] is not None:  # not countable inside a compiled graph
+                put("saved_activation_mb", r["saved_activation_mb"], "MB", precision=p, backend=r["backend"],
+                    model=m)
             if r["peak_memory_mb"] is not None:
                 put("peak_memory_mb", r["peak_memory_mb"], "MB", precision=p, backend=r["backend"], model=m)
     if out:
