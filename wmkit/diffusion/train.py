@@ -36,8 +36,9 @@ class DiffusionConfig:
 
     recipe: Literal["edm", "vpred", "shortcut"] = "edm"
     """edm: DIAMOND (EDM preconditioning, Euler); vpred: GameNGen (v-prediction, DDIM); shortcut: Dreamer 4."""
-    env: Literal["crafter", "driving"] = "crafter"
-    """Data: the Crafter stand-in (17 discrete actions) or the CarRacing driving stand-in (continuous actions)."""
+    env: Literal["crafter", "driving", "reach"] = "crafter"
+    """Data: the Crafter stand-in (17 discrete actions), the CarRacing driving stand-in (continuous actions) or
+    random-policy episodes of wmkit.dreamer's reach task (5 actions; the world of wmkit.diffusion.rl's agent)."""
     episodes: int = 8
     """Recorded episodes (20% of them, at least one, are held out by episode)."""
     episode_steps: int = 200
@@ -130,7 +131,11 @@ def load_clips(cfg: DiffusionConfig, progress: bool = False):
         return crafter_clips(episodes=cfg.episodes, steps=cfg.episode_steps, seed=cfg.data_seed, progress=progress)
     if cfg.env == "driving":
         return driving_clips(episodes=cfg.episodes, steps=cfg.episode_steps, seed=cfg.data_seed, progress=progress)
-    raise ValueError(f"env must be 'crafter' or 'driving', got {cfg.env!r}")
+    if cfg.env == "reach":
+        from wmkit.diffusion.rl import record_episodes
+
+        return record_episodes("reach", cfg.episodes, cfg.data_seed, cfg.episode_steps)
+    raise ValueError(f"env must be 'crafter', 'driving' or 'reach', got {cfg.env!r}")
 
 
 def window_tensors(ds) -> dict[str, torch.Tensor]:

@@ -1,0 +1,159 @@
+"""wmkit.diffusion.agent / rl: DIAMOND's reward/end model and actor-critic in imagination.
+
+Known answers: LSTM initialisation, two-hot reward targets, causality of the reward/end LSTM, the uniform untrained
+policy, lambda-returns of an imagined rollout computed by hand with a reward/end model forced to one class, gradient
+routing (only the actor-critic learns in imagination), the real-game random baseline of reach, bad inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from wmkit.diffusion import EDM, Denoiser
+from wmkit.diffusion.agent import ActorCritic, ImaginedEnv, RewEndModel, imagination_loss, init_lstm
+from wmkit.diffusion.rl import REACH_BINS, AgentConfig, evaluate, load_agent, record_episodes, run
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+S, K, A = 16, 2, 5
+
+
+def tiny_world(seed=0):
+    torch.manual_seed(seed)
+    model = EDM(Denoiser(A, K, 3, (8, 8), (1, 1), None, 16)).eval()
+    rew_end = RewEndModel(A, S, REACH_BINS, (8, 8), (1, 1), 16, 16).eval()
+    return model, rew_end
+
+
+def force_classes(rew_end: RewEndModel, reward_class: int, end_class: int) -> None:
+    """Make the head output constant logits: a huge logit for one reward class and one end class."""
+    with torch.no_grad():
+        first, _, last = rew_end.head
+        first.weight.zero_()
+        first.bias.fill_(1.0)  # silu(1) > 0 for every unit, whatever the input
+        last.weight.zero_()
+        last.weight[reward_class] = 100.0
+        last.weight[len(rew_end.bins) + end_class] = 100.0
+
+
+def test_init_lstm_forget_gate():
+    lstm = torch.nn.LSTMCell(6, 4)
+    init_lstm(lstm)
+    assert torch.equal(lstm.bias_ih[4:8], torch.ones(4))  # forget gate
+    assert lstm.bias_ih[:4].abs().sum() == 0 and lstm.bias_ih[8:].abs().sum() == 0 and lstm.bias_hh.abs().sum() == 0
+    w = lstm.weight_hh.reshape(-1, 4)  # orthogonal rows of a (16, 4) matrix: W^T W = I
+    assert torch.allclose(lstm.weight_hh.T @ lstm.weight_hh, torch.eye(4), atol=1e-5)
+    assert w.shape == (16, 4)
+
+
+def test_reward_targets_sign_and_grid():
+    m = RewEndModel(A, S, (-1.0, 0.0, 1.0), (8, 8), (1, 1), 16, 16)
+    t = m.reward_target(torch.tensor([-3.0, 0.0, 0.5]), clip_sign=True)
+    assert torch.equal(t, torch.eye(3))  # DIAMOND: sign(r) + 1 is the class
+    g = RewEndModel(A, S, REACH_BINS, (8, 8), (1, 1), 16, 16)
+    t = g.reward_target(torch.tensor([3 / 14, 0.5 / 14]), clip_sign=False)
+    assert float(t[0, 3]) == pytest.approx(1.0) and float(t[0].sum()) == pytest.approx(1.0)
+    assert float(t[1, 0]) == pytest.approx(0.5) and float(t[1, 1]) == pytest.approx(0.5)  # two-hot between bins
+    with pytest.raises(ValueError, match="outside the reward bins"):
+        g.reward_target(torch.tensor([2.0]), clip_sign=False)
+    with pytest.raises(ValueError, match="increasing"):
+        RewEndModel(A, S, (1.0, 0.0))
+    with pytest.raises(ValueError, match="divisible"):
+        RewEndModel(A, 15, REACH_BINS, (8, 8), (1, 1), 16, 16)
+
+
+def test_rew_end_is_causal_in_time():
+    _, m = tiny_world()
+    g = torch.Generator().manual_seed(0)
+    obs = torch.rand(2, 5, 3, S, S, generator=g) * 2 - 1
+    act = torch.randint(0, A, (2, 5), generator=g)
+    nxt = torch.rand(2, 5, 3, S, S, generator=g) * 2 - 1
+    r1, e1, _ = m(obs, act, nxt)
+    obs2, nxt2, act2 = obs.clone(), nxt.clone(), act.clone()
+    obs2[:, 3:] += 0.5
+    nxt2[:, 3:] -= 0.5
+    act2[:, 3:] = (act2[:, 3:] + 1) % A
+    r2, e2, _ = m(obs2, act2, nxt2)
+    assert torch.allclose(r1[:, :3], r2[:, :3]) and torch.allclose(e1[:, :3], e2[:, :3])  # the past is untouched
+    assert not torch.allclose(r1[:, 3:], r2[:, 3:])  # the perturbed steps do change
+    # step by step with the carried LSTM state == the whole sequence at once (what ImaginedEnv relies on)
+    _, _, hc = m(obs[:, :3], act[:, :3], nxt[:, :3])
+    r_step, _, _ = m(obs[:, 3:4], act[:, 3:4], nxt[:, 3:4], hc)
+    assert torch.allclose(r_step[:, 0], r1[:, 3], atol=1e-5)
+
+
+def test_untrained_actor_critic_is_uniform_and_checks_size():
+    ac = ActorCritic(A, S, (8, 8, 8, 8), 32)
+    logits, v, (h, c) = ac(torch.rand(3, 3, S, S), ac.initial_state(3))
+    assert torch.equal(logits, torch.zeros(3, A)) and torch.equal(v, torch.zeros(3))  # zero-init heads (DIAMOND)
+    assert h.shape == c.shape == (3, 32)
+    with pytest.raises(ValueError, match="divisible"):
+        ActorCritic(A, 20, (8, 8, 8, 8), 32)
+
+
+@pytest.mark.parametrize("end_class", [0, 1])
+def test_imagined_lambda_returns_by_hand(end_class):
+    model, rew_end = tiny_world()
+    force_classes(rew_end, reward_class=7, end_class=end_class)  # reward 7/14 = 0.5 at every step
+    ac = ActorCritic(A, S, (8, 8, 8, 8), 32)  # value head zero: V = 0 everywhere
+    g = torch.Generator().manual_seed(0)
+    obs = torch.rand(4, K, 3, S, S, generator=g) * 2 - 1
+    act = torch.randint(0, A, (4, K), generator=g)
+    H, gamma, lam = 5, 0.9, 0.8
+    loss, mets, traj = imagination_loss(ac, ImaginedEnv(model, rew_end, 1, g), obs, act, H, gamma, lam, 0.0, 1.0, g)
+    c = 0.5
+    if end_class == 0:  # R_t = c + gamma lam R_{t+1}, R_H = V = 0  ->  R_0 = c sum_i (gamma lam)^i
+        R = [0.0]
+        for _ in range(H):
+            R.insert(0, c + gamma * lam * R[0])
+        R = R[:-1]
+        w = [1.0] * H
+    else:  # the episode ends after the first step: R_0 = c, later steps masked out
+        R, w = [c] * H, [1.0] + [0.0] * (H - 1)
+    assert mets["imag_return"] == pytest.approx(R[0], rel=1e-5)
+    assert mets["imag_reward"] == pytest.approx(c)
+    assert mets["loss_value"] == pytest.approx(sum(wi * r * r for wi, r in zip(w, R)) / H, rel=1e-5)
+    assert traj["frames"].shape == (4, H + 1, 3, S, S) and traj["actions"].shape == (4, H)
+    assert bool(traj["ends"].all()) == bool(end_class)
+    # gradient routing: only the actor-critic learns in imagination
+    loss.backward()
+    assert all(p.grad is None for p in list(model.parameters()) + list(rew_end.parameters()))
+    assert ac.critic.weight.grad is not None and ac.critic.weight.grad.abs().sum() > 0
+    assert ac.encoder[0].weight.grad is not None
+
+
+def test_imagined_env_checks_shapes():
+    model, rew_end = tiny_world()
+    env = ImaginedEnv(model, rew_end)
+    with pytest.raises(ValueError, match="reset"):
+        env.reset(torch.zeros(2, K + 1, 3, S, S), torch.zeros(2, K + 1, dtype=torch.long))
+
+
+def test_record_and_random_baseline_of_reach():
+    clips = record_episodes("reach", 3, seed=0)
+    assert [len(c) for c in clips] == [51, 51, 51]  # 50 steps + the first frame
+    r = np.concatenate([c.reward[:-1] for c in clips])
+    assert np.allclose(r * 14, np.round(r * 14)) and r.min() >= 0 and r.max() <= 1  # 1 - d/14 on the grid
+    with pytest.raises(ValueError, match="discrete"):
+        record_episodes("reach-continuous", 1)
+    rand = evaluate("reach", S, 20, None, seed=0)
+    assert 25 < rand["mean"] < 36  # the env's documented random score (~30)
+    assert rand == evaluate("reach", S, 20, None, seed=0)  # deterministic
+    # an untrained actor-critic is a uniform policy too: its score is a random policy's, within noise
+    ac = evaluate("reach", S, 20, ActorCritic(A, S, (8, 8, 8, 8), 32), seed=0)
+    assert abs(ac["mean"] - rand["mean"]) < 4 * max(ac["sem"], rand["sem"])
+
+
+@pytest.mark.slow
+def test_run_end_to_end_and_reload(tmp_path):
+    cfg = AgentConfig(episodes=5, wm_channels=(8, 8), wm_depths=(1, 1), wm_cond_channels=16, wm_steps=3,
+                      rew_end_channels=(8, 8), rew_end_depths=(1, 1), rew_end_cond=16, rew_end_lstm=16,
+                      rew_end_steps=3, ac_channels=(8, 8), ac_lstm=16, ac_steps=2, imagined=4, horizon=3,
+                      batch_size=4, eval_episodes=3, run_dir=str(tmp_path))
+    r = run(cfg, progress=False)
+    assert set(r["seconds"]) == {"record", "denoiser", "rew_end", "actor_critic", "evaluate"}
+    assert len(r["ac_history"]) == 2 and len(r["agent"]["returns"]) == 3
+    model, rew_end, ac, cfg2 = load_agent(tmp_path)
+    assert cfg2 == cfg
+    for a, b in zip(ac.state_dict().values(), r["actor_critic"].state_dict().values()):
+        assert torch.equal(a, b)

@@ -1,0 +1,315 @@
+"""Reinforcement learning inside a diffusion world model, end to end (DIAMOND, Alonso et al. 2024, section 3).
+
+    record random episodes in the real game -> train the denoiser (wmkit.diffusion.train) -> train the
+    reward/end model -> train the actor-critic in imagination -> play the policy in the REAL game against a
+    uniformly random policy (mean return +- standard error over held-out seeds)
+
+DIAMOND alternates these phases for 1,000 epochs of 100 real steps (Atari 100k). At the cpu budget wmkit runs
+them once, on one batch of random-policy data (``collect_rounds`` > 1 repeats collect -> train with the current
+policy, DIAMOND's loop). Environments are the ones of :func:`wmkit.dreamer.make_env` with discrete actions and
+pixels; the default is ``reach`` (an 8x8 grid, move the red block onto the green one, reward ``1 - d/14`` every
+step) because its dense reward lets a CPU run show learning in minutes. Crafter's reward (+1 per new
+achievement, +-0.1 health) is too sparse for that: a random-policy buffer holds a handful of rewarded
+transitions, and an imagined horizon of 15 steps rarely reaches one.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from wmkit.checkpoint import load_meta, load_state, save_state
+from wmkit.config import from_dict, to_dict
+from wmkit.diffusion.agent import ActorCritic, ImaginedEnv, RewEndModel, imagination_loss
+from wmkit.training import Logger, check_finite
+from wmkit.utils import runs_dir, seed_everything
+
+REACH_BINS = tuple(k / 14 for k in range(15))  # reach's rewards 1 - d/14, d = 0..14
+
+
+@dataclass
+class AgentConfig:
+    """DIAMOND's agent: denoiser + reward/end model + actor-critic trained in imagination, scored in the real game."""
+
+    env: str = "reach"
+    """A wmkit.dreamer.make_env name with pixels and discrete actions (reach, crafter, atari100k:<game>)."""
+    episodes: int = 40
+    """Random-policy episodes recorded in the real game (20% held out by episode)."""
+    max_steps: int = 1000
+    """Longest recorded episode (agent steps)."""
+    size: int = 16
+    """Frame side used by all three models (DIAMOND Atari: 64)."""
+    context: int = 4
+    """K frames of conditioning (DIAMOND: 4); also the burn-in length."""
+    recipe: str = "edm"
+    """Denoiser recipe (edm = DIAMOND)."""
+    wm_channels: tuple[int, ...] = (16, 16, 16)
+    """Denoiser U-Net widths (DIAMOND: 64, 64, 64, 64)."""
+    wm_depths: tuple[int, ...] = (1, 1, 1)
+    """Denoiser blocks per level (DIAMOND: 2, 2, 2, 2)."""
+    wm_cond_channels: int = 32
+    """Denoiser conditioning width (DIAMOND: 256)."""
+    wm_steps: int = 600
+    """Denoiser updates."""
+    wm_lr: float = 3e-4
+    """Denoiser learning rate (DIAMOND: 1e-4)."""
+    rew_end_channels: tuple[int, ...] = (16, 16, 16)
+    """Reward/end encoder widths (DIAMOND: 32, 32, 32, 32)."""
+    rew_end_depths: tuple[int, ...] = (1, 1, 1)
+    """Reward/end blocks per level (DIAMOND: 2, 2, 2, 2)."""
+    rew_end_cond: int = 32
+    """Reward/end action-embedding width (DIAMOND: 128)."""
+    rew_end_lstm: int = 128
+    """Reward/end LSTM width (DIAMOND: 512)."""
+    rew_end_steps: int = 300
+    """Reward/end updates (batches of sequences of K + horizon transitions, DIAMOND's seq_length)."""
+    rew_end_lr: float = 1e-3
+    """Reward/end learning rate (DIAMOND: 1e-4)."""
+    reward_sign: bool = False
+    """Classify sign(r) in {-1, 0, 1} as DIAMOND does on Atari (needs reward_bins = (-1, 0, 1))."""
+    reward_bins: tuple[float, ...] = REACH_BINS
+    """Reward classes; targets are two-hot on this grid (DIAMOND: (-1, 0, 1) with reward_sign)."""
+    ac_channels: tuple[int, ...] = (32, 32, 64, 64)
+    """Actor-critic encoder widths, one 2x2 max-pool each (DIAMOND: 32, 32, 64, 64)."""
+    ac_lstm: int = 512
+    """Actor-critic LSTM width (DIAMOND: 512)."""
+    ac_steps: int = 200
+    """Actor-critic updates in imagination."""
+    ac_lr: float = 1e-3
+    """Actor-critic learning rate (DIAMOND: 1e-4, with 5,000 updates in its first epoch)."""
+    imagined: int = 32
+    """Imagined trajectories per update (DIAMOND: batch 32)."""
+    horizon: int = 15
+    """Imagination horizon (DIAMOND: 15)."""
+    denoise_steps: int = 3
+    """Euler steps per imagined frame (DIAMOND: 3)."""
+    gamma: float = 0.985
+    """Discount (DIAMOND: 0.985)."""
+    lam: float = 0.95
+    """lambda of the lambda-returns (DIAMOND: 0.95)."""
+    entropy_weight: float = 1e-3
+    """Entropy bonus (DIAMOND: 0.001)."""
+    value_weight: float = 1.0
+    """Value-loss weight (DIAMOND: 1)."""
+    batch_size: int = 32
+    """Denoiser and reward/end batch (DIAMOND: 32)."""
+    warmup_steps: int = 100
+    """Linear learning-rate warm-up of each optimiser (DIAMOND: 100)."""
+    eval_episodes: int = 50
+    """Real-game episodes for the policy and for the random baseline (same seeds)."""
+    seed: int = 0
+    """Seed of recording, initialisation, batches and noise."""
+    run_dir: str = ""
+    """Output folder ('' = runs/diffusion/agent-<env>)."""
+
+
+# ------------------------------------------------------------------------------------------------ data
+def record_episodes(env_name: str, episodes: int, seed: int = 0, max_steps: int = 1000, policy=None) -> list:
+    """Episodes of the real game as wmkit.data Clips (frames at the env's 64x64). ``policy(obs_uint8, t)`` -> action,
+    default uniformly random. reward[t] and done[t] follow action t; the final frame carries a dummy action 0."""
+    from wmkit.data import ActionSpace, Clip
+    from wmkit.dreamer import make_env
+
+    env = make_env(env_name, seed=seed)
+    if not env.act_space["discrete"] or "image" not in env.obs_space:
+        raise ValueError(f"env {env_name!r}: the diffusion agent needs pixels and discrete actions")
+    n = int(env.act_space["n"])
+    rng = np.random.default_rng(seed)
+    clips = []
+    for e in range(episodes):
+        obs = env.reset()
+        frames, acts, rews, dones = [obs["image"]], [], [], []
+        for t in range(max_steps):
+            a = int(rng.integers(n)) if policy is None else int(policy(obs["image"], t))
+            obs = env.step(a)
+            frames.append(obs["image"]), acts.append(a), rews.append(float(obs["reward"]))
+            dones.append(bool(obs["is_terminal"]))
+            if obs["is_last"]:
+                break
+        acts.append(0), rews.append(0.0), dones.append(False)
+        clips.append(Clip(np.stack(frames), np.asarray(acts, np.int64), ActionSpace("discrete", n=n),
+                          np.asarray(rews, np.float32), np.asarray(dones, bool),
+                          dict(source=f"{env_name}:seed{seed}:ep{e}", episode=f"{env_name}-{seed}-{e}", fps=15.0)))
+    env.close()
+    return clips
+
+
+def _windows(clips, length: int, size: int, split: str, seed: int) -> dict[str, torch.Tensor]:
+    from wmkit.data import ClipDataset
+
+    ds = ClipDataset(clips, context=length, future=0, size=size, split=split, seed=seed)
+    items = [ds[i] for i in range(len(ds))]
+    return {"frames": torch.stack([it["frames"] for it in items]) * 2 - 1,  # (N, L, 3, S, S) in [-1, 1]
+            **{k: torch.stack([it[k] for it in items]) for k in ("actions", "reward", "done")}}
+
+
+def _optimizer(module, lr: float, weight_decay: float, warmup: int):
+    opt = torch.optim.AdamW(module.parameters(), lr=lr, weight_decay=weight_decay, eps=1e-8)
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, warmup)))
+
+
+# ------------------------------------------------------------------------------------------------ phases
+def train_rew_end(cfg: AgentConfig, clips, num_actions: int, log: Logger | None = None, progress: bool = True):
+    """Train the reward/end model on sequences of K + horizon transitions; held-out accuracy of the argmax class."""
+    L = cfg.context + cfg.horizon + 1
+    tr = _windows(clips, L, cfg.size, "train", cfg.seed)
+    ho = _windows(clips, L, cfg.size, "heldout", cfg.seed)
+    torch.manual_seed(cfg.seed)
+    model = RewEndModel(num_actions, cfg.size, cfg.reward_bins, cfg.rew_end_channels, cfg.rew_end_depths,
+                        cfg.rew_end_cond, cfg.rew_end_lstm)
+    opt, sched = _optimizer(model, cfg.rew_end_lr, 1e-2, cfg.warmup_steps)
+    g = torch.Generator().manual_seed(cfg.seed)
+    N = tr["frames"].shape[0]
+    for step in tqdm(range(1, cfg.rew_end_steps + 1), desc="reward/end model", disable=not progress):
+        i = torch.randint(0, N, (cfg.batch_size,), generator=g)
+        f, a = tr["frames"][i], tr["actions"][i]
+        loss, mets = model.loss(f[:, :-1], a[:, :-1], f[:, 1:], tr["reward"][i, :-1], tr["done"][i, :-1],
+                                cfg.reward_sign)
+        check_finite({"rew_end_loss": loss}, step)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 100.0)  # DIAMOND: max_grad_norm 100
+        opt.step(), sched.step()
+        if log is not None and (step % 25 == 0 or step == cfg.rew_end_steps):
+            log.log(step, **{f"rew_end/{k}": v for k, v in mets.items()})
+    model.eval()
+    return model, rew_end_accuracy(model, ho, cfg.reward_sign)
+
+
+@torch.no_grad()
+def rew_end_accuracy(model: RewEndModel, windows: dict, reward_sign: bool) -> dict:
+    """Held-out: fraction of transitions whose most likely reward class is the target's nearest class, the same
+    for 'end', and the mean absolute error of the expected reward."""
+    f, a = windows["frames"], windows["actions"]
+    lr, le, _ = model(f[:, :-1], a[:, :-1], f[:, 1:])
+    r = windows["reward"][:, :-1]
+    r = r.sign() if reward_sign else r
+    target = (r[..., None] - model.bins).abs().argmin(-1)
+    expected = (lr.softmax(-1) * model.bins).sum(-1)
+    return {"reward_accuracy": float((lr.argmax(-1) == target).float().mean()),
+            "end_accuracy": float((le.argmax(-1) == windows["done"][:, :-1].long()).float().mean()),
+            "reward_mae": float((expected - r).abs().mean()), "transitions": int(r.numel())}
+
+
+def train_actor_critic(cfg: AgentConfig, model, rew_end: RewEndModel, clips, num_actions: int,
+                       log: Logger | None = None, progress: bool = True):
+    """DIAMOND's RL in imagination: each update starts ``imagined`` trajectories from real K-frame segments."""
+    starts = _windows(clips, cfg.context, cfg.size, "train", cfg.seed)
+    torch.manual_seed(cfg.seed)
+    ac = ActorCritic(num_actions, cfg.size, cfg.ac_channels, cfg.ac_lstm)
+    opt, sched = _optimizer(ac, cfg.ac_lr, 0.0, cfg.warmup_steps)  # DIAMOND: weight decay 0 for the actor-critic
+    g = torch.Generator().manual_seed(cfg.seed + 1)
+    env = ImaginedEnv(model, rew_end, cfg.denoise_steps, generator=g)
+    N, rows, traj = starts["frames"].shape[0], [], None
+    for step in tqdm(range(1, cfg.ac_steps + 1), desc="actor-critic in imagination", disable=not progress):
+        i = torch.randint(0, N, (cfg.imagined,), generator=g)
+        loss, mets, traj = imagination_loss(ac, env, starts["frames"][i], starts["actions"][i], cfg.horizon,
+                                            cfg.gamma, cfg.lam, cfg.entropy_weight, cfg.value_weight, g)
+        check_finite({"actor_critic_loss": loss}, step)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(ac.parameters(), 100.0)  # DIAMOND: max_grad_norm 100
+        opt.step(), sched.step()
+        rows.append({"step": step, **mets})
+        if log is not None and (step % 10 == 0 or step == cfg.ac_steps):
+            log.log(step, **{f"ac/{k}": v for k, v in mets.items()})
+    ac.eval()
+    return ac, rows, traj
+
+
+@torch.no_grad()
+def evaluate(env_name: str, size: int, episodes: int, ac: ActorCritic | None = None, seed: int = 10_000,
+             max_steps: int = 10_000) -> dict:
+    """Returns of ``episodes`` real-game episodes (seeds ``seed + i``) with the actor-critic (actions sampled from
+    its policy, DIAMOND's test epsilon 0) or, with ``ac=None``, a uniformly random policy. Episodes run in
+    lockstep, one batched actor-critic call per step."""
+    from wmkit.data import resize_frames
+    from wmkit.dreamer import make_env
+
+    envs = [make_env(env_name, seed=seed + i) for i in range(episodes)]
+    n = int(envs[0].act_space["n"])
+    rng = np.random.default_rng(seed)
+    g = torch.Generator().manual_seed(seed)
+    obs = [e.reset() for e in envs]
+    returns, alive = np.zeros(episodes), np.ones(episodes, bool)
+    hc = ac.initial_state(episodes) if ac is not None else None
+    for _ in range(max_steps):
+        if ac is not None:
+            imgs = resize_frames(np.stack([o["image"] for o in obs]), size)  # (E, S, S, 3)
+            x = torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 127.5 - 1  # (E, 3, S, S)
+            logits, _, hc = ac(x, hc)
+            acts = torch.multinomial(logits.softmax(-1), 1, generator=g).squeeze(-1).tolist()
+        else:
+            acts = rng.integers(n, size=episodes).tolist()
+        for i, e in enumerate(envs):
+            if alive[i]:
+                obs[i] = e.step(int(acts[i]))
+                returns[i] += float(obs[i]["reward"])
+                alive[i] = not obs[i]["is_last"]
+        if not alive.any():
+            break
+    for e in envs:
+        e.close()
+    return {"returns": returns.tolist(), "mean": float(returns.mean()),
+            "sem": float(returns.std(ddof=1) / math.sqrt(episodes)) if episodes > 1 else float("nan"),
+            "episodes": episodes}
+
+
+# ------------------------------------------------------------------------------------------------ all of it
+def run(cfg: AgentConfig, progress: bool = True) -> dict:
+    """Record -> denoiser -> reward/end -> actor-critic in imagination -> real-game evaluation. Saves
+    ``<run_dir>/diffusion/model`` (wmkit.diffusion.load_model) and ``<run_dir>/agent`` (:func:`load_agent`)."""
+    from wmkit.diffusion.train import DiffusionConfig, train
+
+    seed_everything(cfg.seed)
+    run_dir = Path(cfg.run_dir) if cfg.run_dir else Path(runs_dir("diffusion", f"agent-{cfg.env.replace(':', '-')}"))
+    t = {"start": time.perf_counter()}
+    clips = record_episodes(cfg.env, cfg.episodes, cfg.seed, cfg.max_steps)
+    n = clips[0].action_space.n
+    t["record"] = time.perf_counter()
+    dcfg = DiffusionConfig(recipe=cfg.recipe, env="reach" if cfg.env == "reach" else "crafter", size=cfg.size,
+                           context=cfg.context, channels=cfg.wm_channels, depths=cfg.wm_depths,
+                           cond_channels=cfg.wm_cond_channels, batch_size=cfg.batch_size, train_steps=cfg.wm_steps,
+                           lr=cfg.wm_lr, seed=cfg.seed, data_seed=cfg.seed, run_dir=str(run_dir / "diffusion"))
+    wm = train(dcfg, clips=clips, progress=progress)
+    model = wm["model"]
+    t["denoiser"] = time.perf_counter()
+    with Logger(run_dir / "logs") as log:
+        log.save_config(to_dict(cfg))
+        rew_end, acc = train_rew_end(cfg, clips, n, log, progress)
+        t["rew_end"] = time.perf_counter()
+        ac, rows, traj = train_actor_critic(cfg, model, rew_end, clips, n, log, progress)
+        t["actor_critic"] = time.perf_counter()
+    agent_eval = evaluate(cfg.env, cfg.size, cfg.eval_episodes, ac, seed=10_000 + cfg.seed)
+    random_eval = evaluate(cfg.env, cfg.size, cfg.eval_episodes, None, seed=10_000 + cfg.seed)
+    t["evaluate"] = time.perf_counter()
+    secs = {k: round(t[k] - t[p], 1) for p, k in zip(list(t)[:-1], list(t)[1:])}
+    save_state(run_dir / "agent", {"rew_end": rew_end.state_dict(), "actor_critic": ac.state_dict()},
+               metadata={"config": to_dict(cfg), "num_actions": n, "rew_end_accuracy": acc,
+                         "agent": agent_eval, "random": random_eval, "seconds": secs})
+    return {"config": cfg, "model": model, "rew_end": rew_end, "actor_critic": ac, "rew_end_accuracy": acc,
+            "ac_history": rows, "imagined": traj, "agent": agent_eval, "random": random_eval, "seconds": secs,
+            "denoiser_history": wm["history"], "run_dir": run_dir, "clips": clips}
+
+
+def load_agent(run_dir: str | Path):
+    """Rebuild (diffusion model, reward/end model, actor-critic, config) from a :func:`run` folder."""
+    from wmkit.diffusion.train import load_model
+
+    run_dir = Path(run_dir)
+    meta = load_meta(run_dir / "agent")
+    cfg = from_dict(AgentConfig, meta["config"])
+    n = meta["num_actions"]
+    rew_end = RewEndModel(n, cfg.size, cfg.reward_bins, cfg.rew_end_channels, cfg.rew_end_depths, cfg.rew_end_cond,
+                          cfg.rew_end_lstm)
+    ac = ActorCritic(n, cfg.size, cfg.ac_channels, cfg.ac_lstm)
+    state = load_state(run_dir / "agent")
+    rew_end.load_state_dict(state["rew_end"])
+    ac.load_state_dict(state["actor_critic"])
+    return load_model(run_dir / "diffusion"), rew_end.eval(), ac.eval(), cfg
