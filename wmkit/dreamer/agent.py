@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from wmkit.dreamer.config import SIZES, DreamerConfig
+from wmkit.dreamer.init import init_heads_, init_world_model_
 from wmkit.dreamer.math import ReturnNormalizer, lambda_return
 from wmkit.dreamer.networks import Actor, Decoder, Encoder, TwoHotHead, image_to_float, mlp_head
 from wmkit.dreamer.optim import LaProp, clip_agc_
@@ -59,13 +60,16 @@ class WorldModel(nn.Module):
     def __init__(self, obs_space: dict, n_act: int, cfg: DreamerConfig):
         super().__init__()
         c = cfg
-        self.encoder = Encoder(obs_space, c.cnn_depth, c.units, c.mlp_layers, c.norm, c.cnn)
+        self.encoder = Encoder(obs_space, c.cnn_depth, c.units, c.mlp_layers, c.norm, c.cnn, c.hidden_bias)
         self.rssm = RSSM(c, self.encoder.out_dim, n_act)
         self.feat_dim = c.deter + c.stoch * c.classes
         self.decoder = Decoder(obs_space, self.feat_dim, c.cnn_depth, c.units, c.mlp_layers, c.norm, c.cnn,
-                               c.deter)
-        self.reward = TwoHotHead(self.feat_dim, c.units, c.head_layers, c.norm, c.num_bins, c.bins_space)
-        self.cont = mlp_head(self.feat_dim, c.units, c.head_layers, c.norm, 1)
+                               c.deter, bias=c.hidden_bias)
+        self.reward = TwoHotHead(self.feat_dim, c.units, c.head_layers, c.norm, c.num_bins, c.bins_space,
+                                 c.hidden_bias)
+        self.cont = mlp_head(self.feat_dim, c.units, c.head_layers, c.norm, 1, c.hidden_bias)
+        if c.init == "official":   # the recipe's initialisers (wmkit/dreamer/init.py)
+            init_world_model_(self, c)
 
     # [eq:wm_loss]
     def loss(self, data: dict, cfg: DreamerConfig, gen: torch.Generator | None, cell=None,
@@ -173,9 +177,12 @@ class Agent:
             self.wm = WorldModel(self.obs_space, self.n_act, cfg).to(self.device)
             F = self.wm.feat_dim
             self.actor = Actor(F, self.n_act, self.discrete, cfg.units, cfg.mlp_layers, cfg.norm,
-                               cfg.actor_unimix, cfg.actor_min_std, cfg.actor_max_std).to(self.device)
+                               cfg.actor_unimix, cfg.actor_min_std, cfg.actor_max_std,
+                               cfg.hidden_bias).to(self.device)
             self.critic = TwoHotHead(F, cfg.units, cfg.mlp_layers, cfg.norm, cfg.num_bins,
-                                     cfg.bins_space).to(self.device)
+                                     cfg.bins_space, cfg.hidden_bias).to(self.device)
+            if cfg.init == "official":   # the recipe's initialisers (wmkit/dreamer/init.py)
+                init_heads_(self.actor, self.critic, cfg)
         self.slow_critic = copy.deepcopy(self.critic).requires_grad_(False)
         self.gen = torch.Generator(self.device).manual_seed(seed)           # update-time sampling
         self.act_gen = torch.Generator(self.device).manual_seed(seed + 1)   # acting
@@ -488,7 +495,8 @@ def size_table(recipe: str = "2023", n_act: int = 17) -> dict[str, int]:
         with torch.device("meta"):
             wm = WorldModel(obs, n_act, cfg)
             F = wm.feat_dim
-            actor = Actor(F, n_act, True, cfg.units, cfg.mlp_layers, cfg.norm, cfg.unimix, 0.1, 1.0)
-            critic = TwoHotHead(F, cfg.units, cfg.mlp_layers, cfg.norm, cfg.num_bins, cfg.bins_space)
+            actor = Actor(F, n_act, True, cfg.units, cfg.mlp_layers, cfg.norm, cfg.unimix, 0.1, 1.0, cfg.hidden_bias)
+            critic = TwoHotHead(F, cfg.units, cfg.mlp_layers, cfg.norm, cfg.num_bins, cfg.bins_space,
+                                cfg.hidden_bias)
         out[name] = sum(p.numel() for m in (wm, actor, critic) for p in m.parameters())
     return out

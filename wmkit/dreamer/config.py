@@ -57,11 +57,11 @@ RECIPES: dict[str, dict] = {
     "2023": dict(dyn_scale=0.5, norm="layer", bins_space="symlog", optimizer="adam", repval_scale=0.0,
                  model_lr=1e-4, actor_lr=3e-5, critic_lr=3e-5, initial="learned", actor_grad_cont="backprop",
                  contdisc=False, repval_grad=False, actor_unimix=0.01, imglayers=1, joint_update=False,
-                 cnn="2023", head_layers=None),
+                 cnn="2023", head_layers=None, hidden_bias=False),
     "2025": dict(dyn_scale=1.0, norm="rms", bins_space="symexp", optimizer="laprop", repval_scale=0.3,
                  model_lr=4e-5, actor_lr=4e-5, critic_lr=4e-5, initial="zeros", actor_grad_cont="reinforce",
                  contdisc=True, repval_grad=True, actor_unimix=0.0, imglayers=2, joint_update=True,
-                 cnn="2025", head_layers=1),
+                 cnn="2025", head_layers=1, hidden_bias=True),
 }
 # [/recipes]
 
@@ -98,6 +98,17 @@ class DreamerConfig:
     cnn: Literal["2023", "2025"] | None = None
     """Image encoder/decoder: "2023" (kernel 4 stride 2, channels d..8d, transposed-conv decoder) or "2025"
     (current code: kernel 5 + max-pool, channels d x (2, 3, 4, 4), block-linear + upsampling decoder)."""
+
+    hidden_bias: bool | None = None
+    """Every hidden linear/conv layer that a norm follows has a bias: False (2023: v1 ``nets.Linear`` and
+    ``Conv2D`` keep a bias only without a norm, ``bias and norm == 'none'``) / True (current code:
+    ``nets.Linear``, ``BlockLinear``, ``Conv2D`` default ``bias=True``, also before a norm)."""
+    init: Literal["official", "torch"] = "official"
+    """Weight initialisation: "official" = the recipe's initialiser (2023: ``winit: normal, fan: avg``,
+    truncated normal with std sqrt(1/fan_avg), uniform fan-avg output layers; current code:
+    ``trunc_normal_in``, truncated normal with std ~ sqrt(1/fan_in), output scales 0 for reward and value,
+    0.01 for the policy), zero biases (``wmkit/dreamer/init.py``); "torch" = PyTorch's default
+    (Kaiming-uniform; the reward and critic outputs are zero either way)."""
 
     # ---- world model (Sec. "World model learning") -----------------------------------------------
     unimix: float = 0.01
@@ -220,6 +231,8 @@ class DreamerConfig:
         if self.repval_grad and not self.joint_update:
             raise ValueError("repval_grad=True needs joint_update=True (the replay value loss must reach the "
                              "world model's backward pass)")
+        if self.init not in ("official", "torch"):
+            raise ValueError(f"init must be 'official' or 'torch', got {self.init!r}")
         if self.initial not in ("learned", "zeros"):
             raise ValueError(f"initial must be 'learned' or 'zeros', got {self.initial!r}")
         if self.actor_grad_cont not in ("backprop", "reinforce"):

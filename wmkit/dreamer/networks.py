@@ -10,7 +10,10 @@
                    (symlog MSE) in both.
 * ``TwoHotHead``-- reward and critic: 255 logits over bins, trained with two-hot cross-entropy,
                    output layer initialised to zero (the first predictions are exactly 0).
-* ``MLP``       -- Linear (no bias) -> LayerNorm/RMSNorm -> SiLU, ``layers`` times.
+* ``MLP``       -- Linear -> LayerNorm/RMSNorm -> SiLU, ``layers`` times. ``bias``: the Linear has a bias
+                   (current code: ``nets.Linear(bias=True)``) or not (2023: v1 ``Linear`` drops the bias
+                   whenever a norm follows, ``bias and norm == 'none'``); the same switch for every
+                   hidden conv and linear layer that a norm follows (``DreamerConfig.hidden_bias``).
 * ``Actor``     -- categorical (1% unimix in 2023, none in the current code) for discrete actions,
                    bounded Gaussian for continuous ones.
 """
@@ -53,13 +56,15 @@ def make_norm(kind: str, dim: int) -> nn.Module:
 
 
 class MLP(nn.Module):
-    """``layers`` x (Linear without bias -> norm -> SiLU). ``symlog_inputs`` squashes raw vectors first."""
+    """``layers`` x (Linear -> norm -> SiLU). ``symlog_inputs`` squashes raw vectors first; ``bias``: the
+    Linear layers carry a bias (current code) or not (2023 code)."""
 
-    def __init__(self, in_dim: int, units: int, layers: int, norm: str, symlog_inputs: bool = False):
+    def __init__(self, in_dim: int, units: int, layers: int, norm: str, symlog_inputs: bool = False,
+                 bias: bool = False):
         super().__init__()
         mods: list[nn.Module] = []
         for i in range(layers):
-            mods += [nn.Linear(in_dim if i == 0 else units, units, bias=False), make_norm(norm, units),
+            mods += [nn.Linear(in_dim if i == 0 else units, units, bias=bias), make_norm(norm, units),
                      nn.SiLU()]
         self.net = nn.Sequential(*mods)
         self.symlog_inputs = symlog_inputs
@@ -90,7 +95,8 @@ class ChannelNorm(nn.Module):
 class Encoder(nn.Module):
     """Observation dict -> embedding (..., E). Image: uint8 (..., 64, 64, 3); vector: float (..., D)."""
 
-    def __init__(self, obs_space: dict, depth: int, units: int, layers: int, norm: str, cnn: str = "2023"):
+    def __init__(self, obs_space: dict, depth: int, units: int, layers: int, norm: str, cnn: str = "2023",
+                 bias: bool = False):
         super().__init__()
         self.has_image, self.has_vector = "image" in obs_space, "vector" in obs_space
         self.out_dim = 0
@@ -99,17 +105,18 @@ class Encoder(nn.Module):
             if cnn == "2023":
                 chans = [3, depth, 2 * depth, 4 * depth, 8 * depth]
                 for cin, cout in zip(chans[:-1], chans[1:]):   # 64 -> 32 -> 16 -> 8 -> 4
-                    mods += [nn.Conv2d(cin, cout, 4, 2, 1, bias=False), ChannelNorm(norm, cout), nn.SiLU()]
+                    mods += [nn.Conv2d(cin, cout, 4, 2, 1, bias=bias), ChannelNorm(norm, cout), nn.SiLU()]
             elif cnn == "2025":   # official: Conv2D(depth, 5) -> reshape-max over 2x2 -> norm -> act
                 chans = [3, *(depth * m for m in (2, 3, 4, 4))]
                 for cin, cout in zip(chans[:-1], chans[1:]):   # 64 -> 32 -> 16 -> 8 -> 4
-                    mods += [nn.Conv2d(cin, cout, 5, 1, 2), nn.MaxPool2d(2), ChannelNorm(norm, cout), nn.SiLU()]
+                    mods += [nn.Conv2d(cin, cout, 5, 1, 2, bias=bias), nn.MaxPool2d(2), ChannelNorm(norm, cout),
+                             nn.SiLU()]
             else:
                 raise ValueError(f"cnn must be '2023' or '2025', got {cnn!r}")
             self.cnn = nn.Sequential(*mods)
             self.out_dim += chans[-1] * 4 * 4
         if self.has_vector:
-            self.mlp = MLP(obs_space["vector"][0][0], units, layers, norm, symlog_inputs=True)
+            self.mlp = MLP(obs_space["vector"][0][0], units, layers, norm, symlog_inputs=True, bias=bias)
             self.out_dim += self.mlp.out_dim
 
     def forward(self, obs: dict) -> torch.Tensor:
@@ -129,7 +136,7 @@ class Decoder(nn.Module):
     """Features (..., F) -> {"image": (..., 64, 64, 3) centred at 0, "vector": symlog(vector)}."""
 
     def __init__(self, obs_space: dict, feat_dim: int, depth: int, units: int, layers: int, norm: str,
-                 cnn: str = "2023", deter: int = 0, bspace: int = 8):
+                 cnn: str = "2023", deter: int = 0, bspace: int = 8, bias: bool = False):
         super().__init__()
         self.has_image, self.has_vector = "image" in obs_space, "vector" in obs_space
         self.depth, self.kind, self.deter, self.bspace = depth, cnn, deter, bspace
@@ -137,13 +144,13 @@ class Decoder(nn.Module):
             from wmkit.dreamer.rssm import BlockLinear
             d = [depth * m for m in (2, 3, 4, 4)]
             self.top = d[-1]
-            self.sp0 = BlockLinear(deter, 16 * self.top, bspace)                 # h -> (g, 4, 4, top/g)
-            self.sp1 = nn.Sequential(nn.Linear(feat_dim - deter, 2 * units), make_norm(norm, 2 * units), nn.SiLU(),
-                                     nn.Linear(2 * units, 16 * self.top))        # z -> (4, 4, top)
+            self.sp0 = BlockLinear(deter, 16 * self.top, bspace, bias=bias)      # h -> (g, 4, 4, top/g)
+            self.sp1 = nn.Sequential(nn.Linear(feat_dim - deter, 2 * units, bias=bias), make_norm(norm, 2 * units),
+                                     nn.SiLU(), nn.Linear(2 * units, 16 * self.top, bias=bias))  # z -> (4, 4, top)
             self.sp_norm = make_norm(norm, self.top)
             mods = []
             for cin, cout in ((d[3], d[2]), (d[2], d[1]), (d[1], d[0])):          # 4 -> 8 -> 16 -> 32
-                mods += [nn.Upsample(scale_factor=2), nn.Conv2d(cin, cout, 5, 1, 2), ChannelNorm(norm, cout),
+                mods += [nn.Upsample(scale_factor=2), nn.Conv2d(cin, cout, 5, 1, 2, bias=bias), ChannelNorm(norm, cout),
                          nn.SiLU()]
             mods += [nn.Upsample(scale_factor=2), nn.Conv2d(d[0], 3, 5, 1, 2)]   # 32 -> 64
             self.cnn = nn.Sequential(*mods)
@@ -151,12 +158,12 @@ class Decoder(nn.Module):
             self.img_in = nn.Linear(feat_dim, 8 * depth * 4 * 4)
             chans, mods = [8 * depth, 4 * depth, 2 * depth, depth], []
             for cin, cout in zip(chans[:-1], chans[1:]):              # 4 -> 8 -> 16 -> 32
-                mods += [nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=False), ChannelNorm(norm, cout),
+                mods += [nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=bias), ChannelNorm(norm, cout),
                          nn.SiLU()]
             mods += [nn.ConvTranspose2d(depth, 3, 4, 2, 1)]           # 32 -> 64
             self.cnn = nn.Sequential(*mods)
         if self.has_vector:
-            self.mlp = MLP(feat_dim, units, layers, norm)
+            self.mlp = MLP(feat_dim, units, layers, norm, bias=bias)
             self.vec_out = nn.Linear(self.mlp.out_dim, obs_space["vector"][0][0])
         self.symlog_vector = True   # False only in the no_symlog_twohot ablation: plain MSE on raw vectors
 
@@ -201,9 +208,10 @@ class Decoder(nn.Module):
 class TwoHotHead(nn.Module):
     """MLP -> ``num_bins`` logits. Reward and critic (Eq. 11). Output layer zero-initialised."""
 
-    def __init__(self, in_dim: int, units: int, layers: int, norm: str, num_bins: int, space: str):
+    def __init__(self, in_dim: int, units: int, layers: int, norm: str, num_bins: int, space: str,
+                 bias: bool = False):
         super().__init__()
-        self.mlp = MLP(in_dim, units, layers, norm)
+        self.mlp = MLP(in_dim, units, layers, norm, bias=bias)
         self.out = nn.Linear(self.mlp.out_dim, num_bins)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
@@ -242,9 +250,9 @@ class Actor(nn.Module):
     """Policy head. Discrete: logits with 1% unimix. Continuous: tanh mean, std in [min_std, max_std]."""
 
     def __init__(self, in_dim: int, n: int, discrete: bool, units: int, layers: int, norm: str,
-                 unimix: float, min_std: float, max_std: float):
+                 unimix: float, min_std: float, max_std: float, bias: bool = False):
         super().__init__()
-        self.mlp = MLP(in_dim, units, layers, norm)
+        self.mlp = MLP(in_dim, units, layers, norm, bias=bias)
         self.out = nn.Linear(self.mlp.out_dim, n if discrete else 2 * n)
         self.n, self.discrete, self.unimix = n, discrete, unimix
         self.min_std, self.max_std = min_std, max_std
@@ -283,7 +291,7 @@ class Actor(nn.Module):
         return logp, (0.5 + 0.9189385332046727 + b.log()).sum(-1)
 
 
-def mlp_head(in_dim: int, units: int, layers: int, norm: str, out: int) -> nn.Sequential:
+def mlp_head(in_dim: int, units: int, layers: int, norm: str, out: int, bias: bool = False) -> nn.Sequential:
     """MLP followed by a linear output (the continue head: one Bernoulli logit)."""
-    mlp = MLP(in_dim, units, layers, norm)
+    mlp = MLP(in_dim, units, layers, norm, bias=bias)
     return nn.Sequential(mlp, nn.Linear(mlp.out_dim, out))

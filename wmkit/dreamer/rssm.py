@@ -65,35 +65,35 @@ class RSSM(nn.Module):
         D, Hd, S, K = cfg.deter, cfg.hidden, cfg.stoch, cfg.classes
         self.deter, self.stoch, self.classes, self.blocks = D, S, K, cfg.blocks
         self.unimix, self.recipe = cfg.unimix, cfg.recipe
-        norm = cfg.norm
+        norm, bias = cfg.norm, cfg.hidden_bias   # bias: of the layers a norm follows (2023 none, 2025 all)
         act = nn.SiLU()
         self.act = act
         if cfg.recipe == "2023":
             # x = SiLU(Norm(W_z z + W_a a)); [x, h] -> Norm(W [x, h]) -> GRU gates
-            self.in_stoch = nn.Linear(S * K, Hd, bias=False)
+            self.in_stoch = nn.Linear(S * K, Hd, bias=bias)    # with in_act: one Linear on [z, a] (v1 img_in)
             self.in_act = nn.Linear(act_dim, Hd, bias=False)
             self.in_norm = make_norm(norm, Hd)
             # each block: [its slice of h (D/g), the whole x (Hd)] -> its 3 gates (3D/g)
-            self.gru = BlockLinear(D + cfg.blocks * Hd, 3 * D, cfg.blocks, bias=False)
+            self.gru = BlockLinear(D + cfg.blocks * Hd, 3 * D, cfg.blocks, bias=bias)
             self.gru_norm = make_norm(norm, 3 * D)
         else:
             # three normed projections, broadcast to every block, one block hidden layer, block GRU
-            self.in_deter = nn.Sequential(nn.Linear(D, Hd, bias=False), make_norm(norm, Hd), nn.SiLU())
-            self.in_stoch = nn.Sequential(nn.Linear(S * K, Hd, bias=False), make_norm(norm, Hd), nn.SiLU())
-            self.in_act = nn.Sequential(nn.Linear(act_dim, Hd, bias=False), make_norm(norm, Hd), nn.SiLU())
+            self.in_deter = nn.Sequential(nn.Linear(D, Hd, bias=bias), make_norm(norm, Hd), nn.SiLU())
+            self.in_stoch = nn.Sequential(nn.Linear(S * K, Hd, bias=bias), make_norm(norm, Hd), nn.SiLU())
+            self.in_act = nn.Sequential(nn.Linear(act_dim, Hd, bias=bias), make_norm(norm, Hd), nn.SiLU())
             g = cfg.blocks
-            self.hid = BlockLinear(D + g * 3 * Hd, D, g, bias=False)
+            self.hid = BlockLinear(D + g * 3 * Hd, D, g, bias=bias)
             self.hid_norm = make_norm(norm, D)
             self.gru = BlockLinear(D, 3 * D, g)
-        # posterior q(z | h, x): SiLU(Norm(W_h h + W_e e)) -> logits
-        self.post_deter = nn.Linear(D, Hd, bias=False)
+        # posterior q(z | h, x): SiLU(Norm(W_h h + W_e e + b)) -> logits (one Linear on [h, e] officially)
+        self.post_deter = nn.Linear(D, Hd, bias=bias)
         self.post_embed = nn.Linear(embed_dim, Hd, bias=False)
         self.post_norm = make_norm(norm, Hd)
         self.post_out = nn.Linear(Hd, S * K)
         # prior p(z | h): ``imglayers`` hidden layers (1 in 2023, 2 in the current code)
         layers: list[nn.Module] = []
         for i in range(cfg.imglayers):
-            layers += [nn.Linear(D if i == 0 else Hd, Hd, bias=False), make_norm(norm, Hd), nn.SiLU()]
+            layers += [nn.Linear(D if i == 0 else Hd, Hd, bias=bias), make_norm(norm, Hd), nn.SiLU()]
         self.prior = nn.Sequential(*layers, nn.Linear(Hd, S * K))
         self.action_clip = cfg.action_clip
         self.learned_initial = cfg.initial == "learned"
