@@ -286,3 +286,46 @@ def test_continuous_actions_condition_the_denoiser():
     assert out0.shape == x.shape and (out0 - out1).abs().max() > 1e-4
     with pytest.raises(ValueError, match="exactly one"):
         Denoiser(5, K, action_dim=3)
+
+
+def test_classifier_free_guidance_by_hand():
+    net = tiny_net(cfg_drop=0.1).eval()
+    ctx, act, x = batch()
+    c = torch.full((3,), 0.2)
+    cond = net(x, c, ctx, act)
+    uncond = net(x, c, torch.zeros_like(ctx), act)
+    assert not torch.allclose(cond, uncond)
+    net.guidance = 1.5  # GameNGen's weight: uncond + 1.5 (cond - uncond)
+    assert torch.allclose(net(x, c, ctx, act), uncond + 1.5 * (cond - uncond), atol=1e-5)
+    net.guidance = 1.0
+    assert torch.equal(net(x, c, ctx, act), cond)
+    # training: a dropped row sees zero frames; cfg_drop close to 1 drops (almost) every row
+    drop_all = tiny_net(cfg_drop=0.999999).train()
+    torch.manual_seed(0)
+    assert torch.allclose(drop_all(x, c, ctx, act), drop_all(x, c, torch.zeros_like(ctx), act))
+    plain = tiny_net().eval()
+    plain.guidance = 1.5
+    with pytest.raises(ValueError, match="cfg_drop"):
+        plain(x, c, ctx, act)
+    with pytest.raises(ValueError, match="cfg_drop"):
+        tiny_net(cfg_drop=1.0)
+
+
+def test_fp8_checkpoint_reloads_through_load_model(tmp_path):
+    from wmkit.diffusion import load_model, train
+    from wmkit.diffusion.rl import record_episodes
+    from wmkit.precision import Fp8Linear
+
+    clips = record_episodes("reach", 3, seed=0)
+    cfg = DiffusionConfig(env="reach", size=16, context=K, channels=(8, 8), depths=(1, 1), cond_channels=16,
+                          batch_size=4, train_steps=2, precision="fp8", cfg_drop=0.1, guidance=1.5,
+                          run_dir=str(tmp_path))
+    r = train(cfg, clips=clips, progress=False)
+    again = load_model(tmp_path)
+    assert isinstance(again.net.cond_proj[0], Fp8Linear) and again.net.guidance == 1.5
+    ctx, act = torch.zeros(1, K, 3, 16, 16), torch.zeros(1, K, dtype=torch.long)
+    g1, g2 = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
+    assert torch.equal(again.sample(ctx, act, 2, generator=g1), r["model"].sample(ctx, act, 2, generator=g2))
+    plain = load_model(tmp_path, precision="fp32")  # the same weights in plain layers
+    assert type(plain.net.cond_proj[0]) is torch.nn.Linear
+    assert torch.equal(plain.net.cond_proj[0].weight, again.net.cond_proj[0].weight)

@@ -75,6 +75,10 @@ class DiffusionConfig:
     """Discrete context-noise levels with learned embeddings (GameNGen: 10)."""
     ctx_noise_infer: float = 0.1
     """Fixed context-noise level at inference when context noise is on."""
+    cfg_drop: float = 0.0
+    """Classifier-free guidance training: fraction of windows whose frame context is zeroed (0 = off)."""
+    guidance: float = 1.0
+    """Classifier-free guidance weight on the frame context at sampling (1 = off; GameNGen: 1.5, needs cfg_drop)."""
     k_max: int = 64
     """shortcut: finest step 1/k_max (nicklashansen/dreamer4: 64)."""
     self_fraction: float = 0.25
@@ -115,7 +119,9 @@ def build_recipe(cfg: DiffusionConfig, num_actions: int | None, action_dim: int 
     ctx = ContextNoise(cfg.ctx_noise_max, cfg.ctx_noise_buckets, cfg.ctx_noise_infer)
     step_levels = int(round(torch.tensor(float(cfg.k_max)).log2().item())) + 1 if cfg.recipe == "shortcut" else 0
     net = Denoiser(num_actions, cfg.context, 3, tuple(cfg.channels), tuple(cfg.depths), None, cfg.cond_channels,
-                   action_dim, ctx_noise_buckets=cfg.ctx_noise_buckets if ctx.on else 0, step_levels=step_levels)
+                   action_dim, ctx_noise_buckets=cfg.ctx_noise_buckets if ctx.on else 0, step_levels=step_levels,
+                   cfg_drop=cfg.cfg_drop)
+    net.guidance = float(cfg.guidance)
     if cfg.recipe == "edm":
         return EDM(net, ctx, sigma_offset_noise=cfg.sigma_offset_noise, order=cfg.order)
     if cfg.recipe == "vpred":
@@ -197,11 +203,28 @@ def train(cfg: DiffusionConfig, clips=None, progress: bool = True) -> dict:
             "frames_per_s": cfg.train_steps * cfg.batch_size / secs, "train_windows": N}
 
 
-def load_model(run_dir: str | Path, device: str = "cpu") -> Recipe:
-    """Rebuild a trained recipe from ``<run_dir>/model`` (its config is stored beside the weights)."""
+def load_model(run_dir: str | Path, device: str = "cpu", precision: str | None = None) -> Recipe:
+    """Rebuild a trained recipe from ``<run_dir>/model`` (its config is stored beside the weights).
+
+    ``precision`` None rebuilds the model in the precision it was trained in: an fp8 model is prepared again with
+    :func:`wmkit.precision.prepare_model` on ``device`` (FP8 layers of the backend available there: TE or torchao
+    on a GPU, the emulation on CPU) before its weights are loaded; "fp32" or "bf16" loads the same weights into
+    plain ``nn.Linear`` layers. Transformer Engine's per-layer ``_extra_state`` (its FP8 scaling state) is kept
+    when the rebuilt layers have it and dropped, with a warning, when they do not (a TE checkpoint read on CPU).
+    """
+    import warnings
+
     path = Path(run_dir) / "model"
     meta = load_meta(path)
     cfg = from_dict(DiffusionConfig, meta["config"])
-    model = build_recipe(cfg, meta["num_actions"], meta["action_dim"])
-    model.load_state_dict(load_state(path, map_location=device)["model"])
-    return model.to(device).eval()
+    model = build_recipe(cfg, meta["num_actions"], meta["action_dim"]).to(device)
+    model.net = prepare_model(model.net, cfg.precision if precision is None else precision)
+    state = load_state(path, map_location=device)["model"]
+    own = model.state_dict()
+    extra = [k for k in state if k.endswith("_extra_state") and k not in own]
+    if extra:
+        warnings.warn(f"load_model: {len(extra)} FP8 scaling states (e.g. {extra[0]}) have no layer to go to in "
+                      "this precision/backend; they are dropped (the weights load)", stacklevel=2)
+        state = {k: v for k, v in state.items() if k not in set(extra)}
+    model.load_state_dict(state)
+    return model.eval()

@@ -168,13 +168,19 @@ class Denoiser(nn.Module):
         cond_channels: width of the conditioning vector (DIAMOND: 256); must be divisible by ``context``.
         ctx_noise_buckets: > 0 adds GameNGen's learned embedding of the context-noise level bucket.
         step_levels: > 0 adds Dreamer 4's embedding of the shortcut step index ``log2(1/d)`` (k_max = 2^(levels-1)).
+        cfg_drop: > 0 trains GameNGen's classifier-free guidance (the fraction of null frame contexts); set the
+            attribute ``guidance`` (GameNGen: 1.5) to sample with it.
     """
 
     def __init__(self, num_actions: int | None, context: int = 4, img_channels: int = 3,
                  channels: tuple[int, ...] = (64, 64, 64, 64), depths: tuple[int, ...] = (2, 2, 2, 2),
                  attn_depths: tuple[bool, ...] | None = None, cond_channels: int = 256, action_dim: int | None = None,
-                 ctx_noise_buckets: int = 0, step_levels: int = 0):
+                 ctx_noise_buckets: int = 0, step_levels: int = 0, cfg_drop: float = 0.0):
         super().__init__()
+        if not 0.0 <= cfg_drop < 1.0:
+            raise ValueError(f"cfg_drop must be in [0, 1), got {cfg_drop}")
+        self.cfg_drop = float(cfg_drop)  # training: probability of a null (all-zero) frame context
+        self.guidance = 1.0  # sampling: classifier-free guidance weight on the frame context (1 = off)
         if context < 1:
             raise ValueError(f"context must be >= 1 frame, got {context}")
         if cond_channels % context:
@@ -199,8 +205,34 @@ class Denoiser(nn.Module):
         self.conv_out = nn.Conv2d(channels[0], img_channels, 3, padding=1)
         nn.init.zeros_(self.conv_out.weight)
 
+    # [eq:cfg]
     def forward(self, x_in: torch.Tensor, c_noise: torch.Tensor, context: torch.Tensor, actions: torch.Tensor,
                 ctx_bucket: torch.Tensor | None = None, step_index: torch.Tensor | None = None) -> torch.Tensor:
+        """``body`` plus GameNGen's classifier-free guidance on the past frames (Valevski et al. 2024, section 4.2:
+        guidance 1.5 on the past observations only, none on the actions). Training with ``cfg_drop`` > 0 zeroes
+        the frame context of that fraction of the batch (the null condition); sampling with ``guidance`` w != 1
+        returns ``F_uncond + w (F_cond - F_uncond)``, the unconditional pass seeing zero frames and the same
+        actions, both in one batched call."""
+        if self.training and self.cfg_drop > 0:
+            keep = (torch.rand(context.shape[0], device=context.device) >= self.cfg_drop).to(context.dtype)  # (B,)
+            context = context * keep[:, None, None, None, None]
+        elif not self.training and self.guidance != 1.0:
+            if self.cfg_drop == 0:
+                raise ValueError(f"guidance {self.guidance}: this denoiser never learned the unconditional branch "
+                                 "(train it with cfg_drop > 0)")
+
+            def two(t):
+                return None if t is None else torch.cat([t, t])
+
+            out = self.body(two(x_in), two(c_noise), torch.cat([context, torch.zeros_like(context)]), two(actions),
+                            two(ctx_bucket), two(step_index))  # (2B, C, H, W)
+            cond, uncond = out.chunk(2)
+            return uncond + self.guidance * (cond - uncond)
+        return self.body(x_in, c_noise, context, actions, ctx_bucket, step_index)
+    # [/eq:cfg]
+
+    def body(self, x_in: torch.Tensor, c_noise: torch.Tensor, context: torch.Tensor, actions: torch.Tensor,
+             ctx_bucket: torch.Tensor | None = None, step_index: torch.Tensor | None = None) -> torch.Tensor:
         """x_in (B, C, H, W); c_noise (B,); context (B, K, C, H, W); actions (B, K) int or (B, K, A) float;
         ctx_bucket (B,) int; step_index (B,) int. Returns (B, C, H, W)."""
         B, K = context.shape[:2]
