@@ -162,9 +162,7 @@ def test_dream_ends_on_death_and_pays_one_per_frame():
     np.testing.assert_array_equal(alive, np.full((3, 4), 50.0))  # never dies: the cap
 
 
-def test_dream_death_depends_on_the_controller():
-    """A done head that reads the action input (through the LSTM) makes survival depend on C."""
-    torch.manual_seed(0)
+def _m_dies_when_action_positive() -> MDNRNN:
     m = MDNRNN(4, 1, 8, 2, reward_head=False)
     with torch.no_grad():
         for p in m.parameters():
@@ -174,11 +172,17 @@ def test_dream_death_depends_on_the_controller():
         m.lstm.bias_ih_l0[24:] = 10.0                  # output gate open
         m.done_head.weight[0] = 10.0                   # done logit = 10 * sum(h) - 1: dies when a > 0
         m.done_head.bias.fill_(-1.0)
+    return m.eval()
+
+
+def test_dream_death_depends_on_the_controller():
+    """A done head that reads the action input (through the LSTM) makes survival depend on C."""
+    m = _m_dies_when_action_positive()
     D = doom_controller_dim(4, 8)
     zero = np.zeros(D)                                 # a = tanh(0) = 0: never dies
     obs_is_z = np.zeros(D)
     obs_is_z[:4] = -20.0                               # a = tanh(-20 sum z): depends on the dream's z
-    surv = dream_survival(np.stack([zero, obs_is_z]), m.eval(), torch.full((3, 4), -1.0), torch.full((3, 4), -50.0),
+    surv = dream_survival(np.stack([zero, obs_is_z]), m, torch.full((3, 4), -1.0), torch.full((3, 4), -50.0),
                           rollouts=3, max_steps=20)
     np.testing.assert_array_equal(surv[0], np.full(3, 20.0))
     assert (surv[1] < 20).all()                         # z = -1 -> a = +1 -> h > 0 -> dies
@@ -259,3 +263,19 @@ def test_dream_survival_of_the_random_policy():
     np.testing.assert_array_equal(s, np.full((1, 3), 12.0))
     s = dream_survival(None, _m_with_done_bias(10.0), torch.zeros(2, 4), torch.zeros(2, 4), rollouts=3, max_steps=12)
     np.testing.assert_array_equal(s, np.ones((1, 3)))
+
+
+def test_dream_survival_of_fixed_action_sequences():
+    """``actions`` plays given sequences: with an M that kills when a > 0, 'hold left' (a = -1) lives to the cap,
+    'hold right' dies on the first frame, and a switch to the right at frame 6 dies there."""
+    m = _m_dies_when_action_positive()
+    acts = np.full((20, 3), -1.0, np.float32)
+    acts[:, 1] = 1.0
+    acts[5:, 2] = 1.0
+    s = dream_survival(None, m, torch.zeros(2, 4), torch.full((2, 4), -50.0), rollouts=3, max_steps=20, actions=acts)
+    np.testing.assert_array_equal(s, [[20.0, 1.0, 6.0]])
+    with pytest.raises(ValueError, match="actions must have shape"):
+        dream_survival(None, m, torch.zeros(2, 4), torch.zeros(2, 4), rollouts=3, max_steps=20, actions=acts[:10])
+    with pytest.raises(ValueError, match="not both"):
+        dream_survival(np.zeros((1, doom_controller_dim(4, 8))), m, torch.zeros(2, 4), torch.zeros(2, 4),
+                       rollouts=3, max_steps=20, actions=acts)

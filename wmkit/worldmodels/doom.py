@@ -169,18 +169,29 @@ def _obs(z: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]) -> torch.Ten
 # ---------------------------------------------------------------------------------------------- dream
 @torch.no_grad()
 def dream_survival(params: np.ndarray | None, m: MDNRNN, init_mu: torch.Tensor, init_logvar: torch.Tensor,
-                   rollouts: int, tau: float = 1.15, max_steps: int = MAX_FRAMES, seed: int = 0) -> np.ndarray:
+                   rollouts: int, tau: float = 1.15, max_steps: int = MAX_FRAMES, seed: int = 0,
+                   actions: np.ndarray | None = None) -> np.ndarray:
     """Frames each controller survives in M's dream, (P, rollouts) float: the CMA-ES fitness.
 
     Every candidate sees the same ``rollouts`` starting latents and noise (common random numbers).
     A dream starts from z ~ N(mu, sigma^2) of a real first frame (``initial_z.json`` in the paper),
     pays 1 per frame (including the frame M says it dies on) and ends when the done logit is > 0.
     ``params=None`` plays the random data policy instead (P = 1): is the dream as deadly as the game?
+    ``actions`` (max_steps, rollouts) with ``params=None``: play these fixed action sequences instead (e.g.
+    "hold left" = all -1), to ask whether dreamed survival depends on the actions as real survival does.
     """
     if m.done_head is None:
         raise ValueError("dream_survival needs an MDNRNN with a done head (reward_done_heads=True)")
     rand = None
-    if params is None:  # the paper's random policy, one action sequence per dream: (T, R)
+    if actions is not None:
+        if params is not None:
+            raise ValueError("dream_survival: give params (a controller) or actions (fixed sequences), not both")
+        rand = np.asarray(actions, np.float32)
+        if rand.shape != (max_steps, rollouts):
+            raise ValueError(f"dream_survival: actions must have shape (max_steps, rollouts) = "
+                             f"{(max_steps, rollouts)}, got {rand.shape}")
+        params = np.zeros((1, doom_controller_dim(m.z_dim, m.hidden)))
+    elif params is None:  # the paper's random policy, one action sequence per dream: (T, R)
         rand = np.stack([random_repeat_actions(max_steps, np.random.default_rng([seed, r]))[:, 0]
                          for r in range(rollouts)], 1)
         params = np.zeros((1, doom_controller_dim(m.z_dim, m.hidden)))
