@@ -329,3 +329,20 @@ def test_fp8_checkpoint_reloads_through_load_model(tmp_path):
     plain = load_model(tmp_path, precision="fp32")  # the same weights in plain layers
     assert type(plain.net.cond_proj[0]) is torch.nn.Linear
     assert torch.equal(plain.net.cond_proj[0].weight, again.net.cond_proj[0].weight)
+
+
+def test_changed_pixel_psnr_of_a_copying_model_equals_the_copy_baseline():
+    from wmkit.diffusion import Recipe
+    from wmkit.diffusion.evaluate import next_frame_quality
+
+    class CopyLast(Recipe):  # a "model" that repeats the last context frame
+        def sample(self, context, actions, steps, generator=None, **kw):
+            return context[:, -1]
+
+    ctx, act, _ = batch(B=4)
+    frames = torch.cat([ctx, ctx[:, -1:] * 0.5], 1)  # the next frame: the last one, dimmed
+    q = next_frame_quality(CopyLast(tiny_net()), {"frames": frames, "actions": torch.cat([act, act[:, :1]], 1)},
+                           steps_list=(1,))
+    assert q["psnr"][0] == pytest.approx(q["copy_last_psnr"]) and q["changed_psnr"][0] == pytest.approx(
+        q["copy_last_changed_psnr"])
+    assert q["changed_psnr"][0] < q["psnr"][0] and 0 < q["changed_fraction"] < 1  # the error sits on the changes

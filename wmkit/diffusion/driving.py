@@ -24,24 +24,7 @@ import numpy as np
 import torch
 
 from wmkit.diffusion.common import Recipe
-from wmkit.diffusion.evaluate import mse, psnr_of_mse, rollout
-
-
-def changed_mask(last: torch.Tensor, real: torch.Tensor, threshold: float = 0.1) -> torch.Tensor:
-    """(..., C, H, W) frames in [-1, 1] -> (..., 1, H, W) float mask of pixels whose mean |real - last| over the
-    channels exceeds ``threshold``."""
-    if last.shape != real.shape:
-        raise ValueError(f"shapes differ, {tuple(last.shape)} vs {tuple(real.shape)}")
-    return ((real - last).abs().mean(-3, keepdim=True) > threshold).float()
-
-
-def masked_psnr(pred: torch.Tensor, real: torch.Tensor, mask: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
-    """PSNR of the squared error summed over ``mask`` (broadcast over channels) and the given dims: one MSE over all
-    masked pixels, then dB. +inf-free: returns nan where no pixel is masked."""
-    se = (pred.float() - real.float()).pow(2) * mask  # (..., C, H, W)
-    count = mask.expand_as(se).sum(dims)
-    m = se.sum(dims) / count.clamp(min=1)
-    return torch.where(count > 0, psnr_of_mse(m), torch.full_like(m, float("nan")))
+from wmkit.diffusion.evaluate import changed_mask, masked_psnr, mse, psnr_of_mse, rollout
 
 
 def keyframe_windows(clips, context: int, horizon: int, size: int | None) -> dict[str, torch.Tensor]:
