@@ -109,6 +109,25 @@ class AgentConfig:
     """Output folder ('' = runs/diffusion/agent-<env>)."""
 
 
+DIAMOND_SIZES = dict(wm_channels=(64, 64, 64, 64), wm_depths=(2, 2, 2, 2), wm_cond_channels=256, wm_lr=1e-4,
+                     rew_end_channels=(32, 32, 32, 32), rew_end_depths=(2, 2, 2, 2), rew_end_cond=128,
+                     rew_end_lstm=512, rew_end_lr=1e-4, ac_channels=(32, 32, 64, 64), ac_lstm=512, ac_lr=1e-4)
+
+
+def agent_config_from_profile(profile=None, **overrides) -> AgentConfig:
+    """An AgentConfig with the sizes of a wmkit profile (``P.diffusion.agent_*``; the gpu profile takes DIAMOND's
+    network sizes and learning rates), then ``overrides``."""
+    from wmkit.profiles import profile as get_profile
+
+    P = get_profile(profile) if profile is None or isinstance(profile, str) else profile
+    d = P.diffusion
+    kw = dict(episodes=d.agent_episodes, size=d.agent_size, wm_steps=d.agent_wm_steps,
+              rew_end_steps=d.agent_rew_end_steps, ac_steps=d.agent_ac_steps, imagined=d.agent_imagined,
+              eval_episodes=d.agent_eval_episodes, **(DIAMOND_SIZES if d.agent_diamond_sizes else {}))
+    kw.update(overrides)
+    return AgentConfig(**kw)
+
+
 # ------------------------------------------------------------------------------------------------ data
 def record_episodes(env_name: str, episodes: int, seed: int = 0, max_steps: int = 1000, policy=None) -> list:
     """Episodes of the real game as wmkit.data Clips (frames at the env's 64x64). ``policy(obs_uint8, t)`` -> action,
@@ -155,6 +174,16 @@ def _optimizer(module, lr: float, weight_decay: float, warmup: int):
 
 
 # ------------------------------------------------------------------------------------------------ phases
+def denoiser_config(cfg: AgentConfig, run_dir: str | Path):
+    """The DiffusionConfig of the agent's world model (same frames, context and seed as the agent)."""
+    from wmkit.diffusion.train import DiffusionConfig
+
+    return DiffusionConfig(recipe=cfg.recipe, env="reach" if cfg.env == "reach" else "crafter", size=cfg.size,
+                           context=cfg.context, channels=cfg.wm_channels, depths=cfg.wm_depths,
+                           cond_channels=cfg.wm_cond_channels, batch_size=cfg.batch_size, train_steps=cfg.wm_steps,
+                           lr=cfg.wm_lr, seed=cfg.seed, data_seed=cfg.seed, run_dir=str(run_dir))
+
+
 def train_rew_end(cfg: AgentConfig, clips, num_actions: int, log: Logger | None = None, progress: bool = True):
     """Train the reward/end model on sequences of K + horizon transitions; held-out accuracy of the argmax class."""
     L = cfg.context + cfg.horizon + 1
@@ -265,7 +294,7 @@ def evaluate(env_name: str, size: int, episodes: int, ac: ActorCritic | None = N
 def run(cfg: AgentConfig, progress: bool = True) -> dict:
     """Record -> denoiser -> reward/end -> actor-critic in imagination -> real-game evaluation. Saves
     ``<run_dir>/diffusion/model`` (wmkit.diffusion.load_model) and ``<run_dir>/agent`` (:func:`load_agent`)."""
-    from wmkit.diffusion.train import DiffusionConfig, train
+    from wmkit.diffusion.train import train
 
     seed_everything(cfg.seed)
     run_dir = Path(cfg.run_dir) if cfg.run_dir else Path(runs_dir("diffusion", f"agent-{cfg.env.replace(':', '-')}"))
@@ -273,11 +302,7 @@ def run(cfg: AgentConfig, progress: bool = True) -> dict:
     clips = record_episodes(cfg.env, cfg.episodes, cfg.seed, cfg.max_steps)
     n = clips[0].action_space.n
     t["record"] = time.perf_counter()
-    dcfg = DiffusionConfig(recipe=cfg.recipe, env="reach" if cfg.env == "reach" else "crafter", size=cfg.size,
-                           context=cfg.context, channels=cfg.wm_channels, depths=cfg.wm_depths,
-                           cond_channels=cfg.wm_cond_channels, batch_size=cfg.batch_size, train_steps=cfg.wm_steps,
-                           lr=cfg.wm_lr, seed=cfg.seed, data_seed=cfg.seed, run_dir=str(run_dir / "diffusion"))
-    wm = train(dcfg, clips=clips, progress=progress)
+    wm = train(denoiser_config(cfg, run_dir / "diffusion"), clips=clips, progress=progress)
     model = wm["model"]
     t["denoiser"] = time.perf_counter()
     with Logger(run_dir / "logs") as log:
