@@ -9,7 +9,8 @@ encoder and predictor wrapped in ``DistributedDataParallel`` (``--dist ddp``, gr
 identical on every rank after each step) or sharded with FSDP2's ``fully_shard`` (``--dist fsdp2``). The EMA
 target encoder is updated identically on every rank from the (identical) online weights, as in the official
 ``app/vjepa/train.py``. Every rank draws its own windows and masks from generators seeded by (seed, step, rank),
-so a run resumed from a checkpoint continues with exactly the numbers of an uninterrupted run.
+so a run resumed from a checkpoint continues with exactly the numbers of an uninterrupted run, under DDP and under
+FSDP2 (whose shards are gathered and re-sharded by ``torch.distributed.checkpoint.state_dict``).
 
 Data (``--data``): ``tworooms`` (the Two-Rooms random-walk recordings, in memory), ``crafter`` (wmkit.data's
 Crafter stand-in through ``ClipDataset``), ``opendv:ROOT`` (OpenDV-YouTube frame folders through
@@ -27,6 +28,13 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_model_state_dict,
+    set_optimizer_state_dict,
+)
 
 from wmkit.checkpoint import checkpoint_exists, load_state, save_state
 from wmkit.config import parse_config, to_dict
@@ -35,6 +43,11 @@ from wmkit.jepa.vjepa import VJEPA, VJEPAConfig, lr_at, momentum_at
 from wmkit.precision import autocast, prepare_model
 
 __all__ = ["PretrainConfig", "main", "make_source", "param_digest"]
+
+# FSDP2 checkpoints through torch.distributed.checkpoint's state-dict API: full (unsharded) tensors, gathered on save
+# and re-sharded on load, written as safetensors by wmkit.checkpoint (no pickle). At ViT-L scale one would rather
+# write the shards themselves with torch.distributed.checkpoint.save; at these sizes the full tensors fit easily.
+FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
 
 
 @dataclass
@@ -168,12 +181,15 @@ def main(argv: list[str] | None = None) -> None:
     run = Path(cfg.run_dir)
     ckpt = run / "ckpt" / "latest"
     start = 0
+    sharded = cfg.dist == "fsdp2" and distributed
     if cfg.resume and checkpoint_exists(ckpt):
         state = load_state(ckpt)
-        if cfg.dist == "fsdp2" and distributed:
-            raise SystemExit("--resume with --dist fsdp2 needs torch.distributed.checkpoint; not wired up here")
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
+        if sharded:  # every rank reads the full tensors and keeps its own shard of them
+            set_model_state_dict(model, state["model"], options=FULL)
+            set_optimizer_state_dict(online, opt, state["opt"], options=FULL)
+        else:
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["opt"])
         start = int(state["step"])
     source = make_source(cfg.data, mcfg, rank, world, cfg.seed)
     gens = [MultiBlock3D(mcfg.grid, spec, seed=cfg.seed + 17 * i) for i, spec in enumerate(VJEPA_MASKS)]
@@ -206,8 +222,13 @@ def main(argv: list[str] | None = None) -> None:
               "online": param_digest(online), "target": param_digest(model.target_encoder), "dist": cfg.dist}
     run.mkdir(parents=True, exist_ok=True)
     (run / f"rank{rank}.json").write_text(json.dumps(digest))
-    if rank == 0 and not (cfg.dist == "fsdp2" and distributed):
-        save_state(ckpt, {"model": model.state_dict(), "opt": opt.state_dict(), "step": last},
+    if sharded:  # gather the shards into full tensors (collective: every rank takes part), rank 0 writes them
+        model_sd = get_model_state_dict(model, options=FULL)
+        opt_sd = get_optimizer_state_dict(online, opt, options=FULL)
+    elif rank == 0:
+        model_sd, opt_sd = model.state_dict(), opt.state_dict()
+    if rank == 0:
+        save_state(ckpt, {"model": model_sd, "opt": opt_sd, "step": last},
                    {"config": to_dict(cfg), "model": to_dict(mcfg), "world": world})
     del wrapped
     if distributed:
