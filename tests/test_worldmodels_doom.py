@@ -12,6 +12,7 @@ import torch
 from wmkit.utils import count_parameters
 from wmkit.worldmodels import MDNRNN, load_episode, save_episode
 from wmkit.worldmodels.doom import (
+    FIXED_POLICIES,
     LEFT,
     NOOP,
     RIGHT,
@@ -20,10 +21,13 @@ from wmkit.worldmodels.doom import (
     doom_act,
     doom_controller_dim,
     dream_survival,
+    fixed_policy_actions,
     make_doom_env,
     mean_and_se,
+    policy_table,
     preprocess_doom_frame,
     random_repeat_actions,
+    spearman,
 )
 from wmkit.worldmodels.doom_train import episode_batches, pad_batch
 
@@ -279,3 +283,29 @@ def test_dream_survival_of_fixed_action_sequences():
     with pytest.raises(ValueError, match="not both"):
         dream_survival(np.zeros((1, doom_controller_dim(4, 8))), m, torch.zeros(2, 4), torch.zeros(2, 4),
                        rollouts=3, max_steps=20, actions=acts)
+
+
+def test_fixed_policies_and_spearman_known_values():
+    rng = np.random.default_rng(0)
+    np.testing.assert_array_equal(fixed_policy_actions("hold left", 4, rng), [-1, -1, -1, -1])
+    np.testing.assert_array_equal(fixed_policy_actions("stand still", 3, rng), [0, 0, 0])
+    np.testing.assert_array_equal(fixed_policy_actions(FIXED_POLICIES[0], 50, np.random.default_rng(3)),
+                                  random_repeat_actions(50, np.random.default_rng(3))[:, 0])  # the data policy
+    every = fixed_policy_actions("random every frame", 1000, rng)
+    assert (np.diff(every) != 0).all() and abs(every.mean()) < 0.1 and every.min() >= -1 and every.max() <= 1
+    with pytest.raises(ValueError, match="unknown policy"):
+        fixed_policy_actions("jump", 3, rng)
+    assert spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    assert spearman([1, 2, 3, 4], [10, 20, 40, 30]) == pytest.approx(0.8)       # 1 - 6 * 2 / (4 * 15)
+    assert spearman([1, 1, 2], [1, 2, 3]) == pytest.approx(1.5 / math.sqrt(3))  # tie: average rank
+
+
+def test_policy_table_plays_each_policy_in_the_dream_and_the_game():
+    rows, rho = policy_table(_m_dies_when_action_positive(), torch.zeros(2, 4), torch.full((2, 4), -50.0),
+                             seeds=[5, 6], dreams=3, dream_max_steps=20, max_steps=25,
+                             policies=("hold left", "hold right", "stand still"))
+    assert [r["policy"] for r in rows] == ["hold left", "hold right", "stand still"]
+    assert [r["dreamed"] for r in rows] == [20.0, 1.0, 20.0]          # this M kills only when a > 0
+    assert [r["real"] for r in rows] == [25.0, 25.0, 25.0]            # no fireball lands in the first 25 frames
+    assert math.isnan(rho)                                             # a constant score has no order
+    assert spearman([3, 3, 3], [1, 2, 3]) != spearman([3, 3, 3], [1, 2, 3])  # NaN

@@ -85,6 +85,23 @@ def random_repeat_actions(n: int, rng: np.random.Generator) -> np.ndarray:
     return out
 
 
+FIXED_POLICIES = ("random, held 1-10 frames", "random every frame", "stand still", "hold left", "hold right")
+"""Simple policies whose real and dreamed survival are compared (:func:`policy_table`). The first is the
+paper's data policy (``extract.py``); "random every frame" draws a new a ~ U(-1, 1) at every frame."""
+
+
+def fixed_policy_actions(policy: str, n: int, rng: np.random.Generator) -> np.ndarray:
+    """(n,) float32 actions in [-1, 1] of one of :data:`FIXED_POLICIES`."""
+    if policy == FIXED_POLICIES[0]:
+        return random_repeat_actions(n, rng)[:, 0]
+    if policy == FIXED_POLICIES[1]:
+        return rng.uniform(-1.0, 1.0, n).astype(np.float32)
+    const = {"stand still": 0.0, "hold left": -1.0, "hold right": 1.0}
+    if policy not in const:
+        raise ValueError(f"unknown policy {policy!r}; expected one of {FIXED_POLICIES}")
+    return np.full(n, const[policy], np.float32)
+
+
 def collect_doom_episode(seed: int, max_steps: int = MAX_FRAMES, actions: np.ndarray | None = None) -> Episode:
     """One real TakeCover episode with the random-repeat policy (or the given (max_steps, 1) actions)."""
     env = make_doom_env()
@@ -249,9 +266,10 @@ def dream_frames(params: np.ndarray, m: MDNRNN, vae, init_mu: torch.Tensor, init
 @torch.no_grad()
 def real_survival(params: np.ndarray | None, seeds: list[int], vae=None, m: MDNRNN | None = None,
                   max_steps: int = MAX_FRAMES, batch: int = 16, progress: bool = False,
-                  record: int | None = None) -> dict:
-    """Frames survived in the real game by controller ``params`` (F,) on each seed; ``params=None`` plays the
-    paper's random policy. ``batch`` games run in lock-step in this process, V/M/C batched over them.
+                  record: int | None = None, policy: str = FIXED_POLICIES[0]) -> dict:
+    """Frames survived in the real game by controller ``params`` (F,) on each seed; ``params=None`` plays
+    ``policy`` (one of :data:`FIXED_POLICIES`; default the paper's random data policy, a drawn from the seed).
+    ``batch`` games run in lock-step in this process, V/M/C batched over them.
 
     As ``doomreal.py``: z is *sampled* from V's posterior of each frame, M's state steps on [z, a] and C
     sees [z, c, h]. Returns {'steps': (N,) int, 'frames': (T, 64, 64, 3) of episode ``record`` or None}.
@@ -269,7 +287,7 @@ def real_survival(params: np.ndarray | None, seeds: list[int], vae=None, m: MDNR
         envs = pool[: len(idx)]
         obs = [e.reset(seed=int(seeds[i]))[0]["screen"] for e, i in zip(envs, idx)]
         rngs = [np.random.default_rng(int(seeds[i])) for i in idx]
-        rand_acts = [random_repeat_actions(max_steps, r) for r in rngs] if params is None else None
+        rand_acts = [fixed_policy_actions(policy, max_steps, r) for r in rngs] if params is None else None
         alive = np.ones(len(idx), bool)
         if params is not None:
             dev = next(vae.parameters()).device
@@ -281,7 +299,7 @@ def real_survival(params: np.ndarray | None, seeds: list[int], vae=None, m: MDNR
             if record is not None and record in idx and alive[idx.index(record)]:
                 frames_out.append(small[idx.index(record)])
             if params is None:
-                a = np.array([ra[t, 0] for ra in rand_acts], np.float32)
+                a = np.array([ra[t] for ra in rand_acts], np.float32)
             else:
                 x = torch.from_numpy(small).to(dev).permute(0, 3, 1, 2).float() / 255       # (n, 3, 64, 64)
                 mu, logvar = vae.encode(x)
@@ -311,3 +329,38 @@ def mean_and_se(x: np.ndarray) -> tuple[float, float]:
     """Mean and standard error of the mean (sample std / sqrt(n))."""
     x = np.asarray(x, np.float64)
     return float(x.mean()), float(x.std(ddof=1) / np.sqrt(len(x))) if len(x) > 1 else float("nan")
+
+
+def spearman(x: np.ndarray, y: np.ndarray) -> float:
+    """Spearman rank correlation (ties get their average rank): do two scores order things alike?
+    NaN when either is constant (no order to compare)."""
+    def ranks(v):
+        v = np.asarray(v, np.float64)
+        r = np.empty(len(v))
+        r[np.argsort(v, kind="stable")] = np.arange(len(v), dtype=np.float64)
+        for u in np.unique(v):                     # average rank over ties
+            r[v == u] = r[v == u].mean()
+        return r
+    if len(x) != len(y) or len(x) < 2:
+        raise ValueError(f"spearman needs two sequences of the same length >= 2, got {len(x)} and {len(y)}")
+    rx, ry = ranks(x), ranks(y)
+    if rx.std() == 0 or ry.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def policy_table(m: MDNRNN, init_mu: torch.Tensor, init_logvar: torch.Tensor, seeds: list[int], dreams: int = 32,
+                 tau: float = 1.15, dream_max_steps: int = 1000, max_steps: int = MAX_FRAMES,
+                 policies: tuple[str, ...] = FIXED_POLICIES, seed: int = 11) -> tuple[list[dict], float]:
+    """Does dreamed survival depend on the actions the way real survival does? Each fixed policy plays
+    ``dreams`` dreams (capped at ``dream_max_steps``) and the real game on ``seeds``. Returns rows
+    {policy, dreamed, dreamed_se, real, real_se} and the Spearman correlation of dreamed vs real means."""
+    rows = []
+    for pol in policies:
+        acts = np.stack([fixed_policy_actions(pol, dream_max_steps, np.random.default_rng([seed, r]))
+                         for r in range(dreams)], 1)                                        # (T, R)
+        d = dream_survival(None, m, init_mu, init_logvar, dreams, tau, dream_max_steps, seed=seed, actions=acts)[0]
+        r = real_survival(None, seeds, max_steps=max_steps, policy=pol)["steps"]
+        rows.append({"policy": pol, "dreamed": mean_and_se(d)[0], "dreamed_se": mean_and_se(d)[1],
+                     "real": mean_and_se(r)[0], "real_se": mean_and_se(r)[1]})
+    return rows, spearman([r["dreamed"] for r in rows], [r["real"] for r in rows])
