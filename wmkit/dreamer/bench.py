@@ -18,6 +18,13 @@ the same way:
   ``atari100k`` setting (100k env steps at train ratio 1024 with B*T = 1024: one update per env step),
   update time x 100,000 (acting, replay and evaluation not included). The v1 setting uses size ``s``.
 
+``--levers`` times, in ONE interleaved run (same load for all), the speed levers one by one as ratios to
+the shipped update (``lever_*`` lines): fused and for-loop Adam instead of the shipped foreach Adam,
+torch.compile of the per-step cells (with ``--compile``), and the parts of the update on their own --
+the image path (encoder + decoder forward and backward) in the shipped channels-last layout and in
+plain NCHW, the posterior loop (``observe``), the imagination loop, and one acting step under
+``no_grad`` (shipped) and ``inference_mode``. See ``levers`` below.
+
 The training-loop figure (environment steps per second of the whole loop) is added by
 ``wmkit.dreamer.train.bench_loop`` when that function exists (the engine's half of the stage).
 """
@@ -164,6 +171,8 @@ def run(argv: list[str]) -> None:
     ap.add_argument("--bf16", action="store_true", help="also time precision='bf16' (autocast)")
     ap.add_argument("--no-loop", action="store_true", help="skip the whole-loop env steps/s figure")
     ap.add_argument("--loop-steps", type=int, default=64, help="timed env steps of the whole-loop figure")
+    ap.add_argument("--levers", action="store_true",
+                    help="time the speed levers and the parts of the update in one interleaved run (ratios)")
     ap.add_argument("--params", action="store_true",
                     help="only print the parameter count of every size preset (64x64 image, 17 actions)")
     args = ap.parse_args(argv)
@@ -179,6 +188,10 @@ def run(argv: list[str]) -> None:
     device = pick_device(args.device)
     B, T, n_act = args.batch, args.length, 17
     obs_space = {"image": ((64, 64, 3), np.uint8)} if args.obs == "image" else {"vector": ((16,), np.float32)}
+    if args.levers:
+        for size in args.sizes:
+            levers(args, size, obs_space, device)
+        return
     for size in args.sizes:
         cfg = DreamerConfig(recipe=args.recipe, size=size)
         agent = Agent(obs_space, {"n": n_act, "discrete": True}, cfg, device=device, seed=0)
@@ -227,3 +240,93 @@ def run(argv: list[str]) -> None:
             print("(whole-loop env steps/s: wmkit.dreamer.train.bench_loop not available yet)", file=sys.stderr)
         else:
             bench_loop(args, emit)
+
+
+def levers(args, size: str, obs_space: dict, device: torch.device) -> None:
+    """The speed levers of the update, each timed in the same interleaved run, printed as ratios.
+
+    Whole updates: shipped (foreach Adam / LaProp), fused Adam, for-loop Adam, compiled cells
+    (``--compile``). Parts, to see where the time goes: the image path (encoder and decoder forward +
+    backward on the batch) channels-last as shipped and NCHW as a plain port has it, the posterior loop
+    (``observe`` forward + backward), the imagination loop (no_grad, B*T starts), and one acting step
+    for 16 environments under no_grad (shipped) and inference_mode.
+    """
+    B, T, n_act = args.batch, args.length, 17
+    make = lambda **kw: Agent(obs_space, {"n": n_act, "discrete": True},  # noqa: E731
+                              DreamerConfig(recipe=args.recipe, size=size, **kw), device=device, seed=0)
+    agent = make()
+    batch = synthetic_batch(B, T, n_act, device, obs=args.obs)
+    fns = {"update_ms": lambda: agent.update(batch)}
+    if agent.cfg.optimizer == "adam":
+        for name, kw in (("fused_adam", dict(fused=True)), ("forloop_adam", dict(foreach=False))):
+            other = make()
+            for k, mod in (("wm", other.wm), ("actor", other.actor), ("critic", other.critic)):
+                g = other.opts[k].param_groups[0]
+                other.opts[k] = torch.optim.Adam(mod.parameters(), lr=g["lr"], eps=g["eps"], **kw)
+            fns[f"{name}_update_ms"] = lambda other=other: other.update(batch)
+    if args.compile:
+        cagent = make(compile=True)
+        fns["compiled_cells_update_ms"] = lambda: cagent.update(batch)
+    wm, rssm = agent.wm, agent.wm.rssm
+    data = {k: v for k, v in batch.items()}
+    if "image" in data:
+        img = data["image"]
+
+        def image_path(nchw: bool) -> None:
+            x = img.float().div(255.0).sub(0.5).reshape(-1, 64, 64, 3).permute(0, 3, 1, 2)   # (N, 3, 64, 64)
+            x = x.contiguous() if nchw else x                      # NCHW copy vs NHWC memory seen as NCHW
+            emb = wm.encoder.cnn(x)
+            feat = torch.randn(B * T, wm.feat_dim, device=device)
+            dec = wm.decoder.img_in(feat).reshape(-1, 4, 4, 8 * wm.decoder.depth).permute(0, 3, 1, 2)
+            rec = wm.decoder.cnn(dec.contiguous() if nchw else dec)
+            ((rec - x).square().sum() + emb.square().mean()).backward()
+
+        if wm.decoder.kind == "2023":
+            fns["image_path_ms"] = lambda: image_path(False)
+            fns["image_path_nchw_ms"] = lambda: image_path(True)
+    embed = torch.randn(B, T, wm.encoder.out_dim, device=device)
+
+    def observe() -> None:
+        first = data["is_first"].clone()
+        out = rssm.observe(embed, data["action"], first, rssm.initial(B, device), agent.gen)
+        (out["deter"].square().mean() + out["post"].mean()).backward()
+
+    fns["observe_ms"] = observe
+    starts = (torch.randn(B * T, rssm.deter, device=device).tanh(),
+              torch.zeros(B * T, rssm.stoch * rssm.classes, device=device))
+
+    def imagine() -> None:
+        with torch.no_grad():
+            agent._imagine(*starts)
+
+    fns["imagine_ms"] = imagine
+    obs = {k: v[:, 0].cpu().numpy() for k, v in batch.items() if k in obs_space}
+    obs["is_first"] = np.zeros(B, bool)
+    state = agent.initial_state(B)
+    fns["policy_no_grad_ms"] = lambda: agent.policy(obs, state)
+
+    def policy_inference() -> None:
+        with torch.inference_mode():
+            agent.policy(obs, state)
+
+    fns["policy_inference_mode_ms"] = policy_inference
+    samples = interleaved(fns, warmup=args.warmup, repeat=args.repeat, sync=device)
+    best = {k: min(v) for k, v in samples.items()}
+    cfg = agent.cfg
+    extra = dict(size=size, recipe=args.recipe, obs=args.obs, B=B, T=T, threads=torch.get_num_threads(),
+                 device=str(device), params=agent.param_counts()["total"])
+    for k, v in best.items():
+        emit("dreamer", f"lever_{k}", v, "ms", median_ms=float(np.median(samples[k])), **extra)
+    base = best["update_ms"]
+    for k in ("fused_adam_update_ms", "forloop_adam_update_ms", "compiled_cells_update_ms"):
+        if k in best:   # > 1: the lever makes the whole update faster
+            emit("dreamer", f"lever_speedup_{k[:-len('_update_ms')]}", base / best[k], "x", **extra)
+    for k in ("image_path_ms", "observe_ms", "imagine_ms"):
+        if k in best:   # share of one shipped update spent in this part (parts timed on their own)
+            emit("dreamer", f"lever_share_{k[:-3]}", best[k] / base, "fraction", **extra)
+    if "image_path_nchw_ms" in best:
+        emit("dreamer", "lever_speedup_channels_last", best["image_path_nchw_ms"] / best["image_path_ms"], "x",
+             **extra)
+    emit("dreamer", "lever_speedup_inference_mode", best["policy_no_grad_ms"] / best["policy_inference_mode_ms"],
+         "x", **extra)
+    print(f"{size} ({cfg.dims()}): " + "  ".join(f"{k}={v:.1f}" for k, v in best.items()), file=sys.stderr)
