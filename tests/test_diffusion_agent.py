@@ -157,3 +157,17 @@ def test_run_end_to_end_and_reload(tmp_path):
     assert cfg2 == cfg
     for a, b in zip(ac.state_dict().values(), r["actor_critic"].state_dict().values()):
         assert torch.equal(a, b)
+
+
+@pytest.mark.slow
+def test_cli_agent(tmp_path, monkeypatch, capsys):
+    import json
+
+    from wmkit.diffusion.cli import main
+
+    monkeypatch.setenv("WMKIT_PROFILE", "smoke")
+    main(["agent", "--episodes", "5", "--wm-steps", "2", "--rew-end-steps", "2", "--ac-steps", "2", "--imagined", "2",
+          "--horizon", "2", "--eval-episodes", "2", "--run-dir", str(tmp_path)])
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["agent"]["episodes"] == 2 and out["random"]["episodes"] == 2
+    assert out["run_dir"] == str(tmp_path) and (tmp_path / "agent.safetensors").exists()
