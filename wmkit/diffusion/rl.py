@@ -100,7 +100,8 @@ class AgentConfig:
     batch_size: int = 32
     """Denoiser and reward/end batch (DIAMOND: 32)."""
     warmup_steps: int = 100
-    """Linear learning-rate warm-up of each optimiser (DIAMOND: 100)."""
+    """Linear learning-rate warm-up of the reward/end and actor-critic optimisers (DIAMOND: 100; the cpu profile
+    uses 10 of its 200-300 updates)."""
     eval_episodes: int = 50
     """Real-game episodes for the policy and for the random baseline (same seeds)."""
     seed: int = 0
@@ -123,7 +124,8 @@ def agent_config_from_profile(profile=None, **overrides) -> AgentConfig:
     d = P.diffusion
     kw = dict(episodes=d.agent_episodes, size=d.agent_size, wm_steps=d.agent_wm_steps,
               rew_end_steps=d.agent_rew_end_steps, ac_steps=d.agent_ac_steps, imagined=d.agent_imagined,
-              eval_episodes=d.agent_eval_episodes, **(DIAMOND_SIZES if d.agent_diamond_sizes else {}))
+              eval_episodes=d.agent_eval_episodes, warmup_steps=d.agent_warmup,
+              **(DIAMOND_SIZES if d.agent_diamond_sizes else {}))
     kw.update(overrides)
     return AgentConfig(**kw)
 
