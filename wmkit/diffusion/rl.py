@@ -161,12 +161,19 @@ def record_episodes(env_name: str, episodes: int, seed: int = 0, max_steps: int 
     return clips
 
 
-def _windows(clips, length: int, size: int, split: str, seed: int) -> dict[str, torch.Tensor]:
+def _windows(clips, length: int, size: int, split: str, seed: int, max_windows: int | None = None):
+    """Windows of ``length`` frames of one split, stacked: frames (N, L, 3, S, S) in [-1, 1], actions, reward, done
+    (N, L). ``max_windows`` keeps that many, evenly spread (a held-out evaluation need not read them all)."""
     from wmkit.data import ClipDataset
 
     ds = ClipDataset(clips, context=length, future=0, size=size, split=split, seed=seed)
-    items = [ds[i] for i in range(len(ds))]
-    return {"frames": torch.stack([it["frames"] for it in items]) * 2 - 1,  # (N, L, 3, S, S) in [-1, 1]
+    return _stack(ds, np.arange(len(ds)) if max_windows is None else
+                  np.unique(np.linspace(0, len(ds) - 1, min(max_windows, len(ds))).round().astype(int)))
+
+
+def _stack(ds, index) -> dict[str, torch.Tensor]:
+    items = [ds[int(i)] for i in index]
+    return {"frames": torch.stack([it["frames"] for it in items]) * 2 - 1,
             **{k: torch.stack([it[k] for it in items]) for k in ("actions", "reward", "done")}}
 
 
@@ -187,20 +194,22 @@ def denoiser_config(cfg: AgentConfig, run_dir: str | Path):
 
 
 def train_rew_end(cfg: AgentConfig, clips, num_actions: int, log: Logger | None = None, progress: bool = True):
-    """Train the reward/end model on sequences of K + horizon transitions; held-out accuracy of the argmax class."""
+    """Train the reward/end model on sequences of K + horizon transitions; held-out accuracy of the argmax class
+    (on up to 512 held-out sequences)."""
+    from wmkit.data import ClipDataset
+
     L = cfg.context + cfg.horizon + 1
-    tr = _windows(clips, L, cfg.size, "train", cfg.seed)
-    ho = _windows(clips, L, cfg.size, "heldout", cfg.seed)
+    tr = ClipDataset(clips, context=L, future=0, size=cfg.size, split="train", seed=cfg.seed)  # batches read lazily
+    ho = _windows(clips, L, cfg.size, "heldout", cfg.seed, max_windows=512)
     torch.manual_seed(cfg.seed)
     model = RewEndModel(num_actions, cfg.size, cfg.reward_bins, cfg.rew_end_channels, cfg.rew_end_depths,
                         cfg.rew_end_cond, cfg.rew_end_lstm)
     opt, sched = _optimizer(model, cfg.rew_end_lr, 1e-2, cfg.warmup_steps)
     g = torch.Generator().manual_seed(cfg.seed)
-    N = tr["frames"].shape[0]
     for step in tqdm(range(1, cfg.rew_end_steps + 1), desc="reward/end model", disable=not progress):
-        i = torch.randint(0, N, (cfg.batch_size,), generator=g)
-        f, a = tr["frames"][i], tr["actions"][i]
-        loss, mets = model.loss(f[:, :-1], a[:, :-1], f[:, 1:], tr["reward"][i, :-1], tr["done"][i, :-1],
+        b = _stack(tr, torch.randint(0, len(tr), (cfg.batch_size,), generator=g))
+        f, a = b["frames"], b["actions"]
+        loss, mets = model.loss(f[:, :-1], a[:, :-1], f[:, 1:], b["reward"][:, :-1], b["done"][:, :-1],
                                 cfg.reward_sign)
         check_finite({"rew_end_loss": loss}, step)
         opt.zero_grad(set_to_none=True)
