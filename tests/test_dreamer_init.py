@@ -126,3 +126,30 @@ def test_hidden_bias_switch_counts():
         104 + 192 + 128 + 64 + 128 + 512 + 128 + 512 + 72 + 128 + 128
     assert agent("2025").wm.rssm.post_deter.bias is not None
     assert agent("2023").wm.rssm.post_deter.bias is None
+
+
+def test_levers_bench_and_layouts_agree(capsys):
+    """``wmkit bench dreamer --levers`` reports every lever; NCHW and channels-last give the same gradients."""
+    import json
+    from types import SimpleNamespace
+
+    from wmkit.dreamer.bench import image_path, levers, synthetic_batch
+
+    a = agent("2023")
+    img = synthetic_batch(2, 3, 4, "cpu")["image"]
+    grads = []
+    for nchw in (False, True):
+        a.wm.zero_grad()
+        torch.manual_seed(0)
+        image_path(a.wm, img, nchw=nchw)
+        grads.append([p.grad.clone() for p in a.wm.encoder.cnn.parameters()])
+    for g0, g1 in zip(*grads):
+        assert torch.allclose(g0, g1, rtol=1e-4, atol=1e-6)
+    args = SimpleNamespace(batch=2, length=4, recipe="2023", obs="image", compile=False, warmup=0, repeat=1)
+    levers(args, "tiny", IMG, torch.device("cpu"))
+    rows = {r["metric"]: r for r in map(json.loads, capsys.readouterr().out.strip().splitlines())}
+    for k in ("update_ms", "fused_adam_update_ms", "forloop_adam_update_ms", "image_path_ms", "image_path_nchw_ms",
+              "observe_ms", "imagine_ms", "policy_no_grad_ms", "policy_inference_mode_ms"):
+        assert rows[f"lever_{k}"]["value"] > 0, k
+    for k in ("share_image_path", "share_observe", "share_imagine", "speedup_channels_last", "speedup_fused_adam"):
+        assert rows[f"lever_{k}"]["value"] > 0, k

@@ -242,6 +242,19 @@ def run(argv: list[str]) -> None:
             bench_loop(args, emit)
 
 
+def image_path(wm, img: torch.Tensor, nchw: bool = False) -> None:
+    """The image part of one update on its own: the 2023 encoder CNN and decoder (input layer + transposed
+    CNN) forward and backward on (B, T, 64, 64, 3) uint8 frames, decoder fed random features. ``nchw``:
+    contiguous NCHW activations (a plain port's layout) instead of the shipped channels-last memory."""
+    x = img.float().div(255.0).sub(0.5).reshape(-1, 64, 64, 3).permute(0, 3, 1, 2)       # (N, 3, 64, 64)
+    x = x.contiguous() if nchw else x                              # NCHW copy vs NHWC memory seen as NCHW
+    emb = wm.encoder.cnn(x)                                                                # (N, 8d, 4, 4)
+    feat = torch.randn(x.shape[0], wm.feat_dim, device=x.device)
+    dec = wm.decoder.img_in(feat).reshape(-1, 4, 4, 8 * wm.decoder.depth).permute(0, 3, 1, 2)
+    rec = wm.decoder.cnn(dec.contiguous() if nchw else dec)                               # (N, 3, 64, 64)
+    ((rec - x).square().sum() + emb.square().mean()).backward()
+
+
 def levers(args, size: str, obs_space: dict, device: torch.device) -> None:
     """The speed levers of the update, each timed in the same interleaved run, printed as ratios.
 
@@ -269,21 +282,9 @@ def levers(args, size: str, obs_space: dict, device: torch.device) -> None:
         fns["compiled_cells_update_ms"] = lambda: cagent.update(batch)
     wm, rssm = agent.wm, agent.wm.rssm
     data = {k: v for k, v in batch.items()}
-    if "image" in data:
-        img = data["image"]
-
-        def image_path(nchw: bool) -> None:
-            x = img.float().div(255.0).sub(0.5).reshape(-1, 64, 64, 3).permute(0, 3, 1, 2)   # (N, 3, 64, 64)
-            x = x.contiguous() if nchw else x                      # NCHW copy vs NHWC memory seen as NCHW
-            emb = wm.encoder.cnn(x)
-            feat = torch.randn(B * T, wm.feat_dim, device=device)
-            dec = wm.decoder.img_in(feat).reshape(-1, 4, 4, 8 * wm.decoder.depth).permute(0, 3, 1, 2)
-            rec = wm.decoder.cnn(dec.contiguous() if nchw else dec)
-            ((rec - x).square().sum() + emb.square().mean()).backward()
-
-        if wm.decoder.kind == "2023":
-            fns["image_path_ms"] = lambda: image_path(False)
-            fns["image_path_nchw_ms"] = lambda: image_path(True)
+    if "image" in data and wm.decoder.kind == "2023":
+        fns["image_path_ms"] = lambda: image_path(wm, data["image"])
+        fns["image_path_nchw_ms"] = lambda: image_path(wm, data["image"], nchw=True)
     embed = torch.randn(B, T, wm.encoder.out_dim, device=device)
 
     def observe() -> None:
