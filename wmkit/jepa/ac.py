@@ -33,7 +33,7 @@ from torch import nn
 from wmkit.jepa.vjepa import VideoViT, VJEPAConfig, collapse_stats, ema_update, sincos_3d
 from wmkit.nn import TransformerBlock, block_causal_mask, sincos_1d
 
-__all__ = ["ACConfig", "ACPredictor", "ACWorldModel", "SIGReg", "cem"]
+__all__ = ["ACConfig", "ACPredictor", "ACWorldModel", "Projector", "SIGReg", "cem"]
 
 
 @dataclass
@@ -58,6 +58,9 @@ class ACConfig:
     """predictor heads"""
     action_dim: int = 2
     """action size (Two-Rooms: 2-D velocity)"""
+    action_block: int = 1
+    """environment steps per predictor step (frameskip; LeWM / stable-worldmodel Two-Rooms: 5): the predictor reads
+    the block's ``action_block`` actions concatenated and predicts the frame ``action_block`` steps later"""
     max_frames: int = 16
     """longest sequence the predictor's time table covers"""
     rollout_steps: int = 2
@@ -72,11 +75,22 @@ class ACConfig:
     """SIGReg weight (LeWM: 0.09)"""
     sigreg_proj: int = 1024
     """SIGReg random projections (LeWM: 1024)"""
+    sigreg_samples: Literal["time", "all"] = "time"
+    """which embeddings one SIGReg test sees: "time" = one test per time step over the batch (LeWM), "all" = one
+    test over every (batch, time) embedding. The statistic of a collapsed cloud grows with the number of samples N
+    (about 0.48 N) while a Gaussian's stays near 1.05, so at batch 16 with one pooled embedding per frame the LeWM
+    form penalises collapse by only ~0.09 x 6.7 = 0.6 and the run collapses; "all" multiplies N by the window
+    length"""
     normalize: bool = True
     """layer-normalise features (V-JEPA 2-AC normalize_reps=True); LeWM: False"""
     pooled: bool = False
     """one embedding per frame (mean of the tokens through an MLP projector, as LeWM's CLS + projector) instead of
     the N patch features (V-JEPA 2-AC)"""
+
+    projector_norm: bool = True
+    """BatchNorm1d inside the pooled projector (LeWM ``model/lewm.yaml``: ``norm_fn: BatchNorm1d``). Without it the
+    pooled embeddings start with a tiny spread, where SIGReg's gradient (second order in the spread) vanishes, and
+    the run collapses (measured: feature std 2e-4 after 300 steps)"""
 
     def encoder_config(self) -> VJEPAConfig:
         return VJEPAConfig(frames=2, size=self.size, patch=self.patch, tubelet=2, dim=self.dim, depth=self.depth,
@@ -115,6 +129,20 @@ class SIGReg(nn.Module):
 # [/eq:sigreg]
 
 
+class Projector(nn.Module):
+    """LeWM's projector MLP: Linear -> BatchNorm1d (optional) -> GELU -> Linear, on (..., D) embeddings."""
+
+    def __init__(self, dim: int, hidden: int, norm: bool = True):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(dim, hidden), nn.Linear(hidden, dim)
+        self.norm = nn.BatchNorm1d(hidden) if norm else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.fc1(x)  # (..., hidden)
+        h = self.norm(h.reshape(-1, h.shape[-1])).reshape(h.shape)  # statistics over every embedding of the batch
+        return self.fc2(F.gelu(h))  # (..., D)
+
+
 class ACPredictor(nn.Module):
     """Frame-causal transformer: (z (B, T, N, D), a (B, T, A)) -> (B, T, N, D), output t predicts z_{t+1}."""
 
@@ -123,7 +151,7 @@ class ACPredictor(nn.Module):
         g = 1 if cfg.pooled else cfg.size // cfg.patch
         self.n = g * g
         self.embed = nn.Linear(cfg.dim, cfg.pred_dim)
-        self.action = nn.Linear(cfg.action_dim, cfg.pred_dim)
+        self.action = nn.Linear(cfg.action_dim * cfg.action_block, cfg.pred_dim)  # one block of actions
         self.register_buffer("pos", sincos_3d(cfg.max_frames, g, g, cfg.pred_dim), persistent=False)
         self.register_buffer("tpos", sincos_1d(cfg.max_frames, cfg.pred_dim), persistent=False)  # (T, Dp)
         self.blocks = nn.ModuleList(TransformerBlock(cfg.pred_dim, cfg.pred_heads, qkv_bias=True)
@@ -160,8 +188,7 @@ class ACWorldModel(nn.Module):
         if cfg.regulariser == "frozen":
             self.encoder.requires_grad_(False)
         self.sigreg = SIGReg(num_proj=cfg.sigreg_proj)
-        self.projector = (nn.Sequential(nn.Linear(cfg.dim, 2 * cfg.dim), nn.GELU(), nn.Linear(2 * cfg.dim, cfg.dim))
-                          if cfg.pooled else None)
+        self.projector = Projector(cfg.dim, 2 * cfg.dim, cfg.projector_norm) if cfg.pooled else None
         self.target_projector = (copy.deepcopy(self.projector).requires_grad_(False)
                                  if cfg.pooled and cfg.regulariser == "ema" else None)
 
@@ -216,7 +243,10 @@ class ACWorldModel(nn.Module):
         out["loss"] = out["tf_loss"] + out["rollout_loss"]
         # [/eq:ac-loss]
         if c.regulariser == "sigreg":
-            emb = rearrange(z, "b t n d -> t (b n) d")  # per time step over the batch (LeWM)
+            if c.sigreg_samples == "time":
+                emb = rearrange(z, "b t n d -> t (b n) d")  # per time step over the batch (LeWM)
+            else:
+                emb = rearrange(z, "b t n d -> (b t n) d")  # one test over all embeddings of the batch
             out["sigreg"] = self.sigreg(emb)
             out["loss"] = out["loss"] + c.sigreg_weight * out["sigreg"]
         out.update({k2: torch.tensor(v) for k2, v in collapse_stats(z).items()})
@@ -229,11 +259,17 @@ class ACWorldModel(nn.Module):
                 ema_update(self.target_projector, self.projector, self.cfg.momentum)
 
     @torch.no_grad()
-    def energy(self, z0: torch.Tensor, goal: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        """Planning energy of S action sequences (S, H, A) from z0 (1, T0, N, D) to goal (1, N, D) -> (S,)."""
+    def energy(self, z0: torch.Tensor, goal: torch.Tensor, actions: torch.Tensor, mode: str = "last") -> torch.Tensor:
+        """Planning energy of S action sequences (S, H, A) from z0 (1, T0, N, D) to goal (1, N, D) -> (S,).
+
+        ``mode="last"``: the distance of the last predicted frame (V-JEPA 2-AC eq. 4, LeWM); ``"all"``: the mean over
+        every predicted frame (DINO-WM's ``objective mode="all"``), which also rewards passing the goal early."""
+        if mode not in ("last", "all"):
+            raise ValueError(f"energy: mode must be 'last' or 'all', got {mode!r}")
         S = actions.shape[0]
-        zT = self.rollout(z0.expand(S, -1, -1, -1), actions)[:, -1]  # (S, N, D): the last predicted frame
-        d = (zT - goal).abs() if self.cfg.loss == "l1" else (zT - goal).square()
+        z = self.rollout(z0.expand(S, -1, -1, -1), actions)  # (S, H, N, D)
+        z = z[:, -1:] if mode == "last" else z  # (S, 1 or H, N, D)
+        d = (z - goal[:, None]).abs() if self.cfg.loss == "l1" else (z - goal[:, None]).square()
         return d.flatten(1).mean(1)  # (S,)
 
 

@@ -9,8 +9,13 @@ features of held-out episodes: the V-JEPA / AC encoders' tokens of a single fram
 [h_t, z_t] (which has also seen the past frames and actions: a sequence model's advantage, noted in the book).
 
 (d) Stage 3's Genie video tokenizer (:class:`wmkit.genie.tokenizer.VideoTokenizer`, a pixel-reconstructing
-ST-transformer with FSQ codes, imported) gives its continuous codes per frame. The diffusion models of stage 3b
-are not compared yet.
+ST-transformer with FSQ codes, imported) gives its continuous codes per frame.
+
+(e) Stage 3b's diffusion world model (:class:`wmkit.diffusion.EDM` on DIAMOND's U-Net
+:class:`wmkit.diffusion.Denoiser`, imported): trained to denoise the next frame given K past frames and actions.
+Its features of a frame are the U-Net's mid-block activations (the lowest resolution, after self-attention) while
+it denoises that frame at a low noise level with the frame itself as the context: the "diffusion features" probed
+by DIFT (Tang et al. 2023) and similar work, one token per mid-level pixel.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from tqdm.auto import tqdm
 
 __all__ = ["step_flops", "dreamer_world_model", "dreamer_batch", "train_dreamer_wm", "dreamer_features",
-           "train_genie_tokenizer", "genie_features"]
+           "train_genie_tokenizer", "genie_features", "train_diffusion_wm", "diffusion_features"]
 
 
 def step_flops(fn: Callable[[], torch.Tensor]) -> int:
@@ -139,3 +144,62 @@ def train_genie_tokenizer(frames: np.ndarray, steps: int, batch: int, length: in
 def genie_features(tok, frames: torch.Tensor, batch: int = 256) -> torch.Tensor:
     """Continuous FSQ codes of single frames (M, 3, S, S) -> (M, N, q)."""
     return torch.cat([tok.quantize(frames[i:i + batch, None])[0][:, 0] for i in range(0, len(frames), batch)])
+
+
+def train_diffusion_wm(frames: np.ndarray, actions: np.ndarray, steps: int, batch: int, context: int = 4,
+                       channels: tuple[int, ...] = (32, 32, 32), depths: tuple[int, ...] = (1, 1, 1),
+                       cond_channels: int = 128, lr: float = 3e-4, seed: int = 0, progress: bool = True):
+    """DIAMOND's EDM recipe (stage 3b) on windows of K + 1 frames of ``frames`` (E, T+1, S, S, 3) uint8 with
+    ``actions`` (E, T, 2): denoise frame K from frames 0..K-1 and their actions. Sizes default to stage 3b's cpu
+    profile. Returns (recipe, history, flops per step, seconds)."""
+    from wmkit.diffusion import EDM, Denoiser
+    from wmkit.jepa.train import to_video
+
+    torch.manual_seed(seed)
+    model = EDM(Denoiser(None, context=context, channels=tuple(channels), depths=tuple(depths),
+                         cond_channels=cond_channels, action_dim=actions.shape[-1]))
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, eps=1e-8)
+    g = torch.Generator().manual_seed(seed)
+    video, acts = to_video(frames) * 2 - 1, torch.from_numpy(actions).float()  # frames in [-1, 1] as DIAMOND
+
+    def batch_at():
+        e = torch.randint(0, video.shape[0], (batch,), generator=g).tolist()
+        s = torch.randint(0, video.shape[1] - context, (batch,), generator=g).tolist()
+        win = torch.stack([video[i, j:j + context + 1] for i, j in zip(e, s, strict=True)])  # (B, K+1, 3, S, S)
+        act = torch.stack([acts[i, j:j + context] for i, j in zip(e, s, strict=True)])  # (B, K, 2)
+        return win[:, :context], act, win[:, context]
+
+    ctx, act, tgt = batch_at()
+    flops = step_flops(lambda: model.loss(ctx, act, tgt, g)[0])
+    opt.zero_grad(set_to_none=True)
+    history, t0 = [], time.perf_counter()
+    for step in tqdm(range(steps), desc="diffusion WM", disable=not progress):
+        loss, logs = model.loss(*batch_at(), generator=g)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % 10 == 0 or step == steps - 1:
+            history.append({"step": step, "loss": logs["loss"]})
+    return model, history, flops, time.perf_counter() - t0
+
+
+@torch.no_grad()
+def diffusion_features(model, frames: torch.Tensor, sigma: float = 0.1, batch: int = 256,
+                       seed: int = 0) -> torch.Tensor:
+    """Mid-block activations of the EDM U-Net denoising each frame (M, 3, S, S) in [0, 1] at noise level ``sigma``,
+    with the frame itself as all K context frames and zero actions -> tokens (M, h * w, C)."""
+    model.eval()
+    got = []
+    hook = model.net.unet.mid[-1].register_forward_hook(lambda _m, _i, out: got.append(out))
+    g = torch.Generator().manual_seed(seed)
+    K, A = model.net.context, model.net.action_dim
+    try:
+        for i in range(0, len(frames), batch):
+            x = frames[i:i + batch] * 2 - 1  # (B, 3, S, S) in [-1, 1]
+            ctx = x[:, None].expand(-1, K, -1, -1, -1)  # (B, K, 3, S, S)
+            noisy = x + sigma * torch.randn(x.shape, generator=g)
+            s = torch.full((x.shape[0],), sigma)
+            model.raw(noisy, s, ctx, torch.zeros(x.shape[0], K, A), None)
+    finally:
+        hook.remove()
+    return torch.cat([f.flatten(2).transpose(1, 2) for f in got])  # (M, h*w, C)

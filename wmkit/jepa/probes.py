@@ -61,10 +61,19 @@ class AttentiveProbe(nn.Module):
 
 
 def attentive_probe(x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Tensor, y_test: torch.Tensor,
-                    steps: int = 300, lr: float = 3e-3, batch: int = 64, seed: int = 0) -> dict[str, float]:
-    """Train an :class:`AttentiveProbe` on standardised targets; held-out R^2."""
+                    steps: int = 300, lr: float = 3e-3, batch: int = 64, seed: int = 0,
+                    standardize: bool = True) -> dict[str, float]:
+    """Train an :class:`AttentiveProbe` on standardised targets; held-out R^2.
+
+    ``standardize``: first standardise every (token, channel) with the training set's mean and std, as
+    :func:`linear_probe` does (V-JEPA's probe reads the raw tokens: ``standardize=False``). Features whose
+    sample-to-sample variation is tiny against a constant part (the AC-JEPA's: std over samples 0.012 against a
+    mean magnitude 0.71, measured) give the probe's query nothing to attend to, and the raw probe stays at R^2 ~ 0."""
     if x_train.ndim != 3:
         raise ValueError(f"attentive_probe: expected tokens (B, N, D), got {tuple(x_train.shape)}")
+    if standardize:
+        mu, sd = x_train.mean(0, keepdim=True), x_train.std(0, keepdim=True).clamp_min(1e-6)  # (1, N, D)
+        x_train, x_test = (x_train - mu) / sd, (x_test - mu) / sd
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     ym, ys = y_train.mean(0), y_train.std(0).clamp_min(1e-6)

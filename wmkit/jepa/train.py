@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from einops import rearrange
 from tqdm.auto import tqdm
 
 from wmkit.checkpoint import save_state
@@ -22,7 +23,8 @@ from wmkit.jepa.vjepa import VJEPA, VJEPAConfig, collapse_stats, lr_at, momentum
 from wmkit.precision import autocast, prepare_model
 from wmkit.training import Logger, check_finite
 
-__all__ = ["VJEPATrainConfig", "ACTrainConfig", "sample_windows", "to_video", "train_vjepa", "train_ac"]
+__all__ = ["VJEPATrainConfig", "ACTrainConfig", "sample_windows", "block_windows", "to_video", "train_vjepa",
+           "train_ac"]
 
 
 @dataclass
@@ -68,7 +70,7 @@ class ACTrainConfig:
     batch: int = 16
     """windows per step"""
     length: int = 6
-    """frames per training window (V-JEPA 2-AC: 8 frames = 4 s at 2 fps... 16 at 4 fps)"""
+    """predictor frames per training window, each ``model.action_block`` environment steps apart"""
     lr: float = 1e-3
     """learning rate (constant after a linear warm-up)"""
     warmup: int = 20
@@ -97,6 +99,16 @@ def sample_windows(n_windows: int, episodes: int, steps: int, length: int, g: to
     e = torch.randint(0, episodes, (n_windows,), generator=g)
     s = torch.randint(0, steps + 2 - length, (n_windows,), generator=g)
     return list(zip(e.tolist(), s.tolist(), strict=True))
+
+
+def block_windows(video: torch.Tensor, acts: torch.Tensor, wins: list[tuple[int, int]], length: int,
+                  block: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Windows of ``length`` predictor frames starting at (episode, start) pairs: every ``block``-th frame of video
+    (E, T+1, C, H, W) and, between two of them, the ``block`` actions of acts (E, T, A) concatenated in time order."""
+    span = (length - 1) * block + 1  # environment frames under one window
+    clip = torch.stack([video[e, s:s + span:block] for e, s in wins])  # (B, L, C, H, W)
+    act = torch.stack([acts[e, s:s + span - 1] for e, s in wins])  # (B, (L-1)*block, A)
+    return clip, rearrange(act, "b (l k) a -> b l (k a)", k=block)  # (B, L-1, block*A)
 
 
 def _save(run_dir, step, model, opt, cfg):
@@ -162,6 +174,8 @@ def train_ac(cfg: ACTrainConfig, frames: np.ndarray, actions: np.ndarray, encode
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     g = torch.Generator().manual_seed(cfg.seed)
     video, acts = to_video(frames), torch.from_numpy(actions).float()
+    blk = cfg.model.action_block
+    span = (cfg.length - 1) * blk + 1  # environment frames under one window of ``length`` predictor frames
     log = Logger(run_dir, tensorboard=True) if run_dir is not None else None
     if log:
         log.save_config(to_dict(cfg))
@@ -169,9 +183,8 @@ def train_ac(cfg: ACTrainConfig, frames: np.ndarray, actions: np.ndarray, encode
     for step in tqdm(range(cfg.steps), desc=f"AC ({cfg.model.regulariser})", disable=not progress):
         for group in opt.param_groups:
             group["lr"] = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup))
-        wins = sample_windows(cfg.batch, video.shape[0], acts.shape[1], cfg.length, g)
-        clip = torch.stack([video[e, s:s + cfg.length] for e, s in wins])  # (B, L, 3, H, W)
-        act = torch.stack([acts[e, s:s + cfg.length - 1] for e, s in wins])  # (B, L-1, A)
+        clip, act = block_windows(video, acts, sample_windows(cfg.batch, video.shape[0], acts.shape[1], span, g),
+                                  cfg.length, blk)
         with autocast(cfg.precision, "cpu"):
             out = model.loss(clip, act)
         check_finite({"loss": out["loss"]}, step)

@@ -3,10 +3,12 @@
 The navigation task of PLDM (Sobal et al. 2025), EB-JEPA and stable-worldmodel (``swm/TwoRoom``; LeWM reports
 87 %, PLDM 97 %, DINO-WM 100 % success at a 50-step budget there). ``stable-worldmodel`` itself cannot be a
 dependency here (``pip install --dry-run stable-worldmodel`` pulls torch 2.14 and CUDA wheels next to our torch),
-so this module re-implements its specification (``stable_worldmodel/envs/two_room/env.py``) without pymunk:
+so this module re-implements its specification (the pymunk version, now ``envs/two_room/legacy_env.py``; the current
+``env.py`` is a torch re-write at a 64-px reference scale) without pymunk:
 
 * a 512 x 512 arena (border 9 px, inner size 494), a vertical wall at x = ceil(494 / 2) = 247 of thickness 19,
-  one door of size 10..99 (at least 2.5 agent radii so the agent fits) at a random position along the wall;
+  one door: by default swm's init value (75 px at y = 256..331; swm varies only the agent and target positions
+  unless asked), with ``vary_door=True`` a random size 38..99 (at least 2.5 agent radii) at a random position;
 * agent and goal are discs of radius 15; the agent starts anywhere free, the goal anywhere free in the *other* room;
 * action: 2-D velocity in Box(-1, 1); its norm is clipped to 2.45; one control step lasts 0.1 s (10 physics steps of
   0.01 s) at speed 10, i.e. moves the agent by ``10 * action`` pixels, stopped by walls;
@@ -26,7 +28,7 @@ import math
 
 import numpy as np
 
-__all__ = ["TwoRooms", "overlap_fraction", "random_walk_actions", "collect"]
+__all__ = ["TwoRooms", "WeakExpert", "overlap_fraction", "random_walk_actions", "collect"]
 
 WINDOW, BORDER = 512, 9
 SIZE = WINDOW - 2 * BORDER  # 494
@@ -37,6 +39,9 @@ SPEED = 10.0
 MAX_STEP_NORM = 2.45
 MAX_ENERGY = 100
 N_SUB = 10  # physics steps per control step (dt 0.01 s, control 10 Hz)
+# swm varies only agent.position and target.position by default (DEFAULT_VARIATIONS); the door keeps its init value:
+# position t = size // 2 = 247 along the wall, size 75, i.e. y in [9 + 247, 9 + 247 + 75]
+DEFAULT_DOOR = (BORDER + SIZE // 2, BORDER + SIZE // 2 + 75.0)
 
 
 def overlap_fraction(d: float | np.ndarray, r: float = RADIUS) -> np.ndarray:
@@ -50,13 +55,14 @@ class TwoRooms:
     """Gymnasium-style env: ``reset(seed) -> (obs, info)``, ``step(a) -> (obs, r, terminated, truncated, info)``."""
 
     def __init__(self, render_size: int = 64, draw_goal: bool = False, max_energy: int = MAX_ENERGY,
-                 door_size: float | None = None, seed: int = 0):
+                 door_size: float | None = None, seed: int = 0, vary_door: bool = False):
         if render_size < 8:
             raise ValueError(f"TwoRooms.render_size: expected >= 8 pixels, got {render_size}")
         self.render_size = render_size
         self.draw_goal = draw_goal
         self.max_energy = max_energy
         self.fixed_door = door_size
+        self.vary_door = vary_door
         self.rng = np.random.default_rng(seed)
         c = (np.arange(render_size) + 0.5) * WINDOW / render_size  # pixel centres in arena coordinates
         sub = (np.arange(4) + 0.5) / 4 * WINDOW / render_size - 0.5 * WINDOW / render_size  # 4x4 supersampling
@@ -94,10 +100,13 @@ class TwoRooms:
     # ---- gym API -------------------------------------------------------------------------------
     def reset(self, seed: int | None = None, agent: np.ndarray | None = None, goal: np.ndarray | None = None,
               door: tuple[float, float] | None = None, same_room: bool = False):
-        """New door, agent and goal (the goal in the other room, as the spec; ``same_room=True``: an easier
-        variant without a door to pass)."""
+        """New agent and goal (the goal in the other room, as the spec; ``same_room=True``: an easier variant without
+        a door to pass). The door is swm's default one unless ``vary_door`` (then a random size and position, swm's
+        ``door.size`` / ``door.position`` variations) or ``door=(y0, y1)`` is given."""
         if seed is not None:
             self.rng = np.random.default_rng(seed)
+        if door is None and not self.vary_door:
+            door = DEFAULT_DOOR
         if door is None:
             size = self.fixed_door if self.fixed_door is not None else float(self.rng.integers(38, 100))
             start = float(self.rng.integers(0, SIZE - int(size)))
@@ -171,23 +180,66 @@ def random_walk_actions(n: int, rng: np.random.Generator, turn: float = 0.6) -> 
     return np.stack([np.cos(angle), np.sin(angle)], 1) * speed[:, None]
 
 
-def collect(episodes: int, steps: int, render_size: int = 32, seed: int = 0) -> dict[str, np.ndarray]:
-    """Random-walk data: ``frames`` (E, T+1, S, S, 3) uint8, ``actions`` (E, T, 2), ``pos`` (E, T+1, 2)."""
+# [expert]
+class WeakExpert:
+    """stable-worldmodel's Two-Rooms ``ExpertPolicy`` (``envs/two_room/expert_policy.py``), which recorded the
+    ``tworoom_expert`` data set that LeWM / PLDM train and evaluate on (``ExpertPolicy(action_noise=2.0,
+    action_repeat_prob=0.05)`` in its collection script): head for the door centre while the target is in the other
+    room and the agent is farther than ``door_tol`` from it, else for the target; the unit direction plus
+    N(0, ``noise``^2) per component; with probability ``repeat`` the previous action again; clipped to [-1, 1]."""
+
+    def __init__(self, env: TwoRooms, noise: float = 2.0, repeat: float = 0.05, door_tol: float = 3 * 512 / 64,
+                 rng: np.random.Generator | None = None):
+        if noise < 0 or not 0 <= repeat <= 1:
+            raise ValueError(f"WeakExpert: need noise >= 0 and 0 <= repeat <= 1, got {noise}, {repeat}")
+        self.env, self.noise, self.repeat, self.door_tol = env, noise, repeat, door_tol
+        self.rng = rng if rng is not None else np.random.default_rng(0)
+        self.last = None
+
+    def __call__(self, target: np.ndarray) -> np.ndarray:
+        env, agent = self.env, self.env.agent
+        waypoint = np.asarray(target, dtype=np.float64)
+        if env.room(agent) != env.room(waypoint):
+            door = np.array([WALL_X, (env.door[0] + env.door[1]) / 2])  # the one door's centre
+            if np.linalg.norm(door - agent) > self.door_tol:
+                waypoint = door
+        d = waypoint - agent
+        n = float(np.linalg.norm(d))
+        a = d / n if n > 1e-8 else np.zeros(2)
+        a = a + self.rng.normal(0.0, self.noise, size=2) if self.noise > 0 else a
+        if self.last is not None and self.repeat > 0 and self.rng.uniform() < self.repeat:
+            a = self.last
+        self.last = np.clip(a, -1.0, 1.0)
+        return self.last
+# [/expert]
+
+
+def collect(episodes: int, steps: int, render_size: int = 32, seed: int = 0,
+            policy: str = "random_walk", vary_door: bool = False) -> dict[str, np.ndarray]:
+    """``frames`` (E, T+1, S, S, 3) uint8, ``actions`` (E, T, 2), ``pos`` (E, T+1, 2), ``door`` (E, 2).
+
+    ``policy``: "random_walk" (a drifting heading, :func:`random_walk_actions`) or "expert" (the weak expert of
+    stable-worldmodel's ``tworoom_expert`` data set, :class:`WeakExpert`, heading for a target in the other room)."""
     if episodes < 1 or steps < 1:
         raise ValueError(f"collect: episodes and steps must be >= 1, got {episodes}, {steps}")
-    env = TwoRooms(render_size=render_size, max_energy=steps + 1, seed=seed)
+    if policy not in ("random_walk", "expert"):
+        raise ValueError(f"collect: policy must be 'random_walk' or 'expert', got {policy!r}")
+    env = TwoRooms(render_size=render_size, max_energy=steps + 1, seed=seed, vary_door=vary_door)
     rng = np.random.default_rng(seed + 1)
     frames, actions, pos, doors = [], [], [], []
     for e in range(episodes):
         obs, info = env.reset(seed=seed * 100_003 + e)
-        acts = random_walk_actions(steps, rng)
-        fr, ps = [obs], [info["pos_agent"]]
-        for a in acts:
+        expert = WeakExpert(env, rng=rng) if policy == "expert" else None
+        walk = random_walk_actions(steps, rng) if expert is None else None
+        fr, ps, acts = [obs], [info["pos_agent"]], []
+        for t in range(steps):
+            a = walk[t] if expert is None else expert(env.goal)
+            acts.append(a)
             obs, _, _, _, info = env.step(a)
             fr.append(obs)
             ps.append(info["pos_agent"])
         frames.append(np.stack(fr))
-        actions.append(acts.astype(np.float32))
+        actions.append(np.asarray(acts, dtype=np.float32))
         pos.append(np.stack(ps).astype(np.float32))
         doors.append(np.asarray(env.door, dtype=np.float32))
     return {"frames": np.stack(frames), "actions": np.stack(actions), "pos": np.stack(pos), "door": np.stack(doors)}

@@ -1,0 +1,172 @@
+"""Stage 4 session 2: swm's weak expert and default door, the offset-goal protocol, action blocks, energy modes,
+SIGReg's sample axis and the projector's BatchNorm, the standardised attentive probe, diffusion features."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from wmkit.jepa.ac import ACConfig, ACWorldModel, SIGReg
+from wmkit.jepa.plan import evaluate_planning, offset_goal
+from wmkit.jepa.probes import attentive_probe
+from wmkit.jepa.train import block_windows
+from wmkit.jepa.tworooms import DEFAULT_DOOR, WALL_X, TwoRooms, WeakExpert, collect
+
+TINY = dict(size=16, patch=8, dim=16, depth=1, heads=2, pred_dim=16, pred_depth=1, pred_heads=2, max_frames=8,
+            sigreg_proj=32)
+
+
+def test_default_door_is_swm_init_value_and_vary_door_randomises():
+    env = TwoRooms(render_size=8)
+    assert DEFAULT_DOOR == (9 + 247, 9 + 247 + 75)  # swm legacy: position size // 2 = 247, size 75, border 9
+    doors = {env.reset(seed=s)[1]["door"] for s in range(5)}
+    assert doors == {DEFAULT_DOOR}
+    env = TwoRooms(render_size=8, vary_door=True)
+    assert len({env.reset(seed=s)[1]["door"] for s in range(5)}) == 5
+
+
+def test_weak_expert_heads_for_the_door_then_the_target():
+    env = TwoRooms(render_size=8)
+    env.reset(agent=np.array([100.0, 100.0]), goal=np.array([400.0, 100.0]))
+    expert = WeakExpert(env, noise=0.0, repeat=0.0)
+    door = np.array([WALL_X, (DEFAULT_DOOR[0] + DEFAULT_DOOR[1]) / 2])
+    a = expert(env.goal)
+    assert np.allclose(a, (door - env.agent) / np.linalg.norm(door - env.agent))  # unit vector to the door centre
+    env.reset(agent=np.array([300.0, 100.0]), goal=np.array([400.0, 150.0]))  # same room: straight to the target
+    assert np.allclose(expert(env.goal), np.array([100.0, 50.0]) / math.hypot(100, 50))
+    env.reset(agent=np.array([100.0, 100.0]), goal=np.array([400.0, 100.0]))
+    for _ in range(80):  # noise-free, it passes the door and reaches the target in the other room
+        if env.step(expert(env.goal))[2]:
+            break
+    assert env.info()["overlap"] >= 0.5
+    with pytest.raises(ValueError, match="noise"):
+        WeakExpert(env, noise=-1.0)
+
+
+def test_expert_noise_is_gaussian_then_clipped():
+    env = TwoRooms(render_size=8)
+    env.reset(agent=np.array([300.0, 100.0]), goal=np.array([400.0, 100.0]))  # direction (1, 0)
+    expert = WeakExpert(env, noise=2.0, repeat=0.0, rng=np.random.default_rng(0))
+    acts = np.stack([expert(env.goal) for _ in range(4000)])
+    assert acts.min() >= -1 and acts.max() <= 1
+    # E[clip(1 + 2 e, -1, 1)] for e ~ N(0, 1): P(x > 1) - P(x < -1) + E[x; |x| <= 1] = 0.3829 by hand (Phi, phi)
+    assert acts[:, 0].mean() == pytest.approx(0.3829, abs=0.03)
+    assert acts[:, 1].mean() == pytest.approx(0.0, abs=0.03)
+
+
+def test_offset_goal_leaves_the_env_as_it_was_and_matches_the_expert():
+    env = TwoRooms(render_size=8, max_energy=200)
+    env.reset(seed=3)
+    agent, energy = env.agent.copy(), env.energy
+    goal = offset_goal(env, 25, np.random.default_rng(7))
+    assert np.array_equal(env.agent, agent) and env.energy == energy
+    expert = WeakExpert(env, rng=np.random.default_rng(7))
+    for _ in range(25):
+        env.step(expert(env.goal))
+    assert np.array_equal(env.agent, goal)
+    with pytest.raises(ValueError, match="offset"):
+        offset_goal(env, 0, np.random.default_rng(0))
+
+
+def test_block_windows_by_hand():
+    video = torch.arange(2 * 11, dtype=torch.float32).reshape(2, 11, 1, 1, 1)  # frame value = 11 e + t
+    acts = torch.arange(2 * 10 * 2, dtype=torch.float32).reshape(2, 10, 2)  # action t of episode e: (20e+2t, +1)
+    clip, act = block_windows(video, acts, [(1, 2)], length=3, block=3)
+    assert clip.flatten().tolist() == [13.0, 16.0, 19.0]  # frames 2, 5, 8 of episode 1
+    assert act.shape == (1, 2, 6)
+    assert act[0, 0].tolist() == [24.0, 25.0, 26.0, 27.0, 28.0, 29.0]  # actions 2, 3, 4 lead from frame 2 to 5
+    assert act[0, 1].tolist() == [30.0, 31.0, 32.0, 33.0, 34.0, 35.0]  # actions 5, 6, 7 lead from frame 5 to 8
+
+
+def test_action_block_widens_the_action_input_and_trains():
+    from wmkit.jepa.train import ACTrainConfig, train_ac
+
+    d = collect(3, 12, 16, seed=0, policy="expert")
+    cfg = ACTrainConfig(model=ACConfig(**TINY, action_block=3), steps=2, batch=2, length=3)
+    model, hist = train_ac(cfg, d["frames"], d["actions"], progress=False)
+    assert model.predictor.action.in_features == 6 and len(hist) == 2 and math.isfinite(hist[-1]["loss"])
+
+
+def test_energy_last_and_all_by_hand():
+    model = ACWorldModel(ACConfig(**TINY))
+    z = torch.zeros(2, 3, 4, 16)
+    z[0, 1] = 1.0  # sample 0: |.| = 1 at step 1 only; sample 1: 2 at the last step
+    z[1, 2] = 2.0
+    model.rollout = lambda z0, a: z
+    goal = torch.zeros(1, 4, 16)
+    a = torch.zeros(2, 3, 2)
+    z0 = torch.zeros(1, 1, 4, 16)
+    assert model.energy(z0, goal, a, "last").tolist() == [0.0, 2.0]
+    assert torch.allclose(model.energy(z0, goal, a, "all"), torch.tensor([1 / 3, 2 / 3]))
+    with pytest.raises(ValueError, match="mode"):
+        model.energy(z0, goal, a, "first")
+
+
+def test_sigreg_samples_all_pools_time_and_batch():
+    torch.manual_seed(0)
+    m = ACWorldModel(ACConfig(**TINY, regulariser="sigreg", loss="mse", normalize=False, sigreg_samples="all"))
+    frames, actions = torch.rand(3, 4, 3, 16, 16), torch.randn(3, 3, 2)
+    z = m.encode(frames)  # (3, 4, 4, 16)
+    g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    m.sigreg.forward = (lambda f: lambda x, generator=None: f(x, generator=g1))(m.sigreg.forward)
+    out = m.loss(frames, actions)
+    expected = SIGReg(num_proj=32)(z.reshape(-1, 16), generator=g2)  # one test over all 3 * 4 * 4 embeddings
+    assert float(out["sigreg"].detach()) == pytest.approx(float(expected.detach()), rel=1e-5)
+
+
+def test_sigreg_gradient_vanishes_on_a_tiny_cloud():
+    """Why the pooled LeWM variant collapsed without the projector's BatchNorm: near a point, SIGReg's gradient is
+    second order in the spread, so it cannot push a tiny cloud apart."""
+    sig = SIGReg(num_proj=64)
+    grads = {}
+    for std in (1e-3, 1.0):
+        x = (std * torch.randn(64, 16, generator=torch.Generator().manual_seed(0))).requires_grad_(True)
+        sig(x, generator=torch.Generator().manual_seed(1)).backward()
+        grads[std] = float(x.grad.norm())
+    assert grads[1e-3] < 0.05 * grads[1.0]
+
+
+def test_pooled_projector_batchnorm_spreads_the_initial_embeddings():
+    torch.manual_seed(0)
+    frames = torch.rand(8, 2, 3, 16, 16)
+    spread = {}
+    for norm in (False, True):
+        m = ACWorldModel(ACConfig(**TINY, pooled=True, regulariser="sigreg", loss="mse", normalize=False,
+                                  projector_norm=norm))
+        spread[norm] = float(m.encode(frames).std(0).mean())  # across the batch, per channel
+    assert spread[True] > 5 * spread[False]
+
+
+def test_attentive_probe_needs_standardised_tokens_when_the_signal_is_small():
+    g = torch.Generator().manual_seed(0)
+    y = torch.rand(400, 1, generator=g)
+    tok = torch.randn(1, 4, 8, generator=g).expand(400, -1, -1).clone()  # a large constant shared by all samples
+    tok[:, 1, :] += 0.02 * y * torch.linspace(-1, 1, 8)  # the target, 2 % of the scale, in one token
+    raw = attentive_probe(tok[:300], y[:300], tok[300:], y[300:], steps=150, standardize=False)
+    std = attentive_probe(tok[:300], y[:300], tok[300:], y[300:], steps=150)
+    assert std["r2"] > 0.7 and raw["r2"] < 0.1  # measured: 0.79 and -0.08
+
+
+def test_evaluate_planning_reports_standard_errors():
+    torch.manual_seed(0)
+    model = ACWorldModel(ACConfig(**TINY, action_block=2))
+    r = evaluate_planning(model, 3, 4, 2, 8, 2, 1, 16, goal="offset", goal_offset=3, progress=False)
+    p = r["plan_success"]
+    assert r["plan_success_se"] == pytest.approx(math.sqrt(p * (1 - p) / 3))
+    diff = [float(e["plan_success"]) - float(e["random_success"]) for e in r["episodes"]]
+    assert r["difference"] == pytest.approx(np.mean(diff))
+    with pytest.raises(ValueError, match="goal"):
+        evaluate_planning(model, 1, 4, 2, 8, 2, 1, 16, goal="anywhere", progress=False)
+
+
+def test_diffusion_features_shape_and_hook_removed():
+    from wmkit.jepa.compare import diffusion_features, train_diffusion_wm
+
+    d = collect(2, 8, 16, seed=0)
+    m, hist, flops, _ = train_diffusion_wm(d["frames"], d["actions"], 1, 2, context=2, channels=(16, 16),
+                                           depths=(1, 1), cond_channels=32, progress=False)
+    assert flops > 0 and len(hist) == 1
+    f = diffusion_features(m, torch.rand(5, 3, 16, 16))
+    assert f.shape == (5, 8 * 8, 16)  # one token per mid-level pixel (16 / 2), 16 channels
+    assert not m.net.unet.mid[-1]._forward_hooks
