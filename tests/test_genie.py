@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from einops import rearrange
 
 from wmkit.genie.dynamics import DynamicsConfig, DynamicsModel
 from wmkit.genie.lam import LAMConfig, LatentActionModel, code_usage, confusion
@@ -180,6 +181,61 @@ def test_lam_action_depends_only_on_its_transition_and_the_past():
     assert torch.allclose(a1[:, :2], a2[:, :2], atol=1e-6) and not torch.allclose(a1[:, 2], a2[:, 2])
 
 
+def test_lam_decoder_applies_code_t_to_predict_frame_t_plus_1():
+    """Alignment: pred[:, t] is frame t+1; it must change with code t and with no later code or frame."""
+    torch.manual_seed(0)
+    lam = LatentActionModel(LAMConfig(frame_size=16, patch=8, dim=16, enc_depth=1, dec_depth=2, heads=2,
+                                      code_dim=4, max_frames=6, predict_delta=False)).eval()
+    x = torch.rand(1, 5, 3, 16, 16)
+    ids = torch.tensor([[0, 1, 2, 3]])
+    p1 = lam.decode(x, lam.code(ids))  # (1, 4, 3, 16, 16): frames 2..5
+    ids2 = ids.clone()
+    ids2[:, 2] = 5  # the code of transition 3 -> 4
+    p2 = lam.decode(x, lam.code(ids2))
+    assert torch.allclose(p1[:, :2], p2[:, :2], atol=1e-6)  # frames 2, 3 do not see code 2
+    assert not torch.allclose(p1[:, 2], p2[:, 2])  # frame 4 = x_hat_{t+1} for t = 3 uses it
+    x2 = x.clone()
+    x2[:, 3] = torch.rand(3, 16, 16)  # frame 4 is a target at index 2: only predictions of frames 5.. may change
+    p3 = lam.decode(x2, lam.code(ids))
+    assert torch.allclose(p1[:, :3], p3[:, :3], atol=1e-6) and not torch.allclose(p1[:, 3], p3[:, 3])
+
+
+def test_lam_patch_context_tokens_hold_the_neighbouring_patches():
+    from wmkit.nn import patchify
+
+    lam = LatentActionModel(LAMConfig(frame_size=12, patch=4, dim=16, enc_depth=1, dec_depth=1, heads=2, code_dim=4,
+                                      max_frames=2, patch_context=3))
+    x = torch.rand(1, 2, 3, 12, 12)
+    win = lam.tokens(x).reshape(1, 2, 9, 3, 12, 12)  # 3 x 3 grid of tokens, each a 12 x 12 window
+    own = patchify(x, 4).reshape(1, 2, 9, 3, 4, 4)
+    assert torch.equal(win[..., 4:8, 4:8], own)  # the centre of each window is the token's own patch
+    assert torch.equal(win[:, :, 4, :, 4:8, 0:4], own[:, :, 3])  # centre token: its left neighbour (token 3)
+    assert torch.equal(win[:, :, 4, :, 0:4, 4:8], own[:, :, 1])  # ... and the one above (token 1)
+    assert float(win[:, :, 0, :, 0:4].abs().sum()) == 0.0  # token 0 (top-left corner): zeros above it
+    assert lam(x)["pred"].shape == (1, 1, 3, 12, 12)  # the decoder still draws each token's own 4 x 4 patch
+    with pytest.raises(ValueError, match="patch_context"):
+        LatentActionModel(LAMConfig(frame_size=12, patch=4, patch_context=2))
+
+
+def test_lam_encoder_without_positions_cannot_know_where_a_patch_is():
+    """With no spatial positions (the limit of the std-0.02 'learned' table at its start) the encoder's latent action
+    is unchanged when the patches of both frames are permuted the same way -- it cannot see *where* the picture
+    moved, only which patches pair up in time; the fixed sincos table breaks this symmetry from step 0."""
+    torch.manual_seed(0)
+    x = torch.rand(1, 2, 3, 24, 24)
+    perm = torch.randperm(9)
+    tiles = rearrange(x, "b t c (h p) (w q) -> b t (h w) c p q", p=8, q=8)[:, :, perm]  # same shuffle both frames
+    xp = rearrange(tiles, "b t (h w) c p q -> b t c (h p) (w q)", h=3)
+    for pos, invariant in (("learned", True), ("sincos", False)):
+        lam = LatentActionModel(LAMConfig(frame_size=24, patch=8, dim=16, enc_depth=2, dec_depth=1, heads=2,
+                                          code_dim=4, max_frames=2, enc_positions=pos)).eval()
+        if pos == "learned":
+            torch.nn.init.zeros_(lam.enc_pos)
+        assert torch.allclose(lam.encode(x)[0], lam.encode(xp)[0], atol=1e-5) == invariant
+    with pytest.raises(ValueError, match="enc_positions"):
+        LatentActionModel(LAMConfig(frame_size=16, patch=8, enc_positions="rope"))
+
+
 # ---------------------------------------------------------------------------------------- dynamics / MaskGIT
 def _tiny_dynamics(**kw):
     cfg = DynamicsConfig(vocab=12, grid=(3, 3), num_actions=4, dim=16, depth=2, heads=2, max_frames=5, **kw)
@@ -198,6 +254,8 @@ def test_dynamics_causal_in_frames_and_actions():
     assert torch.allclose(y[:, :3], y2[:, :3], atol=1e-6) and not torch.allclose(y[:, 3:], y2[:, 3:])
     act2 = act.clone()
     act2[:, 1] = (act2[:, 1] + 1) % 4  # action 1 drives frame 2
+    y3 = m(tok, act2)
+    assert torch.allclose(y[:, :2], y3[:, :2], atol=1e-6) and not torch.allclose(y[:, 2], y3[:, 2])
     y3 = m(tok, act2)
     assert torch.allclose(y[:, :2], y3[:, :2], atol=1e-6) and not torch.allclose(y[:, 2], y3[:, 2])
 
@@ -295,3 +353,16 @@ def test_observed_motion_labels_one_tile_scrolls():
         view.append(world[40:96, 40:96])  # back to the start
     m = observed_motion(np.stack(view))
     assert m[0::2].tolist() == [1, 2, 3, 4, 0]  # left, right, up, down, none
+
+
+def test_distinct_effects_counts_groups_of_similar_actions():
+    from wmkit.genie.play import distinct_effects
+
+    d = np.array([[0, .01, .2, .2], [.01, 0, .2, .2], [.2, .2, 0, .05], [.2, .2, .05, 0]])
+    assert distinct_effects(d, 0.02) == 3  # {0, 1} same effect; 2 and 3 differ by 0.05 > 0.02
+    assert distinct_effects(d, 0.1) == 2 and distinct_effects(d, 0.5) == 1 and distinct_effects(d, 0.001) == 4
+    chain = np.array([[0, .01, .3], [.01, 0, .01], [.3, .01, 0]])  # 0~1 and 1~2: one group though 0 and 2 differ
+    assert distinct_effects(chain, 0.02) == 1
+    with pytest.raises(ValueError, match="square"):
+        distinct_effects(np.zeros((2, 3)), 0.1)
+

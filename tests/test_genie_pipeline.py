@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from wmkit.genie import train as G
-from wmkit.genie.play import GeniePlayer, action_effects, playthrough
+from wmkit.genie.play import GeniePlayer, action_effects, effect_table, lam_effect_table, playthrough
 
 pytestmark = pytest.mark.slow  # trains three tiny models (~15 s on 2 cores)
 
@@ -94,6 +94,12 @@ def test_player_and_playthrough(trained):
     assert np.array_equal(pt["generated"][0], pt["real"][0]) and np.isnan(pt["psnr"][0])
     eff = action_effects(trained["tok"], trained["dyn"], trained["data"]["heldout"][0]["frames"][:1])
     assert eff["frames"].shape == (8, 16, 16, 3) and np.allclose(np.diag(eff["pairwise_l1"]), 0)
+    tab = effect_table(trained["tok"], trained["dyn"], trained["data"]["heldout"], frames=3)
+    assert tab["frames"].shape == (3, 8, 16, 16, 3) and tab["context"].shape == (3, 16, 16, 3)
+    assert tab["motion"].shape == (8, 5) and (tab["motion"].sum(1) == 3).all()  # one motion per (frame, action)
+    assert np.allclose(np.diag(tab["pairwise"]), 0) and np.allclose(tab["pairwise"], tab["pairwise"].T)
+    lt = lam_effect_table(trained["lam"], trained["data"]["heldout"], frames=5)
+    assert lt["frames"].shape == (5, 8, 16, 16, 3) and (lt["motion"].sum(1) == 5).all()
 
 
 def test_sample_windows_rejects_short_episodes():

@@ -45,7 +45,7 @@ _WORLDMODELS = {
                   real_popsize=4, real_generations=1, real_rollouts=1, real_horizon=30,
                   doom_episodes=3, doom_max_steps=60, doom_vae_epochs=1, doom_mdnrnn_epochs=1, doom_mdnrnn_batch=2,
                   doom_seq_len=16, doom_hidden=32, doom_popsize=4, doom_rollouts=2, doom_generations=1,
-                  doom_dream_max_steps=30, doom_eval_episodes=2, doom_taus=(1.15,)),
+                  doom_dream_max_steps=30, doom_eval_episodes=2, doom_taus=(1.15,), doom_vae_episodes=None),
     # cpu: ~10k frames; V ~450 updates of 64 (2-5 min on 2 cores), M 30 epochs (~1 min), C: CMA-ES in
     # the dream (16 x 8 dreams of 200 steps per generation, ~1 min), 4 real evaluation episodes.
     # real_*: C trained in the real env instead (the paper's CarRacing setup), ~5 min on 2 cores.
@@ -53,10 +53,11 @@ _WORLDMODELS = {
                 mdnrnn_batch=16, mdnrnn_seq_len=64, cma_popsize=16, cma_generations=40,
                 cma_rollouts=8, dream_horizon=200, eval_episodes=4, eval_max_steps=1000, workers=2,
                 real_popsize=8, real_generations=10, real_rollouts=1, real_horizon=300,
-                # doom_*: VizDoom TakeCover trained in the dream (notebook 01b; about 15 min on 2 idle cores,
-                # estimated from runs under load). This budget does NOT reach "dream-trained beats random":
-                # V stays near the mean frame (book/stage1/doom_dream.md has the measured figures).
-                doom_episodes=200, doom_max_steps=2100, doom_vae_epochs=1, doom_mdnrnn_epochs=4,
+                # doom_*: VizDoom TakeCover trained in the dream (notebook 01b; ~15 min of 2 idle cores, estimated
+                # from the CPU share of runs under load). 110 episodes; V 3 epochs over the first 60 (834 updates);
+                # M 60 epochs over 100 (~2,000 updates: with 4 epochs (132 updates) every C was "hold left").
+                # Measured figures and commands: book/stage1/doom_dream.md.
+                doom_episodes=110, doom_vae_episodes=60, doom_max_steps=2100, doom_vae_epochs=3, doom_mdnrnn_epochs=60,
                 doom_mdnrnn_batch=16, doom_seq_len=100, doom_hidden=256, doom_popsize=16, doom_rollouts=8,
                 doom_generations=20, doom_dream_max_steps=600, doom_eval_episodes=50, doom_taus=(0.1, 1.0, 1.15, 1.3)),
     "gpu": dict(n_rollouts=10_000, rollout_len=1000, vae_epochs=1, vae_batch=100, mdnrnn_epochs=20,
@@ -68,7 +69,7 @@ _WORLDMODELS = {
                 doom_episodes=10_000, doom_max_steps=2100, doom_vae_epochs=10, doom_mdnrnn_epochs=400,
                 doom_mdnrnn_batch=100, doom_seq_len=500, doom_hidden=512, doom_popsize=64, doom_rollouts=16,
                 doom_generations=200, doom_dream_max_steps=2100, doom_eval_episodes=100,
-                doom_taus=(0.1, 0.5, 1.0, 1.15, 1.3)),
+                doom_taus=(0.1, 0.5, 1.0, 1.15, 1.3), doom_vae_episodes=None),
 }
 
 # ----------------------------------------------------------------------------------------------------
@@ -137,19 +138,19 @@ _GENIE: dict[str, dict[str, Any]] = {
                   lam_steps=4, lam_batch=4, lam_var_weight=100.0, dyn_dim=32, dyn_depth=1, dyn_clip_len=4,
                   dyn_steps=4, dyn_batch=4, maskgit_steps=4, eval_horizon=4, eval_starts=2, play_frames=6,
                   cost_T=(2, 4, 8), cost_N=16, cost_dim=32, cost_depth=1, cost_run_T=(2, 4), bench_batch=2,
-                  bench_steps=2),
+                  bench_steps=2, effect_frames=2),
     "cpu": dict(episodes=10, episode_steps=200, frame_size=56, tok_patch=8, tok_dim=128, tok_depth=2, tok_clip_len=2,
                 tok_steps=400, tok_batch=16, lam_patch=4, lam_size=28, lam_dim=96, lam_depth=2, lam_clip_len=2,
                 lam_steps=600, lam_batch=32, lam_var_weight=100.0, dyn_dim=128, dyn_depth=3, dyn_clip_len=4,
                 dyn_steps=600, dyn_batch=16, maskgit_steps=25, eval_horizon=4, eval_starts=8, play_frames=48,
                 cost_T=(4, 8, 16, 32, 64, 128, 256, 512), cost_N=64, cost_dim=128, cost_depth=2,
-                cost_run_T=(4, 8, 16, 32), bench_batch=8, bench_steps=5),
+                cost_run_T=(4, 8, 16, 32), bench_batch=8, bench_steps=5, effect_frames=32),
     "gpu": dict(episodes=100, episode_steps=1000, frame_size=56, tok_patch=4, tok_dim=512, tok_depth=8,
                 tok_clip_len=16, tok_steps=30_000, tok_batch=48, lam_patch=8, lam_size=0, lam_dim=512, lam_depth=8,
                 lam_clip_len=16, lam_steps=30_000, lam_batch=36, lam_var_weight=100.0, dyn_dim=512, dyn_depth=12,
                 dyn_clip_len=16, dyn_steps=50_000, dyn_batch=36, maskgit_steps=25, eval_horizon=4, eval_starts=8,
                 play_frames=100, cost_T=(4, 8, 16, 32, 64, 128, 256, 512), cost_N=256, cost_dim=512, cost_depth=8,
-                cost_run_T=(4, 8, 16, 32, 64), bench_batch=36, bench_steps=10),
+                cost_run_T=(4, 8, 16, 32, 64), bench_batch=36, bench_steps=10, effect_frames=64),
 }
 
 # ----------------------------------------------------------------------------------------------------

@@ -35,12 +35,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from einops import repeat
+from einops import rearrange, repeat
 from torch import nn
 
-from wmkit.genie.st_transformer import STTransformer
+from wmkit.genie.st_transformer import FullTransformer, STTransformer
 from wmkit.genie.tokenizer import FSQ, VectorQuantizer, usage_stats
-from wmkit.nn import patchify, unpatchify
+from wmkit.nn import block_causal_mask, patchify, sincos_2d, unpatchify
 
 __all__ = ["LAMConfig", "LatentActionModel", "code_usage", "confusion"]
 
@@ -83,6 +83,21 @@ class LAMConfig:
     """Per-dimension batch variance of the (unit-norm) encoder outputs below which the penalty acts."""
     max_frames: int = 16
     """Longest clip."""
+    patch_context: int = 1
+    """Each input token holds its patch and its neighbours': a (patch_context x patch_context)-patch window centred on
+    it (1 = Genie: the patch alone; 3: its 8 neighbours too, zeros past the border). A one-tile scroll then maps a
+    token's input to one of its neighbours' -- a choice an MLP makes per token -- instead of a move the attention has
+    to learn from positions (measured: with patch_context=1 the decoder, given the true motion, needed hundreds of
+    steps to draw a scroll)."""
+    enc_attention: str = "st"
+    """Encoder attention: 'st' (Genie: spatial, then causal temporal at each position -- a patch of frame t+1 meets
+    only the *same* position of frame t, so a shift shows only after spatial layers have moved the neighbours' content
+    there) or 'full' (block-causal attention over all tokens of the clip: a patch of x_{t+1} can find its match
+    anywhere in x_t in one layer, content-based, and read the match's position -- the displacement)."""
+    enc_positions: str = "learned"
+    """Encoder positions of the patch tokens: 'sincos' (fixed 2-D table, as Jafar's sin-cos) or 'learned' (a table
+    initialised at std 0.02; with it the encoder starts blind to where a patch is, so it cannot tell a left scroll
+    from a right one)."""
 
 
 class LatentActionModel(nn.Module):
@@ -97,11 +112,22 @@ class LatentActionModel(nn.Module):
         self.cfg = cfg
         g = self.size // cfg.patch
         self.num_patches = g * g
-        pdim = 3 * cfg.patch * cfg.patch
+        if cfg.patch_context < 1 or cfg.patch_context % 2 == 0:
+            raise ValueError(f"LAM patch_context: expected an odd number >= 1, got {cfg.patch_context}")
+        pdim = 3 * (cfg.patch * cfg.patch_context) ** 2  # values per input token
         self.action_in = nn.Parameter(torch.randn(pdim) * 0.02)  # the learned action token's input
         # the encoder sees N + 1 tokens per frame (action token first): no 2-D grid table, a learned one instead
-        self.encoder = STTransformer(cfg.dim, cfg.enc_depth, cfg.heads, None, cfg.max_frames, pdim, cfg.code_dim)
-        self.enc_pos = nn.Parameter(torch.randn(self.num_patches + 1, cfg.dim) * 0.02)  # (N+1, D)
+        if cfg.enc_attention not in ("st", "full"):
+            raise ValueError(f"LAM enc_attention: expected 'st' or 'full', got {cfg.enc_attention!r}")
+        Encoder = STTransformer if cfg.enc_attention == "st" else FullTransformer
+        self.encoder = Encoder(cfg.dim, cfg.enc_depth, cfg.heads, None, cfg.max_frames, pdim, cfg.code_dim)
+        if cfg.enc_positions == "learned":
+            self.enc_pos = nn.Parameter(torch.randn(self.num_patches + 1, cfg.dim) * 0.02)  # (N+1, D)
+        elif cfg.enc_positions == "sincos":  # the action token (row 0) is told apart by its own learned input
+            table = torch.cat([torch.zeros(1, cfg.dim), sincos_2d(g, g, cfg.dim)])  # (N+1, D)
+            self.register_buffer("enc_pos", table, persistent=False)
+        else:
+            raise ValueError(f"LAM enc_positions: expected 'sincos' or 'learned', got {cfg.enc_positions!r}")
         if cfg.quantizer == "vq":
             self.vq = VectorQuantizer(cfg.num_actions, cfg.code_dim, cfg.beta, cosine=True,
                                       restart_after=cfg.restart_after)
@@ -116,7 +142,8 @@ class LatentActionModel(nn.Module):
             raise ValueError(f"LAM quantizer: expected 'vq' or 'fsq', got {cfg.quantizer!r}")
         self.encoder.out = nn.Linear(cfg.dim, code_dim)
         self.action_up = nn.Linear(code_dim, cfg.dim)
-        self.decoder = STTransformer(cfg.dim, cfg.dec_depth, cfg.heads, (g, g), cfg.max_frames, pdim, pdim)
+        out_dim = 3 * cfg.patch * cfg.patch  # the decoder draws each token's own patch
+        self.decoder = STTransformer(cfg.dim, cfg.dec_depth, cfg.heads, (g, g), cfg.max_frames, pdim, out_dim)
         self.mask_token = nn.Parameter(torch.zeros(cfg.dim))
         if cfg.predict_delta:  # start from "nothing moves" (x_hat_{t+1} = x_t) instead of x_t + noise
             nn.init.zeros_(self.decoder.out.weight)
@@ -135,17 +162,33 @@ class LatentActionModel(nn.Module):
         small = F.interpolate(frames.flatten(0, 1), size=(self.size, self.size), mode="area")  # (B*T, 3, s, s)
         return small.unflatten(0, (B, -1))
 
+    def tokens(self, frames: torch.Tensor) -> torch.Tensor:
+        """(B, T, 3, s, s) -> (B, T, N, 3 (k p)^2): each patch with its k x k neighbourhood (k = patch_context)."""
+        p, k = self.cfg.patch, self.cfg.patch_context
+        if k == 1:
+            return patchify(frames, p)  # (B, T, N, 3 p p)
+        B = frames.shape[0]
+        win = F.unfold(frames.flatten(0, 1), kernel_size=k * p, stride=p, padding=(k // 2) * p)  # (BT, 3(kp)^2, N)
+        return rearrange(win, "(b t) c n -> b t n c", b=B)  # (B, T, N, 3 (k p)^2)
+
     def encode(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """-> (a_e (B, T-1, d) continuous, a_q (B, T-1, d) quantized, ids (B, T-1), vq loss)."""
         self._check(frames)
         frames = self.resize(frames)
         B, T = frames.shape[:2]
-        patches = patchify(frames, self.cfg.patch)  # (B, T, N, 3 p p)
-        act = repeat(self.action_in, "c -> b t 1 c", b=B, t=T)  # (B, T, 1, 3 p p)
+        patches = self.tokens(frames)  # (B, T, N, 3 (k p)^2)
+        act = repeat(self.action_in, "c -> b t 1 c", b=B, t=T)  # (B, T, 1, 3 (k p)^2)
         x = self.encoder.inp(torch.cat([act, patches], dim=2)) + self.enc_pos  # (B, T, N+1, D)
         x = self.encoder.add_positions(x)  # + temporal table
-        for blk in self.encoder.blocks:
-            x = blk(x)  # (B, T, N+1, D)
+        if self.cfg.enc_attention == "full":  # every token sees every token of frames <= its own
+            mask = block_causal_mask(T, x.shape[2], device=x.device)  # (T(N+1), T(N+1))
+            x = rearrange(x, "b t n d -> b (t n) d")  # (B, T(N+1), D)
+            for blk in self.encoder.blocks:
+                x = blk(x, mask=mask)
+            x = rearrange(x, "b (t n) d -> b t n d", t=T)  # (B, T, N+1, D)
+        else:
+            for blk in self.encoder.blocks:
+                x = blk(x)  # (B, T, N+1, D): spatial, causal temporal, MLP
         a_e = self.encoder.out(self.encoder.norm(x[:, 1:, 0]))  # (B, T-1, d): action token of frames 2..T
         if isinstance(self.vq, FSQ):
             a_q, ids = self.vq(a_e)
@@ -157,7 +200,7 @@ class LatentActionModel(nn.Module):
         """Predict frames 2..T (at the LAM's resolution) from frames 1..T-1 and the quantized actions."""
         frames = self.resize(frames)
         s = self.size
-        past = patchify(frames[:, :-1], self.cfg.patch)  # (B, T-1, N, 3 p p)
+        past = self.tokens(frames[:, :-1])  # (B, T-1, N, 3 (k p)^2)
         x = self.decoder.inp(past)  # (B, T-1, N, D)
         if mask_rate > 0:
             hide = torch.rand(x.shape[:3], device=x.device) < mask_rate  # (B, T-1, N)

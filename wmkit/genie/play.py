@@ -10,6 +10,8 @@ not needed while playing -- only to label the actions of a recorded clip (:func:
 * :func:`playthrough` -- a recorded held-out clip re-generated from its first frame with the LAM's inferred actions:
   real | generated | |error| with the latent and true actions as series, for :class:`wmkit.widgets.Scrubber`.
 * :func:`action_effects` -- the next frame under each of the |A| actions from one context: are the effects distinct?
+* :func:`effect_table` and :func:`distinct_effects` -- the same over many held-out frames: which one-tile scroll each
+  action produces, and how many actions have effects that differ by more than a stated threshold.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from wmkit.genie.lam import LatentActionModel
 from wmkit.genie.tokenizer import VideoTokenizer
 from wmkit.genie.train import decode_tokens, encode_episode, infer_episode_actions, to_tensor
 
-__all__ = ["GeniePlayer", "playthrough", "action_effects"]
+__all__ = ["GeniePlayer", "playthrough", "action_effects", "effect_table", "lam_effect_table", "distinct_effects"]
 
 
 class GeniePlayer:
@@ -155,3 +157,92 @@ def action_effects(tok: VideoTokenizer, dyn: DynamicsModel, context_frames: np.n
     f = frames.astype(np.float32) / 255.0
     diff = np.abs(f[:, None] - f[None]).mean(axis=(2, 3, 4))
     return {"frames": frames, "pairwise_l1": diff}
+
+
+def distinct_effects(pairwise: np.ndarray, threshold: float) -> int:
+    """How many distinct effects |A| actions have: the actions fall into groups where two actions whose effects
+    differ by at most ``threshold`` (mean |pixel difference| in [0, 1]) are the same effect (connected components
+    of the graph "pairwise <= threshold"). 1 = every action does the same thing; |A| = all differ."""
+    d = np.asarray(pairwise, dtype=np.float64)
+    if d.ndim != 2 or d.shape[0] != d.shape[1]:
+        raise ValueError(f"pairwise: expected a square (|A|, |A|) table, got shape {d.shape}")
+    if not threshold > 0:
+        raise ValueError(f"threshold must be > 0, got {threshold}")
+    A = d.shape[0]
+    group = list(range(A))
+
+    def root(i):
+        while group[i] != i:
+            i = group[i]
+        return i
+
+    for i in range(A):
+        for j in range(i + 1, A):
+            if d[i, j] <= threshold:
+                group[root(j)] = root(i)
+    return len({root(i) for i in range(A)})
+
+
+@torch.no_grad()
+def effect_table(tok: VideoTokenizer, dyn: DynamicsModel, episodes: list[dict], frames: int = 16,
+                 steps: int | None = None, seed: int = 0) -> dict:
+    """The next frame under every latent action from ``frames`` held-out frames (one batch of frames x |A|).
+
+    Returns ``pairwise`` (|A|, |A|): mean |pixel difference| between the next frames of two actions, averaged over
+    the context frames; ``motion`` (|A|, 5): for each action, how often its generated frame is best explained as
+    each one-tile scroll (:data:`~wmkit.genie.train.MOTIONS`, by :func:`~wmkit.genie.train.observed_motion` on the
+    pair (context, generated)); ``frames`` (frames, |A|, H, W, 3) uint8 and ``context`` (frames, H, W, 3).
+    """
+    from wmkit.genie.train import MOTIONS, observed_motion
+
+    A = dyn.cfg.num_actions
+    pool = [(e, t) for e in episodes for t in range(len(e["frames"]) - 1)]
+    if not pool:
+        raise ValueError("effect_table: the episodes have no transition")
+    pick = np.random.default_rng(seed).choice(len(pool), size=min(frames, len(pool)), replace=False)
+    ctx = np.stack([pool[i][0]["frames"][pool[i][1]] for i in pick])  # (M, H, W, 3)
+    toks = torch.stack([encode_episode(tok, c[None])[0] for c in ctx])  # (M, N)
+    M, dev = len(ctx), next(dyn.parameters()).device
+    context = toks.repeat_interleave(A, 0)[:, None].to(dev)  # (M*A, 1, N)
+    acts = torch.arange(A).repeat(M)[:, None].to(dev)  # (M*A, 1)
+    nxt = dyn.generate_next(context, acts, steps=steps, generator=torch.Generator().manual_seed(seed)).cpu()
+    img = tok.decode(nxt[:, None].to(next(tok.parameters()).device))[:, 0]  # (M*A, 3, H, W): each frame alone
+    gen = (img.movedim(1, -1).clamp(0, 1) * 255).round().byte().cpu().numpy().reshape(M, A, *ctx.shape[1:])
+    f = gen.astype(np.float32) / 255.0
+    pairwise = np.abs(f[:, :, None] - f[:, None]).mean(axis=(0, 3, 4, 5))  # (A, A)
+    motion = np.zeros((A, len(MOTIONS)), dtype=np.int64)
+    for m in range(M):
+        for k in range(A):
+            motion[k, observed_motion(np.stack([ctx[m], gen[m, k]]))[0]] += 1
+    return {"pairwise": pairwise, "motion": motion, "frames": gen, "context": ctx}
+
+
+@torch.no_grad()
+def lam_effect_table(lam: LatentActionModel, episodes: list[dict], frames: int = 64, seed: int = 0) -> dict:
+    """The LAM decoder's own next frame under every code, from ``frames`` held-out frames (at the LAM resolution).
+
+    This asks the LAM, not the dynamics model, what each code means: same outputs as :func:`effect_table`
+    (``pairwise`` (|A|, |A|), ``motion`` (|A|, 5) with the scroll measured at the LAM's tile size lam_size / 7,
+    ``frames`` (frames, |A|, s, s, 3) uint8, ``context`` (frames, s, s, 3) uint8).
+    """
+    from wmkit.genie.train import MOTIONS, TILE, observed_motion
+
+    A, dev = lam.cfg.num_actions, next(lam.parameters()).device
+    pool = [(e, t) for e in episodes for t in range(len(e["frames"]))]
+    pick = np.random.default_rng(seed).choice(len(pool), size=min(frames, len(pool)), replace=False)
+    x = to_tensor(np.stack([pool[i][0]["frames"][pool[i][1]] for i in pick])).to(dev)  # (M, 3, H, W)
+    M = len(x)
+    pairs = x[:, None].expand(M, 2, *x.shape[1:]).repeat_interleave(A, 0)  # (M*A, 2, 3, H, W); frame 2 unused
+    codes = lam.code(torch.arange(A, device=dev).repeat(M))[:, None]  # (M*A, 1, d)
+    pred = lam.decode(pairs, codes)[:, 0].clamp(0, 1)  # (M*A, 3, s, s)
+    to8 = lambda t: (t.movedim(-3, -1) * 255).round().byte().cpu().numpy()  # noqa: E731
+    gen = to8(pred).reshape(M, A, *pred.shape[-2:], 3)  # (M, A, s, s, 3)
+    ctx = to8(lam.resize(x[:, None])[:, 0])  # (M, s, s, 3)
+    f = gen.astype(np.float32) / 255.0
+    pairwise = np.abs(f[:, :, None] - f[:, None]).mean(axis=(0, 3, 4, 5))  # (A, A)
+    shift = TILE * lam.size // lam.cfg.frame_size  # one tile at the LAM's resolution
+    motion = np.zeros((A, len(MOTIONS)), dtype=np.int64)
+    for m in range(M):
+        for k in range(A):
+            motion[k, observed_motion(np.stack([ctx[m], gen[m, k]]), shift=shift)[0]] += 1
+    return {"pairwise": pairwise, "motion": motion, "frames": gen, "context": ctx}

@@ -94,6 +94,12 @@ class GenieConfig:
     """|A|, the number of latent actions (Genie: 8)."""
     lam_quantizer: str = "vq"
     """LAM bottleneck: 'vq' (Genie) or 'fsq' (three 2-level channels, tinyworlds)."""
+    lam_patch_context: int = 1
+    """LAM input tokens: each patch with its k x k patch neighbourhood (1 = Genie; 3 = with its 8 neighbours)."""
+    lam_enc_attention: str = "st"
+    """LAM encoder attention: 'full' (block-causal over the clip, wmkit) or 'st' (Genie's ST blocks)."""
+    lam_enc_positions: str = "learned"
+    """LAM encoder patch positions: 'sincos' (fixed 2-D table) or 'learned' (std-0.02 table, the earlier wmkit)."""
     lam_restart_after: int = 50
     """Dead-code restart after this many unused steps (0 = off)."""
     lam_decoder_mask: float = 0.0
@@ -217,7 +223,9 @@ def lam_config(cfg: GenieConfig) -> LAMConfig:
                      dec_depth=cfg.lam_depth, heads=cfg.heads, num_actions=cfg.lam_actions,
                      restart_after=cfg.lam_restart_after, decoder_mask=cfg.lam_decoder_mask,
                      var_weight=cfg.lam_var_weight, max_frames=cfg.lam_clip_len, lam_size=cfg.lam_size,
-                     predict_delta=cfg.lam_predict_delta, quantizer=cfg.lam_quantizer)
+                     predict_delta=cfg.lam_predict_delta, quantizer=cfg.lam_quantizer,
+                     enc_positions=cfg.lam_enc_positions, enc_attention=cfg.lam_enc_attention,
+                     patch_context=cfg.lam_patch_context)
 
 
 def dynamics_config(cfg: GenieConfig, vocab: int, grid: tuple[int, int]) -> DynamicsConfig:
