@@ -232,7 +232,7 @@ _JEPA: dict[str, dict[str, Any]] = {
                 action_block=5, ac_steps=300, ac_batch=16, ac_length=6, sigreg_proj=128, collapse_steps=100,
                 ac_recipes=("ema",), probe_steps=300, diff_model=dict(channels=(32, 32, 32), depths=(1, 1, 1),
                                                                        cond_channels=128), diff_max_steps=150,
-                plan_episodes=30, plan_budget=50, plan_horizon=5, plan_receding=1, goal_offset=25, plan_energy="last",
+                plan_episodes=24, plan_budget=50, plan_horizon=5, plan_receding=1, goal_offset=25, plan_energy="all",
                 cem_samples=64, cem_elites=8, cem_iters=6,
                 pretrain_model=dict(frames=8, size=32, patch=8, dim=64, depth=2, heads=4, pred_dim=32,
                                     pred_depth=2, pred_heads=4),

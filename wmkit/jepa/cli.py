@@ -63,12 +63,16 @@ class PlanArgs:
     """CEM samples (V-JEPA 2-AC: 400 in the brief; None: profile)"""
     seed: int = 1000
     """seed of the evaluation episodes"""
+    goal: str = "offset"
+    """offset (LeWM / swm: where the weak expert stands goal_offset steps on) | other_room (the env's own target)"""
+    energy: str | None = None
+    """last (V-JEPA 2-AC, LeWM) | all (DINO-WM's mean over the predicted frames); None: the profile's plan_energy"""
 
 
 def _data(P, seed):
     from wmkit.jepa.tworooms import collect
 
-    return collect(P.tr_episodes, P.tr_steps, P.tr_size, seed=seed)
+    return collect(P.tr_episodes, P.tr_steps, P.tr_size, seed=seed, policy=P.tr_policy)
 
 
 def train_vjepa_cmd(argv):
@@ -102,7 +106,7 @@ def train_ac_cmd(argv):
         v.load_state_dict(load_state(a.encoder)["model"])
         encoder = v.target_encoder
     mcfg = ACConfig(**P.ac_model, regulariser=a.regulariser, loss="mse" if a.regulariser == "sigreg" else "l1",
-                    normalize=a.regulariser != "sigreg", sigreg_proj=P.sigreg_proj)
+                    normalize=a.regulariser != "sigreg", sigreg_proj=P.sigreg_proj, action_block=P.action_block)
     cfg = ACTrainConfig(model=mcfg, steps=a.steps or P.ac_steps, batch=P.ac_batch, length=P.ac_length,
                         precision=a.precision, seed=a.seed)
     d = _data(P, a.seed)
@@ -122,7 +126,9 @@ def plan_cmd(argv):
     model = ACWorldModel(ACConfig(**meta["config"]["model"]))
     model.load_state_dict(load_state(a.checkpoint)["model"])
     r = evaluate_planning(model, a.episodes or P.plan_episodes, a.budget or P.plan_budget, P.plan_horizon,
-                          a.samples or P.cem_samples, P.cem_elites, P.cem_iters, P.tr_size, seed=a.seed)
+                          a.samples or P.cem_samples, P.cem_elites, P.cem_iters, P.tr_size, seed=a.seed,
+                          goal=a.goal, goal_offset=P.goal_offset, receding=P.plan_receding,
+                          energy=a.energy or P.plan_energy)
     print(json.dumps({k: v for k, v in r.items() if k != "episodes"}))
 
 
