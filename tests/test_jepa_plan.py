@@ -99,6 +99,8 @@ def test_energy_last_and_all_by_hand():
     z0 = torch.zeros(1, 1, 4, 16)
     assert model.energy(z0, goal, a, "last").tolist() == [0.0, 2.0]
     assert torch.allclose(model.energy(z0, goal, a, "all"), torch.tensor([1 / 3, 2 / 3]))
+    # DINO-WM's default base 2: weights (1, 2, 4) / 7
+    assert torch.allclose(model.energy(z0, goal, a, "all", base=2.0), torch.tensor([2 / 7, 8 / 7]))
     with pytest.raises(ValueError, match="mode"):
         model.energy(z0, goal, a, "first")
 

@@ -259,18 +259,24 @@ class ACWorldModel(nn.Module):
                 ema_update(self.target_projector, self.projector, self.cfg.momentum)
 
     @torch.no_grad()
-    def energy(self, z0: torch.Tensor, goal: torch.Tensor, actions: torch.Tensor, mode: str = "last") -> torch.Tensor:
+    def energy(self, z0: torch.Tensor, goal: torch.Tensor, actions: torch.Tensor, mode: str = "last",
+               base: float = 1.0) -> torch.Tensor:
         """Planning energy of S action sequences (S, H, A) from z0 (1, T0, N, D) to goal (1, N, D) -> (S,).
 
-        ``mode="last"``: the distance of the last predicted frame (V-JEPA 2-AC eq. 4, LeWM); ``"all"``: the mean over
-        every predicted frame (DINO-WM's ``objective mode="all"``), which also rewards passing the goal early."""
+        ``mode="last"``: the distance of the last predicted frame (V-JEPA 2-AC eq. 4, LeWM); ``"all"``: a weighted
+        mean over every predicted frame i = 0..H-1 with weights base^i / sum_j base^j (DINO-WM's
+        ``objective mode="all"``, whose default base is 2; base 1 weighs the frames equally), which also rewards
+        passing the goal early."""
         if mode not in ("last", "all"):
             raise ValueError(f"energy: mode must be 'last' or 'all', got {mode!r}")
         S = actions.shape[0]
         z = self.rollout(z0.expand(S, -1, -1, -1), actions)  # (S, H, N, D)
-        z = z[:, -1:] if mode == "last" else z  # (S, 1 or H, N, D)
         d = (z - goal[:, None]).abs() if self.cfg.loss == "l1" else (z - goal[:, None]).square()
-        return d.flatten(1).mean(1)  # (S,)
+        d = d.flatten(2).mean(2)  # (S, H): the distance of every predicted frame
+        if mode == "last":
+            return d[:, -1]  # (S,)
+        w = base ** torch.arange(d.shape[1], dtype=d.dtype)
+        return d @ (w / w.sum())  # (S,)
 
 
 # [eq:cem]

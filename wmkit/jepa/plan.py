@@ -50,7 +50,7 @@ def offset_goal(env: TwoRooms, offset: int, rng: np.random.Generator) -> np.ndar
 @torch.no_grad()
 def plan_episode(model: ACWorldModel, env: TwoRooms, budget: int, horizon: int, samples: int, elites: int,
                  iterations: int, generator: torch.Generator, receding: int = 1, keep_frames: bool = False,
-                 energy: str = "last") -> dict:
+                 energy: str = "last", energy_base: float = 1.0) -> dict:
     """One MPC episode from the env's current state; returns success, steps, final distance (and frames)."""
     if not 1 <= receding <= horizon:
         raise ValueError(f"plan_episode: need 1 <= receding <= horizon, got receding={receding}, horizon={horizon}")
@@ -63,7 +63,7 @@ def plan_episode(model: ACWorldModel, env: TwoRooms, budget: int, horizon: int, 
     mean, success, steps = None, False, 0
     while steps < budget and not success:
         z0 = model.encode(to_video(obs)[None, None])  # (1, 1, N, D)
-        out = cem(lambda a, z0=z0: model.energy(z0, goal, a, energy), horizon, blk * adim, samples=samples,
+        out = cem(lambda a, z0=z0: model.energy(z0, goal, a, energy, energy_base), horizon, blk * adim, samples=samples,
                   elites=elites, iterations=iterations, mean=mean, generator=generator)
         plan = rearrange(out["plan"], "h (k a) -> h k a", k=blk)  # (H, blk, A)
         for action in plan[:receding].reshape(-1, adim):  # receding * blk environment steps
@@ -102,7 +102,7 @@ def _reset(env: TwoRooms, seed: int, goal: str, goal_offset: int) -> None:
 def evaluate_planning(model: ACWorldModel, episodes: int, budget: int, horizon: int, samples: int, elites: int,
                       iterations: int, render_size: int, seed: int = 1000, progress: bool = True,
                       goal: str = "offset", goal_offset: int = 25, receding: int | None = None,
-                      energy: str = "last") -> dict:
+                      energy: str = "last", energy_base: float = 1.0) -> dict:
     """Planner vs random policy on the same ``episodes`` start/goal/door configurations (seeds seed..seed+E-1).
 
     Returns the per-episode rows and, over episodes, the success rates with their standard errors
@@ -119,7 +119,7 @@ def evaluate_planning(model: ACWorldModel, episodes: int, budget: int, horizon: 
         _reset(env, seed + e, goal, goal_offset)
         start = env.info()["distance"]
         p = plan_episode(model, env, budget, horizon, samples, elites, iterations, g,
-                         receding=horizon if receding is None else receding, energy=energy)
+                         receding=horizon if receding is None else receding, energy=energy, energy_base=energy_base)
         _reset(env, seed + e, goal, goal_offset)
         r = random_episode(env, budget, rng)
         rows.append({"episode": e, "start_distance": start, "plan_success": p["success"],
