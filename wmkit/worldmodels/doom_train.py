@@ -93,10 +93,12 @@ class DoomVAEConfig(TrainVAEConfig):
     """Passes over the frames (default: the profile's doom_vae_epochs; paper: 10)."""
     batch_size: int | None = None
     """Frames per update (default: the profile's vae_batch; paper: 100)."""
+    max_episodes: int | None = None
+    """Train V on the first N episodes only (default: the profile's doom_vae_episodes; None there = all)."""
 
 
 def train_doom_vae(cfg: DoomVAEConfig, progress: bool = True):
-    cfg = _fill(cfg, epochs="doom_vae_epochs", batch_size="vae_batch")
+    cfg = _fill(cfg, epochs="doom_vae_epochs", batch_size="vae_batch", max_episodes="doom_vae_episodes")
     return train_vae(cfg, progress)
 
 
