@@ -20,7 +20,7 @@ def run(argv: list[str] | None = None) -> None:
     from wmkit.jepa.ac import ACConfig, ACWorldModel
     from wmkit.jepa.compare import dreamer_batch, dreamer_world_model, step_flops
     from wmkit.jepa.masks import VJEPA_MASKS, MultiBlock3D
-    from wmkit.jepa.train import to_video
+    from wmkit.jepa.train import block_windows, to_video
     from wmkit.jepa.tworooms import collect
     from wmkit.jepa.vjepa import VJEPA, VJEPAConfig
     from wmkit.profiles import profile
@@ -31,7 +31,8 @@ def run(argv: list[str] | None = None) -> None:
     P = profile().jepa
     B, L = P.bench_batch, P.ac_length
     vcfg = VJEPAConfig(**P.vjepa_model)
-    d = collect(max(2, B), max(vcfg.frames, L) + 1, P.tr_size, seed=0)
+    span = (L - 1) * P.action_block + 1  # environment frames under one AC window
+    d = collect(max(2, B), max(vcfg.frames, span) + 1, P.tr_size, seed=0, policy=P.tr_policy)
     torch.manual_seed(0)
     rows = {}
 
@@ -47,10 +48,10 @@ def run(argv: list[str] | None = None) -> None:
         opt_v.step()
     rows["vjepa"] = (step_flops(lambda: vj.loss(clips, [g(B) for g in gens])["loss"]), vj_step, vcfg.frames)
 
-    ac = ACWorldModel(ACConfig(**P.ac_model, regulariser="ema"))
+    ac = ACWorldModel(ACConfig(**P.ac_model, regulariser="ema", action_block=P.action_block))
     opt_a = torch.optim.AdamW([q for q in ac.parameters() if q.requires_grad])
-    fr = to_video(np.stack([d["frames"][i % len(d["frames"]), :L] for i in range(B)]))
-    act = torch.from_numpy(np.stack([d["actions"][i % len(d["actions"]), :L - 1] for i in range(B)]))
+    fr, act = block_windows(to_video(d["frames"]), torch.from_numpy(d["actions"]),
+                            [(i % len(d["frames"]), 0) for i in range(B)], L, P.action_block)
 
     def ac_step():
         out = ac.loss(fr, act)["loss"]
