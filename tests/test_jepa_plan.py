@@ -172,3 +172,23 @@ def test_diffusion_features_shape_and_hook_removed():
     f = diffusion_features(m, torch.rand(5, 3, 16, 16))
     assert f.shape == (5, 8 * 8, 16)  # one token per mid-level pixel (16 / 2), 16 channels
     assert not m.net.unet.mid[-1]._forward_hooks
+
+
+@pytest.mark.slow
+def test_finetune_recipe_pretrained_encoder_frozen_under_an_ac_predictor(tmp_path, monkeypatch, capsys):
+    """`torchrun -m wmkit.jepa.pretrain` (here one process) -> `wmkit jepa train-ac --regulariser frozen --encoder`:
+    the AC model's encoder is the pretrained target encoder, unchanged by the downstream training."""
+    from wmkit.checkpoint import load_state
+    from wmkit.jepa.cli import main as jepa_main
+    from wmkit.jepa.pretrain import main as pretrain_main
+
+    monkeypatch.setenv("WMKIT_PROFILE", "smoke")
+    pretrain_main(["--steps", "2", "--size", "smoke", "--run-dir", str(tmp_path / "pre")])
+    ckpt = tmp_path / "pre" / "ckpt" / "latest"
+    jepa_main(["train-ac", "--regulariser", "frozen", "--encoder", str(ckpt), "--steps", "2",
+               "--run-dir", str(tmp_path / "ac")])
+    pre, ac = load_state(ckpt)["model"], load_state(tmp_path / "ac" / "ckpt" / "latest")["model"]
+    enc = {k[len("encoder."):]: v for k, v in ac.items() if k.startswith("encoder.")}
+    assert enc and all(torch.equal(v, pre["target_encoder." + k]) for k, v in enc.items())
+    with pytest.raises(SystemExit, match="needs --encoder"):
+        jepa_main(["train-ac", "--regulariser", "frozen", "--steps", "1", "--run-dir", str(tmp_path / "x")])

@@ -88,24 +88,37 @@ def train_vjepa_cmd(argv):
     print(json.dumps(hist[-1]))
 
 
-def train_ac_cmd(argv):
+def pretrained_encoder(path):
+    """The EMA target encoder of a V-JEPA checkpoint written by ``wmkit jepa train-vjepa`` (metadata
+    ``config.model``) or by ``torchrun -m wmkit.jepa.pretrain`` (metadata ``model``): the fine-tuning recipe's
+    starting point (V-JEPA 2-AC: pretrained on video, frozen under a new action-conditioned predictor)."""
     from wmkit.checkpoint import load_meta, load_state
+    from wmkit.jepa.vjepa import VJEPA, VJEPAConfig
+
+    meta = load_meta(path)
+    model_cfg = meta.get("model") or meta.get("config", {}).get("model")
+    if not isinstance(model_cfg, dict):
+        raise SystemExit(f"--encoder {path}: no V-JEPA model config in its metadata (keys {sorted(meta)})")
+    v = VJEPA(VJEPAConfig(**model_cfg))
+    v.load_state_dict(load_state(path)["model"])
+    return v.target_encoder
+
+
+def train_ac_cmd(argv):
     from wmkit.jepa.ac import ACConfig
     from wmkit.jepa.train import ACTrainConfig, train_ac
-    from wmkit.jepa.vjepa import VJEPA, VJEPAConfig
     from wmkit.profiles import profile
 
     a = parse_config(TrainACArgs, argv, prog="wmkit jepa train-ac")
     P = profile().jepa
-    encoder = None
+    encoder, sizes = None, dict(P.ac_model)
     if a.regulariser == "frozen":
         if a.encoder is None:
             raise SystemExit("wmkit jepa train-ac: --regulariser frozen needs --encoder <V-JEPA checkpoint>")
-        vcfg = VJEPAConfig(**load_meta(a.encoder)["config"]["model"])
-        v = VJEPA(vcfg)
-        v.load_state_dict(load_state(a.encoder)["model"])
-        encoder = v.target_encoder
-    mcfg = ACConfig(**P.ac_model, regulariser=a.regulariser, loss="mse" if a.regulariser == "sigreg" else "l1",
+        encoder = pretrained_encoder(a.encoder)
+        c = encoder.cfg  # the predictor works on the pretrained encoder's tokens: take its sizes
+        sizes.update(size=c.size, patch=c.patch, dim=c.dim, depth=c.depth, heads=c.heads)
+    mcfg = ACConfig(**sizes, regulariser=a.regulariser, loss="mse" if a.regulariser == "sigreg" else "l1",
                     normalize=a.regulariser != "sigreg", sigreg_proj=P.sigreg_proj, action_block=P.action_block)
     cfg = ACTrainConfig(model=mcfg, steps=a.steps or P.ac_steps, batch=P.ac_batch, length=P.ac_length,
                         precision=a.precision, seed=a.seed)
