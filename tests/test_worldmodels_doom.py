@@ -226,6 +226,14 @@ def test_doom_cli_pipeline_smoke_profile(tmp_path, monkeypatch, capsys):
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert res["tau"] == 1.15 and 1 <= res["dream_mean"] <= 30 and 1 <= res["real_mean"] <= 20
     assert load_state(ctrl / "ckpt" / "latest")["params"].shape == (64 + 2 * 32,)
+    cli.main(["doom", "evaluate", "--controller-dir", str(ctrl), "--vae-dir", str(vae), "--mdnrnn-dir", str(mdn),
+              "--episodes", "2", "--max-steps", "20"])
+    ev = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert ev["random_every_frame_mean"] == ev["random_mean"] == 20  # nobody dies in 20 frames
+    cli.main(["doom", "policies", "--mdnrnn-dir", str(mdn), "--episodes", "2", "--dreams", "2",
+              "--dream-max-steps", "10", "--max-steps", "20"])
+    pol = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert len(pol["rows"]) == 5 and all(r["real"] == 20 and 1 <= r["dreamed"] <= 10 for r in pol["rows"])
     with pytest.raises(SystemExit, match="unknown command"):
         cli.main(["doom", "fly"])
 

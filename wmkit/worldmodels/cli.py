@@ -15,6 +15,7 @@ The VizDoom TakeCover experiment (section 5: C trained only in the dream), same 
     wmkit worldmodels doom train-mdnrnn        # M: LSTM + 5 Gaussians + done head, whole episodes (TBPTT)
     wmkit worldmodels doom train-controller --tau 1.15   # CMA-ES in the dream, then real game vs random
     wmkit worldmodels doom evaluate            # a trained C and the random policy in the real game
+    wmkit worldmodels doom policies            # dreamed vs real survival of five fixed policies (Spearman)
 
 (``wmkit worldmodels <step> --env doom`` is the same as ``wmkit worldmodels doom <step>``.)
 Sizes default to the active profile (WMKIT_PROFILE=smoke|cpu|gpu); every option is in ``--help``.
@@ -124,9 +125,42 @@ def doom_evaluate(cfg: DoomEvalConfig) -> dict:
     seeds = [cfg.seed + i for i in range(cfg.episodes)]
     real = real_survival(params, seeds, vae, m, cfg.max_steps, progress=True)["steps"]
     rand = real_survival(None, seeds, max_steps=cfg.max_steps, progress=True)["steps"]
-    (rm, rse), (bm, bse) = mean_and_se(real), mean_and_se(rand)
+    every = real_survival(None, seeds, max_steps=cfg.max_steps, policy="random every frame")["steps"]
+    (rm, rse), (bm, bse), (em, ese) = mean_and_se(real), mean_and_se(rand), mean_and_se(every)
     out = {"episodes": cfg.episodes, "controller_mean": rm, "controller_se": rse, "random_mean": bm,
-           "random_se": bse}
+           "random_se": bse, "random_every_frame_mean": em, "random_every_frame_se": ese}
+    print(json.dumps(out))
+    return out
+
+
+@dataclass
+class DoomPoliciesConfig:
+    """Does M's dream rank simple policies as the real game does? Dreamed vs real survival of five fixed
+    policies (the data policy, random every frame, stand still, hold left, hold right) and their Spearman."""
+
+    mdnrnn_dir: str = f"{D.DOOM_ROOT}/mdnrnn"
+    """Run folder of the Doom M (the dream)."""
+    episodes: int = 100
+    """Real episodes per policy."""
+    dreams: int = 64
+    """Dreams per policy (the same starts and random numbers for every policy)."""
+    tau: float = 1.15
+    """Dream temperature."""
+    dream_max_steps: int = 1000
+    """Frame cap of a dream."""
+    max_steps: int = 2100
+    """Frame cap of a real episode (paper: 2,100)."""
+    seed: int = D.EVAL_SEED
+    """Real episode i uses seed + i."""
+
+
+def doom_policies(cfg: DoomPoliciesConfig) -> dict:
+    from wmkit.worldmodels.doom import policy_table
+
+    m, mu0, lv0 = D.load_doom_mdnrnn(cfg.mdnrnn_dir, "cpu")
+    rows, rho = policy_table(m, mu0, lv0, [cfg.seed + i for i in range(cfg.episodes)], cfg.dreams, cfg.tau,
+                             cfg.dream_max_steps, cfg.max_steps)
+    out = {"rows": rows, "spearman": rho}
     print(json.dumps(out))
     return out
 
@@ -139,6 +173,7 @@ DOOM_COMMANDS = {
                          lambda c: print(json.dumps({k: v for k, v in D.train_doom_controller(c)[1].items()
                                                      if k not in ("history", "real_steps", "random_steps")}))),
     "evaluate": (DoomEvalConfig, doom_evaluate),
+    "policies": (DoomPoliciesConfig, doom_policies),
 }
 
 
