@@ -122,6 +122,26 @@ def test_imagined_lambda_returns_by_hand(end_class):
     assert ac.encoder[0].weight.grad is not None
 
 
+def test_advantage_normalisation_switch_by_hand():
+    model, rew_end = tiny_world()
+    force_classes(rew_end, reward_class=7, end_class=0)
+    ac = ActorCritic(A, S, (8, 8, 8, 8), 32)  # uniform policy: log pi(a) = -ln 5 for every sampled action
+    g = torch.Generator().manual_seed(0)
+    obs = torch.rand(4, K, 3, S, S, generator=g) * 2 - 1
+    act = torch.randint(0, A, (4, K), generator=g)
+    H, gamma, lam = 4, 0.9, 0.8
+    R0 = [0.0]
+    for _ in range(H):
+        R0.insert(0, 0.5 + gamma * lam * R0[0])
+    env = ImaginedEnv(model, rew_end, 1, g)
+    _, none, _ = imagination_loss(ac, env, obs, act, H, gamma, lam, 0.0, 1.0, g, adv_norm="none")
+    assert none["loss_actor"] == pytest.approx(np.log(A) * np.mean(R0[:-1]), rel=1e-5)  # DIAMOND: -logp (R - 0)
+    _, batch, _ = imagination_loss(ac, env, obs, act, H, gamma, lam, 0.0, 1.0, g, adv_norm="batch")
+    assert abs(batch["loss_actor"]) < 1e-5  # standardised advantages average to zero under a uniform policy
+    with pytest.raises(ValueError, match="adv_norm"):
+        imagination_loss(ac, env, obs, act, H, gamma, lam, 0.0, 1.0, g, adv_norm="ppo")
+
+
 def test_imagined_env_checks_shapes():
     model, rew_end = tiny_world()
     env = ImaginedEnv(model, rew_end)

@@ -207,10 +207,14 @@ class ImaginedEnv:
 # [eq:imagination]
 def imagination_loss(ac: ActorCritic, env: ImaginedEnv, obs: torch.Tensor, act: torch.Tensor, horizon: int = 15,
                      gamma: float = 0.985, lam: float = 0.95, entropy_weight: float = 1e-3,
-                     value_weight: float = 1.0, generator: torch.Generator | None = None):
+                     value_weight: float = 1.0, generator: torch.Generator | None = None, adv_norm: str = "none"):
     """One imagined batch -> (loss, metrics, imagined trajectory).
 
-    obs (N, K, C, H, W), act (N, K): real starting segments (DIAMOND draws them from the replay buffer)."""
+    obs (N, K, C, H, W), act (N, K): real starting segments (DIAMOND draws them from the replay buffer).
+    ``adv_norm``: "none" uses R - V as DIAMOND does; "batch" standardises it over the imagined batch (mean and
+    std of the live steps), a wmkit switch: with a dense positive reward the returns are large (about r / (1 -
+    gamma)) and, while the critic still lags behind them, every sampled action gets a large positive advantage and
+    the policy collapses within a few updates."""
     x = env.reset(obs, act)  # (N, C, H, W)
     hc = ac.initial_state(obs.shape[0], obs.device)
     with torch.no_grad():  # burn-in of the actor-critic's LSTM on the first K-1 real frames
@@ -235,7 +239,15 @@ def imagination_loss(ac: ActorCritic, env: ImaginedEnv, obs: torch.Tensor, act: 
     act_t = torch.stack(actions)  # (H, N)
     logp = logp_all.gather(-1, act_t[..., None]).squeeze(-1)  # (H, N)
     ent = -(logp_all.exp() * logp_all).sum(-1)  # (H, N)
-    loss_actor = actor_loss_terms(ret, val[:-1].detach(), logp, ent, weight, 1.0, entropy_weight, "reinforce").mean()
+    base, scale = val[:-1].detach(), 1.0  # DIAMOND: advantage R - V, no normalisation
+    if adv_norm == "batch":
+        adv = ret - base
+        mean = (adv * weight).sum() / weight.sum()
+        std = (((adv - mean) ** 2 * weight).sum() / weight.sum()).sqrt()
+        base, scale = base + mean, std.clamp(min=1e-6)  # actor_loss_terms computes (ret - base) / scale
+    elif adv_norm != "none":
+        raise ValueError(f"adv_norm must be 'none' (DIAMOND) or 'batch', got {adv_norm!r}")
+    loss_actor = actor_loss_terms(ret, base, logp, ent, weight, scale, entropy_weight, "reinforce").mean()
     loss_value = value_weight * ((val[:-1] - ret).pow(2) * weight).mean()
     mets = {"loss_actor": loss_actor.item(), "loss_value": loss_value.item(), "entropy": ent.mean().item(),
             "imag_reward": torch.stack(rewards).mean().item(), "imag_return": ret[0].mean().item(),

@@ -97,6 +97,8 @@ class AgentConfig:
     """Entropy bonus (DIAMOND: 0.001)."""
     value_weight: float = 1.0
     """Value-loss weight (DIAMOND: 1)."""
+    adv_norm: str = "none"
+    """Advantage: none = R - V (DIAMOND); batch = standardised over the imagined batch (see imagination_loss)."""
     batch_size: int = 32
     """Denoiser and reward/end batch (DIAMOND: 32)."""
     warmup_steps: int = 100
@@ -250,7 +252,8 @@ def train_actor_critic(cfg: AgentConfig, model, rew_end: RewEndModel, clips, num
     for step in tqdm(range(1, cfg.ac_steps + 1), desc="actor-critic in imagination", disable=not progress):
         i = torch.randint(0, N, (cfg.imagined,), generator=g)
         loss, mets, traj = imagination_loss(ac, env, starts["frames"][i], starts["actions"][i], cfg.horizon,
-                                            cfg.gamma, cfg.lam, cfg.entropy_weight, cfg.value_weight, g)
+                                            cfg.gamma, cfg.lam, cfg.entropy_weight, cfg.value_weight, g,
+                                            cfg.adv_norm)
         check_finite({"actor_critic_loss": loss}, step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
