@@ -258,11 +258,11 @@ def image_path(wm, img: torch.Tensor, nchw: bool = False) -> None:
 def levers(args, size: str, obs_space: dict, device: torch.device) -> None:
     """The speed levers of the update, each timed in the same interleaved run, printed as ratios.
 
-    Whole updates: shipped (foreach Adam / LaProp), fused Adam, for-loop Adam, compiled cells
-    (``--compile``). Parts, to see where the time goes: the image path (encoder and decoder forward +
-    backward on the batch) channels-last as shipped and NCHW as a plain port has it, the posterior loop
-    (``observe`` forward + backward), the imagination loop (no_grad, B*T starts), and one acting step
-    for 16 environments under no_grad (shipped) and inference_mode.
+    Whole updates: shipped (foreach Adam / LaProp), fused Adam, for-loop Adam, compiled cells, and compiled
+    cells + compiled CNNs (both with ``--compile``). Parts, to see where the time goes: the image path
+    (encoder and decoder forward + backward on the batch) channels-last as shipped and NCHW as a plain
+    port has it, the posterior loop (``observe`` forward + backward), the imagination loop (no_grad, B*T
+    starts), and one acting step for B environments under no_grad (shipped) and inference_mode.
     """
     B, T, n_act = args.batch, args.length, 17
     make = lambda **kw: Agent(obs_space, {"n": n_act, "discrete": True},  # noqa: E731
@@ -280,6 +280,11 @@ def levers(args, size: str, obs_space: dict, device: torch.device) -> None:
     if args.compile:
         cagent = make(compile=True)
         fns["compiled_cells_update_ms"] = lambda: cagent.update(batch)
+        if "image" in obs_space:   # + the encoder and decoder CNNs compiled (fuses each norm with its SiLU)
+            call = make(compile=True)
+            call.wm.encoder.cnn = torch.compile(call.wm.encoder.cnn)    # the same parameters, wrapped
+            call.wm.decoder.cnn = torch.compile(call.wm.decoder.cnn)
+            fns["compiled_cells_cnn_update_ms"] = lambda: call.update(batch)
     wm, rssm = agent.wm, agent.wm.rssm
     data = {k: v for k, v in batch.items()}
     if "image" in data and wm.decoder.kind == "2023":
@@ -319,7 +324,8 @@ def levers(args, size: str, obs_space: dict, device: torch.device) -> None:
     for k, v in best.items():
         emit("dreamer", f"lever_{k}", v, "ms", median_ms=float(np.median(samples[k])), **extra)
     base = best["update_ms"]
-    for k in ("fused_adam_update_ms", "forloop_adam_update_ms", "compiled_cells_update_ms"):
+    for k in ("fused_adam_update_ms", "forloop_adam_update_ms", "compiled_cells_update_ms",
+              "compiled_cells_cnn_update_ms"):
         if k in best:   # > 1: the lever makes the whole update faster
             emit("dreamer", f"lever_speedup_{k[:-len('_update_ms')]}", base / best[k], "x", **extra)
     for k in ("image_path_ms", "observe_ms", "imagine_ms"):
