@@ -192,3 +192,21 @@ def test_finetune_recipe_pretrained_encoder_frozen_under_an_ac_predictor(tmp_pat
     assert enc and all(torch.equal(v, pre["target_encoder." + k]) for k, v in enc.items())
     with pytest.raises(SystemExit, match="needs --encoder"):
         jepa_main(["train-ac", "--regulariser", "frozen", "--steps", "1", "--run-dir", str(tmp_path / "x")])
+
+
+def test_repeat_searches_one_action_per_block():
+    from wmkit.jepa.plan import plan_episode
+
+    torch.manual_seed(0)
+    model = ACWorldModel(ACConfig(**TINY, action_block=3))
+    env = TwoRooms(render_size=16, max_energy=100)
+    env.reset(seed=0)
+    taken, step = [], env.step
+    env.step = lambda a: (taken.append(np.array(a)), step(a))[1]
+    shapes = []
+    energy = model.energy
+    model.energy = lambda z0, goal, a, *args: (shapes.append(a.shape), energy(z0, goal, a, *args))[1]
+    plan_episode(model, env, 6, 2, 8, 2, 1, torch.Generator().manual_seed(0), receding=1, repeat=True)
+    assert shapes[0] == (8, 2, 6)  # the model still sees blocks of 3 actions
+    acts = np.stack(taken)  # (6, 2): two executed blocks of 3 identical actions each
+    assert len(acts) == 6 and np.allclose(acts[:3], acts[0]) and np.allclose(acts[3:], acts[3])

@@ -50,8 +50,12 @@ def offset_goal(env: TwoRooms, offset: int, rng: np.random.Generator) -> np.ndar
 @torch.no_grad()
 def plan_episode(model: ACWorldModel, env: TwoRooms, budget: int, horizon: int, samples: int, elites: int,
                  iterations: int, generator: torch.Generator, receding: int = 1, keep_frames: bool = False,
-                 energy: str = "last", energy_base: float = 1.0) -> dict:
-    """One MPC episode from the env's current state; returns success, steps, final distance (and frames)."""
+                 energy: str = "last", energy_base: float = 1.0, repeat: bool = False) -> dict:
+    """One MPC episode from the env's current state; returns success, steps, final distance (and frames).
+
+    ``repeat=True``: CEM searches one action per block, repeated ``action_block`` times (an H x A search instead of
+    swm's H x (block x A)); the futures it samples then travel ~sqrt(block) times farther, and reach goals that the
+    patch-feature energy only sees from a few tens of pixels away."""
     if not 1 <= receding <= horizon:
         raise ValueError(f"plan_episode: need 1 <= receding <= horizon, got receding={receding}, horizon={horizon}")
     model.eval()
@@ -63,9 +67,14 @@ def plan_episode(model: ACWorldModel, env: TwoRooms, budget: int, horizon: int, 
     mean, success, steps = None, False, 0
     while steps < budget and not success:
         z0 = model.encode(to_video(obs)[None, None])  # (1, 1, N, D)
-        out = cem(lambda a, z0=z0: model.energy(z0, goal, a, energy, energy_base), horizon, blk * adim, samples=samples,
-                  elites=elites, iterations=iterations, mean=mean, generator=generator)
-        plan = rearrange(out["plan"], "h (k a) -> h k a", k=blk)  # (H, blk, A)
+        width = adim if repeat else blk * adim  # what CEM searches per block
+
+        def blocks(a, reps=blk if repeat else 1):  # (S, H, width) -> (S, H, blk * A)
+            return a if reps == 1 else a.repeat(1, 1, reps)  # (a_x, a_y) k times, in the block's "(k a)" order
+
+        out = cem(lambda a, z0=z0: model.energy(z0, goal, blocks(a), energy, energy_base), horizon, width,
+                  samples=samples, elites=elites, iterations=iterations, mean=mean, generator=generator)
+        plan = rearrange(blocks(out["plan"][None])[0], "h (k a) -> h k a", k=blk)  # (H, blk, A)
         for action in plan[:receding].reshape(-1, adim):  # receding * blk environment steps
             obs, _, success, _, info = env.step(action.numpy())
             steps += 1
@@ -75,7 +84,7 @@ def plan_episode(model: ACWorldModel, env: TwoRooms, budget: int, horizon: int, 
             if success or steps >= budget:
                 break
         # warm start: the unexecuted rest of the plan, then zeros
-        mean = torch.cat([out["plan"][receding:], torch.zeros(receding, blk * adim)])
+        mean = torch.cat([out["plan"][receding:], torch.zeros(receding, width)])
     out = {"success": bool(success), "steps": steps, "final_distance": dists[-1], "distances": np.array(dists)}
     if keep_frames:
         out["frames"] = np.stack(frames)
@@ -102,7 +111,7 @@ def _reset(env: TwoRooms, seed: int, goal: str, goal_offset: int) -> None:
 def evaluate_planning(model: ACWorldModel, episodes: int, budget: int, horizon: int, samples: int, elites: int,
                       iterations: int, render_size: int, seed: int = 1000, progress: bool = True,
                       goal: str = "offset", goal_offset: int = 25, receding: int | None = None,
-                      energy: str = "last", energy_base: float = 1.0) -> dict:
+                      energy: str = "last", energy_base: float = 1.0, repeat: bool = False) -> dict:
     """Planner vs random policy on the same ``episodes`` start/goal/door configurations (seeds seed..seed+E-1).
 
     Returns the per-episode rows and, over episodes, the success rates with their standard errors
@@ -119,7 +128,8 @@ def evaluate_planning(model: ACWorldModel, episodes: int, budget: int, horizon: 
         _reset(env, seed + e, goal, goal_offset)
         start = env.info()["distance"]
         p = plan_episode(model, env, budget, horizon, samples, elites, iterations, g,
-                         receding=horizon if receding is None else receding, energy=energy, energy_base=energy_base)
+                         receding=horizon if receding is None else receding, energy=energy, energy_base=energy_base,
+                         repeat=repeat)
         _reset(env, seed + e, goal, goal_offset)
         r = random_episode(env, budget, rng)
         rows.append({"episode": e, "start_distance": start, "plan_success": p["success"],
