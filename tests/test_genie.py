@@ -217,6 +217,19 @@ def test_lam_patch_context_tokens_hold_the_neighbouring_patches():
         LatentActionModel(LAMConfig(frame_size=12, patch=4, patch_context=2))
 
 
+def test_lam_continuous_warmup_feeds_the_unit_norm_encoder_output():
+    import torch.nn.functional as F
+
+    lam = LatentActionModel(LAMConfig(frame_size=16, patch=8, dim=16, enc_depth=1, dec_depth=1, heads=2, code_dim=4,
+                                      max_frames=3, predict_delta=False)).eval()
+    x = torch.rand(2, 3, 3, 16, 16)
+    a_e = lam.encode(x)[0]
+    cont = lam(x, continuous=True)["pred"]
+    assert torch.allclose(cont, lam.decode(x, F.normalize(a_e, dim=-1)), atol=1e-6)
+    assert torch.allclose(lam(x)["pred"], lam.decode(x, lam.code(lam.infer_actions(x))), atol=1e-6)  # quantized
+    assert not torch.allclose(cont, lam(x)["pred"])
+
+
 def test_lam_encoder_without_positions_cannot_know_where_a_patch_is():
     """With no spatial positions (the limit of the std-0.02 'learned' table at its start) the encoder's latent action
     is unchanged when the patches of both frames are permuted the same way -- it cannot see *where* the picture

@@ -215,8 +215,14 @@ class LatentActionModel(nn.Module):
             return frames[:, :-1] + unpatchify(out, self.cfg.patch, s, s)  # (B, T-1, 3, H, W)
         return unpatchify(torch.sigmoid(out), self.cfg.patch, s, s)  # (B, T-1, 3, H, W)
 
-    def forward(self, frames: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, frames: torch.Tensor, continuous: bool = False) -> dict[str, torch.Tensor]:
+        """``continuous=True`` (a warm-up, ``GenieConfig.lam_continuous_warmup``; not in Genie): the decoder gets the
+        unit-norm encoder output itself instead of its nearest code, so it first learns to draw what the encoder
+        reports (a scroll); the codebook keeps learning (its VQ loss) and restarting on the encoder outputs, and takes
+        over the clusters they formed when quantization starts."""
         a_e, a_q, ids, vq_loss = self.encode(frames)
+        if continuous:
+            a_q = F.normalize(a_e, dim=-1) if isinstance(self.vq, VectorQuantizer) and self.vq.cosine else a_e
         pred = self.decode(frames, a_q, self.cfg.decoder_mask if self.training else 0.0)
         target = self.resize(frames)[:, 1:]
         # [eq:lam-loss]

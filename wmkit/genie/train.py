@@ -94,6 +94,10 @@ class GenieConfig:
     """|A|, the number of latent actions (Genie: 8)."""
     lam_quantizer: str = "vq"
     """LAM bottleneck: 'vq' (Genie) or 'fsq' (three 2-level channels, tinyworlds)."""
+    lam_continuous_warmup: float = 0.0
+    """Fraction of LAM steps with the decoder reading the continuous encoder output (0 = Genie)."""
+    lam_lr: float | None = None
+    """Peak learning rate of the LAM (None = lr)."""
     lam_patch_context: int = 1
     """LAM input tokens: each patch with its k x k patch neighbourhood (1 = Genie; 3 = with its 8 neighbours)."""
     lam_enc_attention: str = "st"
@@ -234,19 +238,20 @@ def dynamics_config(cfg: GenieConfig, vocab: int, grid: tuple[int, int]) -> Dyna
                           temperature=cfg.temperature)
 
 
-def _train_loop(name: str, cfg: GenieConfig, model: torch.nn.Module, steps: int, batch_fn, loss_fn, extra_log=None
-                ) -> list[dict]:
+def _train_loop(name: str, cfg: GenieConfig, model: torch.nn.Module, steps: int, batch_fn, loss_fn, extra_log=None,
+                lr: float | None = None) -> list[dict]:
     """The loop shared by the three trainers: AdamW, warm-up + cosine, precision switch, logging, checkpoint."""
     device = torch.device(cfg.device or pick_device())
     model = prepare_model(model.to(device), cfg.precision)
-    opt = _optimizer(model, cfg.lr)
+    lr = lr or cfg.lr
+    opt = _optimizer(model, lr)
     run = Path(cfg.run_dir) / name
     history = []
     with Logger(run) as log:
         log.save_config(to_dict(cfg))
         t0 = time.perf_counter()
         for step in tqdm(range(steps), desc=f"genie {name}", leave=False):
-            _schedule(opt, step, steps, cfg.lr)
+            _schedule(opt, step, steps, lr)
             batch = batch_fn()
             with autocast(cfg.precision, device):
                 out = loss_fn(model, batch)
@@ -332,8 +337,12 @@ def train_lam(cfg: GenieConfig, data: dict) -> tuple[LatentActionModel, list[dic
     def batch():
         return to_tensor(sample_windows(data["train"], cfg.lam_clip_len, cfg.lam_batch, g)[0]).to(device)
 
+    warm = int(cfg.lam_continuous_warmup * cfg.lam_steps)
+    calls = [0]
+
     def loss(m, x):
-        out = m(x)
+        out = m(x, continuous=calls[0] < warm)  # the first `warm` steps: the decoder reads the continuous output
+        calls[0] += 1
         return {k: out[k] for k in ("loss", "mse", "vq_loss", "spread", "mse_over_copy", "actions")}
 
     def usage(m, out):
@@ -343,7 +352,7 @@ def train_lam(cfg: GenieConfig, data: dict) -> tuple[LatentActionModel, list[dic
         row.update({f"usage/{k}": float(f) for k, f in enumerate(u["fraction"])})
         return row
 
-    hist = _train_loop("lam", cfg, model, cfg.lam_steps, batch, loss, usage)
+    hist = _train_loop("lam", cfg, model, cfg.lam_steps, batch, loss, usage, lr=cfg.lam_lr)
     return model.eval(), hist
 
 
