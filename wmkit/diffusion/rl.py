@@ -39,7 +39,7 @@ class AgentConfig:
 
     env: str = "reach"
     """A wmkit.dreamer.make_env name with pixels and discrete actions (reach, crafter, atari100k:<game>)."""
-    episodes: int = 40
+    episodes: int = 200
     """Random-policy episodes recorded in the real game (20% held out by episode)."""
     max_steps: int = 1000
     """Longest recorded episode (agent steps)."""
@@ -67,9 +67,9 @@ class AgentConfig:
     """Reward/end action-embedding width (DIAMOND: 128)."""
     rew_end_lstm: int = 128
     """Reward/end LSTM width (DIAMOND: 512)."""
-    rew_end_steps: int = 300
+    rew_end_steps: int = 800
     """Reward/end updates (batches of sequences of K + horizon transitions, DIAMOND's seq_length)."""
-    rew_end_lr: float = 1e-3
+    rew_end_lr: float = 2e-3
     """Reward/end learning rate (DIAMOND: 1e-4)."""
     reward_sign: bool = False
     """Classify sign(r) in {-1, 0, 1} as DIAMOND does on Atari (needs reward_bins = (-1, 0, 1))."""
@@ -79,11 +79,11 @@ class AgentConfig:
     """Actor-critic encoder widths, one 2x2 max-pool each (DIAMOND: 32, 32, 64, 64)."""
     ac_lstm: int = 512
     """Actor-critic LSTM width (DIAMOND: 512)."""
-    ac_steps: int = 200
+    ac_steps: int = 120
     """Actor-critic updates in imagination."""
-    ac_lr: float = 1e-3
+    ac_lr: float = 3e-4
     """Actor-critic learning rate (DIAMOND: 1e-4, with 5,000 updates in its first epoch)."""
-    imagined: int = 32
+    imagined: int = 16
     """Imagined trajectories per update (DIAMOND: batch 32)."""
     horizon: int = 15
     """Imagination horizon (DIAMOND: 15)."""
@@ -126,7 +126,7 @@ def agent_config_from_profile(profile=None, **overrides) -> AgentConfig:
     d = P.diffusion
     kw = dict(episodes=d.agent_episodes, size=d.agent_size, wm_steps=d.agent_wm_steps,
               rew_end_steps=d.agent_rew_end_steps, ac_steps=d.agent_ac_steps, imagined=d.agent_imagined,
-              eval_episodes=d.agent_eval_episodes, warmup_steps=d.agent_warmup,
+              eval_episodes=d.agent_eval_episodes, warmup_steps=d.agent_warmup, adv_norm=d.agent_adv_norm,
               **(DIAMOND_SIZES if d.agent_diamond_sizes else {}))
     kw.update(overrides)
     return AgentConfig(**kw)
