@@ -67,6 +67,8 @@ class PlanArgs:
     """offset (LeWM / swm: where the weak expert stands goal_offset steps on) | other_room (the env's own target)"""
     energy: str | None = None
     """last (V-JEPA 2-AC, LeWM) | all (DINO-WM's mean over the predicted frames); None: the profile's plan_energy"""
+    repeat: bool | None = None
+    """CEM searches one action per block, repeated (None: the profile's plan_repeat; swm: False)"""
 
 
 def _data(P, seed):
@@ -141,7 +143,7 @@ def plan_cmd(argv):
     r = evaluate_planning(model, a.episodes or P.plan_episodes, a.budget or P.plan_budget, P.plan_horizon,
                           a.samples or P.cem_samples, P.cem_elites, P.cem_iters, P.tr_size, seed=a.seed,
                           goal=a.goal, goal_offset=P.goal_offset, receding=P.plan_receding,
-                          energy=a.energy or P.plan_energy)
+                          energy=a.energy or P.plan_energy, repeat=P.plan_repeat if a.repeat is None else a.repeat)
     print(json.dumps({k: v for k, v in r.items() if k != "episodes"}))
 
 
