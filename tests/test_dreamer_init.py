@@ -83,6 +83,11 @@ def test_official_init_2025():
     assert torch.all(a.critic.pred(a.critic(feat)) == 0)
     logp, _ = a.actor(feat)
     assert (logp.exp() - 0.25).abs().max() < 0.02
+    # continuous policy: mean and std layers both at outscale 0.01 -> mean ~ tanh(0) = 0, std ~ the
+    # std head's start: (max - min) sigmoid(0 + 2) + min = 0.9 * 0.8808 + 0.1
+    c = agent("2025", obs=VEC, discrete=False)
+    mean, std = c.actor(torch.randn(5, c.wm.feat_dim))
+    assert mean.abs().max() < 0.05 and (std - (0.9 * 0.8807971 + 0.1)).abs().max() < 0.01
 
 
 def test_official_init_2023():
