@@ -169,7 +169,7 @@ _DIFFUSION = {
     "cpu": dict(episodes=8, episode_steps=200, size=32, context=4, channels=(32, 32, 32), depths=(1, 1, 1),
                 cond_channels=128, batch_size=32, train_steps=300, lr=3e-4, k_max=64, eval_windows=64,
                 steps_list=(1, 3, 10), drift_horizon=30, drift_episodes=2, play_frames=60, bench_repeat=5,
-                threads=2, agent_episodes=200, agent_size=16, agent_diamond_sizes=False, agent_wm_steps=600,
+                threads=2, agent_episodes=200, agent_size=16, agent_diamond_sizes=False, agent_wm_steps=2000,
                 agent_rew_end_steps=800, agent_ac_steps=120, agent_imagined=16, agent_eval_episodes=50,
                 drive_source="carracing", drive_episodes=6, drive_steps=350, drive_size=32, drive_train_steps=300,
                 drive_windows=64, agent_warmup=10, agent_adv_norm="batch"),
