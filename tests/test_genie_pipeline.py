@@ -98,6 +98,7 @@ def test_player_and_playthrough(trained):
     assert tab["frames"].shape == (3, 8, 16, 16, 3) and tab["context"].shape == (3, 16, 16, 3)
     assert tab["motion"].shape == (8, 5) and (tab["motion"].sum(1) == 3).all()  # one motion per (frame, action)
     assert np.allclose(np.diag(tab["pairwise"]), 0) and np.allclose(tab["pairwise"], tab["pairwise"].T)
+    assert tab["resample"].shape == (8,) and (tab["resample"] >= 0).all()
     lt = lam_effect_table(trained["lam"], trained["data"]["heldout"], frames=5)
     assert lt["frames"].shape == (5, 8, 16, 16, 3) and (lt["motion"].sum(1) == 5).all()
 

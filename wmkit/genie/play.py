@@ -191,7 +191,9 @@ def effect_table(tok: VideoTokenizer, dyn: DynamicsModel, episodes: list[dict], 
     Returns ``pairwise`` (|A|, |A|): mean |pixel difference| between the next frames of two actions, averaged over
     the context frames; ``motion`` (|A|, 5): for each action, how often its generated frame is best explained as
     each one-tile scroll (:data:`~wmkit.genie.train.MOTIONS`, by :func:`~wmkit.genie.train.observed_motion` on the
-    pair (context, generated)); ``frames`` (frames, |A|, H, W, 3) uint8 and ``context`` (frames, H, W, 3).
+    pair (context, generated)); ``frames`` (frames, |A|, H, W, 3) uint8 and ``context`` (frames, H, W, 3);
+    ``resample`` (|A|,): the mean |pixel difference| between two samples (seeds ``seed``, ``seed + 1``) of the same
+    action -- MaskGIT's sampling noise, the floor below which a difference between two actions means nothing.
     """
     from wmkit.genie.train import MOTIONS, observed_motion
 
@@ -205,16 +207,20 @@ def effect_table(tok: VideoTokenizer, dyn: DynamicsModel, episodes: list[dict], 
     M, dev = len(ctx), next(dyn.parameters()).device
     context = toks.repeat_interleave(A, 0)[:, None].to(dev)  # (M*A, 1, N)
     acts = torch.arange(A).repeat(M)[:, None].to(dev)  # (M*A, 1)
-    nxt = dyn.generate_next(context, acts, steps=steps, generator=torch.Generator().manual_seed(seed)).cpu()
-    img = tok.decode(nxt[:, None].to(next(tok.parameters()).device))[:, 0]  # (M*A, 3, H, W): each frame alone
-    gen = (img.movedim(1, -1).clamp(0, 1) * 255).round().byte().cpu().numpy().reshape(M, A, *ctx.shape[1:])
+    def sample(s):  # (M, A, H, W, 3) uint8: the next frame of every (context, action), each decoded alone
+        nxt = dyn.generate_next(context, acts, steps=steps, generator=torch.Generator().manual_seed(s)).cpu()
+        img = tok.decode(nxt[:, None].to(next(tok.parameters()).device))[:, 0]  # (M*A, 3, H, W)
+        return (img.movedim(1, -1).clamp(0, 1) * 255).round().byte().cpu().numpy().reshape(M, A, *ctx.shape[1:])
+
+    gen, again = sample(seed), sample(seed + 1)  # MaskGIT samples: the same action twice is not the same frame
     f = gen.astype(np.float32) / 255.0
     pairwise = np.abs(f[:, :, None] - f[:, None]).mean(axis=(0, 3, 4, 5))  # (A, A)
+    resample = np.abs(f - again.astype(np.float32) / 255.0).mean(axis=(0, 2, 3, 4))  # (A,)
     motion = np.zeros((A, len(MOTIONS)), dtype=np.int64)
     for m in range(M):
         for k in range(A):
             motion[k, observed_motion(np.stack([ctx[m], gen[m, k]]))[0]] += 1
-    return {"pairwise": pairwise, "motion": motion, "frames": gen, "context": ctx}
+    return {"pairwise": pairwise, "motion": motion, "frames": gen, "context": ctx, "resample": resample}
 
 
 @torch.no_grad()
