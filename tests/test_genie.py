@@ -230,6 +230,19 @@ def test_lam_continuous_warmup_feeds_the_unit_norm_encoder_output():
     assert not torch.allclose(cont, lam(x)["pred"])
 
 
+def test_lam_correlation_peaks_at_the_offset_the_view_moved():
+    lam = LatentActionModel(LAMConfig(frame_size=12, patch=4, dim=16, enc_depth=1, dec_depth=1, heads=2, code_dim=4,
+                                      max_frames=2, enc_correlation=True))
+    big = torch.rand(1, 3, 20, 20)
+    x0 = big[:, :, 4:16, 4:16]
+    for (dy, dx), k in (((0, -4), 3), ((0, 4), 5), ((-4, 0), 1), ((4, 0), 7), ((0, 0), 4)):
+        x1 = big[:, :, 4 + dy:16 + dy, 4 + dx:16 + dx]  # the view moved by (dy, dx): patch j of x1 = x0 at j + offset
+        c = lam.correlation(torch.stack([x0, x1], 1))  # (1, 2, 9, 9)
+        assert c.shape == (1, 2, 9, 9) and float(c[:, 0].abs().sum()) == 0.0  # frame 1 has no previous frame
+        assert int(c[0, 1, 4].argmax()) == k and float(c[0, 1, 4, k]) == 0.0  # centre token: exact match at k
+    assert lam.encode(torch.stack([x0, x1], 1))[0].shape == (1, 1, 4)
+
+
 def test_lam_encoder_without_positions_cannot_know_where_a_patch_is():
     """With no spatial positions (the limit of the std-0.02 'learned' table at its start) the encoder's latent action
     is unchanged when the patches of both frames are permuted the same way -- it cannot see *where* the picture

@@ -89,6 +89,10 @@ class LAMConfig:
     token's input to one of its neighbours' -- a choice an MLP makes per token -- instead of a move the attention has
     to learn from positions (measured: with patch_context=1 the decoder, given the true motion, needed hundreds of
     steps to draw a scroll)."""
+    enc_correlation: bool = False
+    """Append to each encoder token of frame t+1 the similarity -mean((patch_{t+1} - patch'_t)^2) of its patch to the
+    3 x 3 patches around it in frame t (a local cost volume, as optical-flow networks build; not in Genie). Measured:
+    without it the encoder, even trained *supervised* on the motion label, did not learn to see a one-tile scroll."""
     enc_attention: str = "st"
     """Encoder attention: 'st' (Genie: spatial, then causal temporal at each position -- a patch of frame t+1 meets
     only the *same* position of frame t, so a shift shows only after spatial layers have moved the neighbours' content
@@ -115,12 +119,13 @@ class LatentActionModel(nn.Module):
         if cfg.patch_context < 1 or cfg.patch_context % 2 == 0:
             raise ValueError(f"LAM patch_context: expected an odd number >= 1, got {cfg.patch_context}")
         pdim = 3 * (cfg.patch * cfg.patch_context) ** 2  # values per input token
-        self.action_in = nn.Parameter(torch.randn(pdim) * 0.02)  # the learned action token's input
+        enc_in = pdim + (9 if cfg.enc_correlation else 0)  # + the 3 x 3 cost volume
+        self.action_in = nn.Parameter(torch.randn(enc_in) * 0.02)  # the learned action token's input
         # the encoder sees N + 1 tokens per frame (action token first): no 2-D grid table, a learned one instead
         if cfg.enc_attention not in ("st", "full"):
             raise ValueError(f"LAM enc_attention: expected 'st' or 'full', got {cfg.enc_attention!r}")
         Encoder = STTransformer if cfg.enc_attention == "st" else FullTransformer
-        self.encoder = Encoder(cfg.dim, cfg.enc_depth, cfg.heads, None, cfg.max_frames, pdim, cfg.code_dim)
+        self.encoder = Encoder(cfg.dim, cfg.enc_depth, cfg.heads, None, cfg.max_frames, enc_in, cfg.code_dim)
         if cfg.enc_positions == "learned":
             self.enc_pos = nn.Parameter(torch.randn(self.num_patches + 1, cfg.dim) * 0.02)  # (N+1, D)
         elif cfg.enc_positions == "sincos":  # the action token (row 0) is told apart by its own learned input
@@ -171,12 +176,25 @@ class LatentActionModel(nn.Module):
         win = F.unfold(frames.flatten(0, 1), kernel_size=k * p, stride=p, padding=(k // 2) * p)  # (BT, 3(kp)^2, N)
         return rearrange(win, "(b t) c n -> b t n c", b=B)  # (B, T, N, 3 (k p)^2)
 
+    def correlation(self, frames: torch.Tensor) -> torch.Tensor:
+        """(B, T, 3, s, s) -> (B, T, N, 9): -mean squared difference between each patch of frame t and the 9 patches
+        of frame t-1 at offsets (-1..1, -1..1) tiles around it (zeros past the border; all zeros at t = 0)."""
+        p = self.cfg.patch
+        own = patchify(frames, p)  # (B, T, N, 3 p p)
+        B, T = frames.shape[:2]
+        win = F.unfold(frames[:, :-1].flatten(0, 1), kernel_size=3 * p, stride=p, padding=p)  # (B(T-1), 3 (3p)^2, N)
+        sub = rearrange(win, "(b t) (c i p j q) n -> b t n (i j) (c p q)", b=B, c=3, i=3, p=p, j=3, q=p)
+        d = -(own[:, 1:, :, None] - sub).pow(2).mean(-1)  # (B, T-1, N, 9)
+        return torch.cat([d.new_zeros(B, 1, *d.shape[2:]), d], dim=1)  # (B, T, N, 9)
+
     def encode(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """-> (a_e (B, T-1, d) continuous, a_q (B, T-1, d) quantized, ids (B, T-1), vq loss)."""
         self._check(frames)
         frames = self.resize(frames)
         B, T = frames.shape[:2]
         patches = self.tokens(frames)  # (B, T, N, 3 (k p)^2)
+        if self.cfg.enc_correlation:
+            patches = torch.cat([patches, self.correlation(frames)], dim=-1)  # (B, T, N, 3 (k p)^2 + 9)
         act = repeat(self.action_in, "c -> b t 1 c", b=B, t=T)  # (B, T, 1, 3 (k p)^2)
         x = self.encoder.inp(torch.cat([act, patches], dim=2)) + self.enc_pos  # (B, T, N+1, D)
         x = self.encoder.add_positions(x)  # + temporal table

@@ -100,6 +100,8 @@ class GenieConfig:
     """Peak learning rate of the LAM (None = lr)."""
     lam_patch_context: int = 1
     """LAM input tokens: each patch with its k x k patch neighbourhood (1 = Genie; 3 = with its 8 neighbours)."""
+    lam_enc_correlation: bool = False
+    """LAM encoder tokens also get the 3 x 3 local cost volume to the previous frame (not in Genie)."""
     lam_enc_attention: str = "st"
     """LAM encoder attention: 'full' (block-causal over the clip, wmkit) or 'st' (Genie's ST blocks)."""
     lam_enc_positions: str = "learned"
@@ -229,7 +231,8 @@ def lam_config(cfg: GenieConfig) -> LAMConfig:
                      var_weight=cfg.lam_var_weight, max_frames=cfg.lam_clip_len, lam_size=cfg.lam_size,
                      predict_delta=cfg.lam_predict_delta, quantizer=cfg.lam_quantizer,
                      enc_positions=cfg.lam_enc_positions, enc_attention=cfg.lam_enc_attention,
-                     patch_context=cfg.lam_patch_context)
+                     patch_context=cfg.lam_patch_context,
+                     enc_correlation=cfg.lam_enc_correlation)
 
 
 def dynamics_config(cfg: GenieConfig, vocab: int, grid: tuple[int, int]) -> DynamicsConfig:
