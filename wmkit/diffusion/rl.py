@@ -215,15 +215,22 @@ def train_rew_end(cfg: AgentConfig, clips, num_actions: int, log: Logger | None 
         f, a = b["frames"], b["actions"]
         loss, mets = model.loss(f[:, :-1], a[:, :-1], f[:, 1:], b["reward"][:, :-1], b["done"][:, :-1],
                                 cfg.reward_sign)
-        check_finite({"rew_end_loss": loss}, step)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 100.0)  # DIAMOND: max_grad_norm 100
-        opt.step(), sched.step()
+        _update(model, opt, sched, loss, "rew_end_loss", step)
         if log is not None and (step % 25 == 0 or step == cfg.rew_end_steps):
             log.log(step, **{f"rew_end/{k}": v for k, v in mets.items()})
     model.eval()
     return model, rew_end_accuracy(model, ho, cfg.reward_sign)
+
+
+def _update(module: torch.nn.Module, opt, sched, loss: torch.Tensor, name: str, step: int) -> None:
+    """One optimiser step as DIAMOND's trainers take it: refuse a non-finite loss, clip the gradient norm at
+    100 (DIAMOND's max_grad_norm for the reward/end model and the actor-critic), step the warm-up schedule."""
+    check_finite({name: loss}, step)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(module.parameters(), 100.0)
+    opt.step()
+    sched.step()
 
 
 @torch.no_grad()
@@ -256,11 +263,7 @@ def train_actor_critic(cfg: AgentConfig, model, rew_end: RewEndModel, clips, num
         loss, mets, traj = imagination_loss(ac, env, starts["frames"][i], starts["actions"][i], cfg.horizon,
                                             cfg.gamma, cfg.lam, cfg.entropy_weight, cfg.value_weight, g,
                                             cfg.adv_norm)
-        check_finite({"actor_critic_loss": loss}, step)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(ac.parameters(), 100.0)  # DIAMOND: max_grad_norm 100
-        opt.step(), sched.step()
+        _update(ac, opt, sched, loss, "actor_critic_loss", step)
         rows.append({"step": step, **mets})
         if log is not None and (step % 10 == 0 or step == cfg.ac_steps):
             log.log(step, **{f"ac/{k}": v for k, v in mets.items()})
