@@ -368,6 +368,34 @@ def test_lam_fsq_actions_are_the_8_sign_patterns():
         LatentActionModel(LAMConfig(frame_size=16, patch=8, num_actions=6, quantizer="fsq"))
 
 
+@pytest.mark.parametrize("c", [1, 3])
+def test_maskgit_context_cache_gives_the_full_forward_logits_and_tokens(c):
+    m = _tiny_dynamics()
+    ctx, act = torch.randint(0, 12, (3, c, 9)), torch.randint(0, 4, (3, c))
+    cur = torch.randint(0, 13, (3, 9))  # some [MASK] (id 12)
+    full = m(torch.cat([ctx, cur[:, None]], 1), act)[:, -1]  # (B, N, V): the whole clip through the model
+    fast = m.next_logits(m.context_cache(ctx, act[:, :-1]), cur, act[:, -1])
+    assert torch.allclose(full, fast, atol=1e-5)
+    a, b = (m.generate_next(ctx, act, steps=4, generator=torch.Generator().manual_seed(2), cache=k)
+            for k in (True, False))
+    assert torch.equal(a, b)
+    with pytest.raises(ValueError, match=r"latent action ids must be in \[0, 4\)"):
+        m.generate_next(ctx, torch.full((3, c), 4), steps=2)
+
+
+def test_lam_batched_inference_matches_one_window_at_a_time():
+    from wmkit.genie.train import infer_episode_actions, to_tensor
+
+    torch.manual_seed(0)
+    frames = np.random.default_rng(0).integers(0, 255, (9, 16, 16, 3)).astype(np.uint8)
+    for L in (2, 3):
+        lam = LatentActionModel(LAMConfig(frame_size=16, patch=4, dim=16, enc_depth=1, dec_depth=1, code_dim=4,
+                                          max_frames=L)).eval()
+        x = to_tensor(frames)
+        one = [int(lam.infer_actions(x[max(0, t + 1 - L):t + 1][None])[0, -1]) for t in range(1, 9)]
+        assert infer_episode_actions(lam, frames, batch=3).tolist() == one
+
+
 def test_observed_motion_labels_one_tile_scrolls():
     from wmkit.genie.train import observed_motion
 

@@ -106,6 +106,10 @@ class GenieConfig:
     """LAM encoder attention: 'full' (block-causal over the clip, wmkit) or 'st' (Genie's ST blocks)."""
     lam_enc_positions: str = "learned"
     """LAM encoder patch positions: 'sincos' (fixed 2-D table) or 'learned' (std-0.02 table, the earlier wmkit)."""
+    lam_move_fraction: float = 0.0
+    """Share of each LAM batch drawn from windows whose last transition scrolls the view (observed_motion != none);
+    0 = uniform windows (Genie). The recordings are ~70 % no-scroll, so a uniform batch holds few moves (not in
+    Genie)."""
     lam_restart_after: int = 50
     """Dead-code restart after this many unused steps (0 = off)."""
     lam_decoder_mask: float = 0.0
@@ -337,8 +341,23 @@ def train_lam(cfg: GenieConfig, data: dict) -> tuple[LatentActionModel, list[dic
     model = LatentActionModel(lam_config(cfg))
     device = torch.device(cfg.device or pick_device())
 
+    if not 0.0 <= cfg.lam_move_fraction <= 1.0:
+        raise ValueError(f"lam_move_fraction: expected a share in [0, 1], got {cfg.lam_move_fraction}")
+    L = cfg.lam_clip_len
+    # windows (episode, start) whose last transition (start + L - 2 -> start + L - 1) scrolls the view
+    moving = [(i, s) for i, e in enumerate(data["train"]) if len(e["frames"]) >= L
+              for s in np.flatnonzero(observed_motion(e["frames"])[L - 2:] != 0)]
+    n_move = round(cfg.lam_move_fraction * cfg.lam_batch)
+    if n_move and not moving:
+        raise ValueError("lam_move_fraction > 0 but no training transition scrolls the view")
+
     def batch():
-        return to_tensor(sample_windows(data["train"], cfg.lam_clip_len, cfg.lam_batch, g)[0]).to(device)
+        x = sample_windows(data["train"], L, cfg.lam_batch - n_move, g)[0]  # (B - n_move, L, H, W, 3)
+        if n_move:  # oversample the moves: n_move windows drawn uniformly from the scrolling ones
+            pick = g.choice(len(moving), size=n_move)
+            x = np.concatenate([x, np.stack([data["train"][moving[j][0]]["frames"][moving[j][1]:moving[j][1] + L]
+                                             for j in pick])])
+        return to_tensor(x).to(device)
 
     warm = int(cfg.lam_continuous_warmup * cfg.lam_steps)
     calls = [0]
@@ -360,16 +379,24 @@ def train_lam(cfg: GenieConfig, data: dict) -> tuple[LatentActionModel, list[dic
 
 
 @torch.no_grad()
-def infer_episode_actions(lam: LatentActionModel, frames: np.ndarray) -> torch.Tensor:
+def infer_episode_actions(lam: LatentActionModel, frames: np.ndarray, batch: int = 256) -> torch.Tensor:
     """Latent action (T-1,) of every transition t -> t+1 of an episode, each read by the causal encoder from the
-    window of ``lam_clip_len`` frames that ends at frame t+1 (as in training)."""
+    window of ``lam_clip_len`` frames that ends at frame t+1 (as in training).
+
+    The full-length windows are encoded together, ``batch`` at a time (one forward instead of one per transition;
+    the same windows, so the same codes); the first ``lam_clip_len - 2`` transitions have shorter windows and are
+    encoded one by one.
+    """
     L, dev = lam.cfg.max_frames, next(lam.parameters()).device
     x = to_tensor(frames).to(dev)  # (T, 3, H, W)
     ids = []
-    for t in range(1, len(frames)):
-        s = max(0, t + 1 - L)
-        ids.append(lam.infer_actions(x[s:t + 1][None])[0, -1])
-    return torch.stack(ids).cpu()
+    for t in range(1, min(L - 1, len(frames))):  # transitions whose window starts at frame 0 (shorter than L)
+        ids.append(lam.infer_actions(x[:t + 1][None])[0, -1:])
+    if len(frames) >= L:
+        win = x.unfold(0, L, 1).movedim(-1, 1)  # (T-L+1, L, 3, H, W): window s = frames s..s+L-1
+        for s in range(0, len(win), batch):
+            ids.append(lam.infer_actions(win[s:s + batch])[:, -1])  # the code of each window's last transition
+    return torch.cat(ids).cpu() if ids else torch.zeros(0, dtype=torch.long)
 
 
 MOTIONS = ("none", "left", "right", "up", "down")
