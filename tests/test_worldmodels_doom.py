@@ -317,3 +317,37 @@ def test_policy_table_plays_each_policy_in_the_dream_and_the_game():
     assert [r["real"] for r in rows] == [25.0, 25.0, 25.0]            # no fireball lands in the first 25 frames
     assert math.isnan(rho)                                             # a constant score has no order
     assert spearman([3, 3, 3], [1, 2, 3]) != spearman([3, 3, 3], [1, 2, 3])  # NaN
+
+
+def test_real_survival_in_two_processes_plays_the_same_games():
+    from wmkit.worldmodels.doom import real_survival
+    from wmkit.worldmodels.vae import ConvVAE
+
+    torch.manual_seed(0)
+    vae, m = ConvVAE(z_dim=8), MDNRNN(8, 1, 16, 2, reward_done_heads=True, reward_head=False)
+    params = np.random.default_rng(0).normal(0, 1.0, doom_controller_dim(8, 16))
+    seeds = [3, 4, 5]  # batches [3, 4] and [5]: the second process plays the last one
+    one = real_survival(params, seeds, vae, m, max_steps=40, batch=2, record=2)
+    two = real_survival(params, seeds, vae, m, max_steps=40, batch=2, record=2, workers=2)
+    assert one["steps"].tolist() == two["steps"].tolist() and one["steps"].min() > 0
+    assert np.array_equal(one["frames"], two["frames"]) and len(one["frames"]) == one["steps"][2]
+    rand1 = real_survival(None, seeds, max_steps=40, batch=2, policy="random every frame")["steps"]
+    rand2 = real_survival(None, seeds, max_steps=40, batch=2, policy="random every frame", workers=2)["steps"]
+    assert rand1.tolist() == rand2.tolist()
+    with pytest.raises(ValueError, match="workers"):
+        real_survival(None, seeds, workers=0)
+
+
+def test_dream_fitness_split_over_candidates_is_the_same_as_in_one_batch():
+    # CMA-ES's dreams run in several processes, each with a slice of the population: the common random numbers
+    # are drawn per rollout, so a slice of candidates sees exactly the dreams it would see in the whole batch
+    torch.manual_seed(0)
+    m = MDNRNN(4, 1, 8, 2, reward_done_heads=True, reward_head=False)
+    with torch.no_grad():  # a done head that reacts to the state, so controllers die at different frames
+        m.done_head.weight.normal_(0, 3.0)
+        m.done_head.bias.fill_(-1.0)
+    pop = np.random.default_rng(1).normal(0, 2.0, (5, doom_controller_dim(4, 8)))
+    mu, lv = torch.randn(3, 4), torch.zeros(3, 4)
+    whole = dream_survival(pop, m, mu, lv, rollouts=4, tau=1.15, max_steps=60, seed=7)
+    parts = [dream_survival(q, m, mu, lv, rollouts=4, tau=1.15, max_steps=60, seed=7) for q in np.array_split(pop, 2)]
+    assert np.array_equal(whole, np.concatenate(parts)) and len(np.unique(whole)) > 3

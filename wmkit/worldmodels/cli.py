@@ -114,6 +114,8 @@ class DoomEvalConfig:
     """Frame cap per episode (paper: 2,100)."""
     seed: int = D.EVAL_SEED
     """Episode i uses seed + i (the same seeds for both policies)."""
+    workers: int = 2
+    """Processes playing the real games (the result does not depend on it)."""
 
 
 def doom_evaluate(cfg: DoomEvalConfig) -> dict:
@@ -123,9 +125,10 @@ def doom_evaluate(cfg: DoomEvalConfig) -> dict:
     params = load_state(D._ckpt(cfg.controller_dir))["params"]
     vae, (m, _, _) = T.load_vae(cfg.vae_dir, "cpu"), D.load_doom_mdnrnn(cfg.mdnrnn_dir, "cpu")
     seeds = [cfg.seed + i for i in range(cfg.episodes)]
-    real = real_survival(params, seeds, vae, m, cfg.max_steps, progress=True)["steps"]
-    rand = real_survival(None, seeds, max_steps=cfg.max_steps, progress=True)["steps"]
-    every = real_survival(None, seeds, max_steps=cfg.max_steps, policy="random every frame")["steps"]
+    w = cfg.workers
+    real = real_survival(params, seeds, vae, m, cfg.max_steps, progress=True, workers=w)["steps"]
+    rand = real_survival(None, seeds, max_steps=cfg.max_steps, progress=True, workers=w)["steps"]
+    every = real_survival(None, seeds, max_steps=cfg.max_steps, policy="random every frame", workers=w)["steps"]
     (rm, rse), (bm, bse), (em, ese) = mean_and_se(real), mean_and_se(rand), mean_and_se(every)
     out = {"episodes": cfg.episodes, "controller_mean": rm, "controller_se": rse, "random_mean": bm,
            "random_se": bse, "random_every_frame_mean": em, "random_every_frame_se": ese}

@@ -266,10 +266,11 @@ def dream_frames(params: np.ndarray, m: MDNRNN, vae, init_mu: torch.Tensor, init
 @torch.no_grad()
 def real_survival(params: np.ndarray | None, seeds: list[int], vae=None, m: MDNRNN | None = None,
                   max_steps: int = MAX_FRAMES, batch: int = 16, progress: bool = False,
-                  record: int | None = None, policy: str = FIXED_POLICIES[0]) -> dict:
+                  record: int | None = None, policy: str = FIXED_POLICIES[0], workers: int = 1) -> dict:
     """Frames survived in the real game by controller ``params`` (F,) on each seed; ``params=None`` plays
     ``policy`` (one of :data:`FIXED_POLICIES`; default the paper's random data policy, a drawn from the seed).
-    ``batch`` games run in lock-step in this process, V/M/C batched over them.
+    ``batch`` games run in lock-step, V/M/C batched over them; ``workers > 1`` plays the batches in that many
+    processes (the same batches with the same random numbers, so the same result as ``workers=1``).
 
     As ``doomreal.py``: z is *sampled* from V's posterior of each frame, M's state steps on [z, a] and C
     sees [z, c, h]. Returns {'steps': (N,) int, 'frames': (T, 64, 64, 3) of episode ``record`` or None}.
@@ -278,29 +279,63 @@ def real_survival(params: np.ndarray | None, seeds: list[int], vae=None, m: MDNR
 
     if params is not None and (vae is None or m is None):
         raise ValueError("real_survival: a controller needs vae and m (C sees V's z and M's state)")
+    if workers < 1:
+        raise ValueError(f"real_survival: workers must be >= 1, got {workers}")
+    batches = [list(range(s, min(s + batch, len(seeds)))) for s in range(0, len(seeds), batch)]
+    args = (params, [int(s) for s in seeds], vae, m, max_steps, record, policy)
+    bar = tqdm(total=len(seeds), desc="real Doom episodes", disable=not progress)
+    if workers == 1 or len(batches) == 1:
+        steps, frames = _play_batches(*args, batches, bar.update)
+    else:
+        # fork: the children inherit V and M without a copy; each plays every workers-th batch on one thread
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+        steps, frames = np.zeros(len(seeds), np.int64), None
+        n = min(workers, len(batches))
+        with ProcessPoolExecutor(n, mp_context=ctx) as pool:
+            futs = [pool.submit(_play_batches_worker, *args, batches[w::n]) for w in range(n)]
+            for fut in as_completed(futs):
+                part, f = fut.result()
+                steps += part
+                frames = f if f is not None else frames
+                bar.update(int((part > 0).sum()))
+    bar.close()
+    return {"steps": steps, "frames": frames}
+
+
+def _play_batches_worker(*args):
+    torch.set_num_threads(1)  # two processes on two cores: one thread each
+    return _play_batches(*args)
+
+
+def _play_batches(params, seeds, vae, m, max_steps, record, policy, batches, tick=None):
+    """Play the episodes of ``batches`` (lists of indices into ``seeds``); the other entries of steps stay 0."""
     steps = np.zeros(len(seeds), np.int64)
     frames_out = []
-    bar = tqdm(total=len(seeds), desc="real Doom episodes", disable=not progress)
-    pool = [make_doom_env() for _ in range(min(batch, len(seeds)))]  # ~1 s each to start: reused
-    for start in range(0, len(seeds), batch):
-        idx = list(range(start, min(start + batch, len(seeds))))
+    pool = [make_doom_env() for _ in range(max(len(b) for b in batches))]  # ~0.2 s each to start: reused
+    for idx in batches:
         envs = pool[: len(idx)]
-        obs = [e.reset(seed=int(seeds[i]))[0]["screen"] for e, i in zip(envs, idx)]
-        rngs = [np.random.default_rng(int(seeds[i])) for i in idx]
+        obs = [e.reset(seed=seeds[i])[0]["screen"] for e, i in zip(envs, idx)]
+        rngs = [np.random.default_rng(seeds[i]) for i in idx]
         rand_acts = [fixed_policy_actions(policy, max_steps, r) for r in rngs] if params is None else None
         alive = np.ones(len(idx), bool)
+        watch = idx.index(record) if record is not None and record in idx else None
         if params is not None:
             dev = next(vae.parameters()).device
             p = torch.as_tensor(np.asarray(params), dtype=torch.float32, device=dev)[None]  # (1, F)
             state = m.initial_state(len(idx), dev)
-            g = torch.Generator(device=dev).manual_seed(int(seeds[idx[0]]))
+            g = torch.Generator(device=dev).manual_seed(seeds[idx[0]])
         for t in range(max_steps):
-            small = np.stack([preprocess_doom_frame(o) for o in obs])                     # (n, 64, 64, 3)
-            if record is not None and record in idx and alive[idx.index(record)]:
-                frames_out.append(small[idx.index(record)])
-            if params is None:
+            if params is None:  # a fixed policy needs no frames (only the recorded episode's)
                 a = np.array([ra[t] for ra in rand_acts], np.float32)
+                if watch is not None and alive[watch]:
+                    frames_out.append(preprocess_doom_frame(obs[watch]))
             else:
+                small = np.stack([preprocess_doom_frame(o) for o in obs])                 # (n, 64, 64, 3)
+                if watch is not None and alive[watch]:
+                    frames_out.append(small[watch])
                 x = torch.from_numpy(small).to(dev).permute(0, 3, 1, 2).float() / 255       # (n, 3, 64, 64)
                 mu, logvar = vae.encode(x)
                 z = mu + (0.5 * logvar).exp() * torch.randn(mu.shape, generator=g)           # (n, Z)
@@ -318,11 +353,11 @@ def real_survival(params: np.ndarray | None, seeds: list[int], vae=None, m: MDNR
                     obs[j] = o["screen"]
             if not alive.any():
                 break
-        bar.update(len(idx))
+        if tick is not None:
+            tick(len(idx))
     for e in pool:
         e.close()
-    bar.close()
-    return {"steps": steps, "frames": np.stack(frames_out) if frames_out else None}
+    return steps, (np.stack(frames_out) if frames_out else None)
 
 
 def mean_and_se(x: np.ndarray) -> tuple[float, float]:
@@ -351,16 +386,18 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float:
 
 def policy_table(m: MDNRNN, init_mu: torch.Tensor, init_logvar: torch.Tensor, seeds: list[int], dreams: int = 32,
                  tau: float = 1.15, dream_max_steps: int = 1000, max_steps: int = MAX_FRAMES,
-                 policies: tuple[str, ...] = FIXED_POLICIES, seed: int = 11) -> tuple[list[dict], float]:
+                 policies: tuple[str, ...] = FIXED_POLICIES, seed: int = 11,
+                 workers: int = 1) -> tuple[list[dict], float]:
     """Does dreamed survival depend on the actions the way real survival does? Each fixed policy plays
     ``dreams`` dreams (capped at ``dream_max_steps``) and the real game on ``seeds``. Returns rows
-    {policy, dreamed, dreamed_se, real, real_se} and the Spearman correlation of dreamed vs real means."""
+    {policy, dreamed, dreamed_se, real, real_se} and the Spearman correlation of dreamed vs real means.
+    ``workers``: processes for the real games (see :func:`real_survival`)."""
     rows = []
     for pol in policies:
         acts = np.stack([fixed_policy_actions(pol, dream_max_steps, np.random.default_rng([seed, r]))
                          for r in range(dreams)], 1)                                        # (T, R)
         d = dream_survival(None, m, init_mu, init_logvar, dreams, tau, dream_max_steps, seed=seed, actions=acts)[0]
-        r = real_survival(None, seeds, max_steps=max_steps, policy=pol)["steps"]
+        r = real_survival(None, seeds, max_steps=max_steps, policy=pol, workers=workers)["steps"]
         rows.append({"policy": pol, "dreamed": mean_and_se(d)[0], "dreamed_se": mean_and_se(d)[1],
                      "real": mean_and_se(r)[0], "real_se": mean_and_se(r)[1]})
     return rows, spearman([r["dreamed"] for r in rows], [r["real"] for r in rows])

@@ -297,6 +297,8 @@ class DoomControllerConfig:
     """Frame cap of a real episode (default: the profile's doom_max_steps; paper: 2,100)."""
     eval_random: bool = True
     """Also play the random policy on the same real episodes (False: skip it, e.g. in a tau sweep)."""
+    workers: int | None = None
+    """Processes for CMA-ES's dreams and the real games (default: the profile's workers; same result for any)."""
     seed: int = 0
     """Seed for CMA-ES and the dreams."""
     device: str = "cpu"
@@ -305,12 +307,27 @@ class DoomControllerConfig:
     """Continue from run_dir/ckpt/latest (its CMA-ES mean as the start)."""
 
 
+def _dream_pool(workers: int):
+    """``workers`` forked processes for the dreams of CMA-ES (None for one: dream in this process)."""
+    if workers <= 1:
+        return None
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+    return ProcessPoolExecutor(workers, mp_context=ctx, initializer=torch.set_num_threads, initargs=(1,))
+
+
+def _dream_part(pop, m, init_mu, init_lv, rollouts, tau, max_steps, seed):
+    return dream_survival(pop, m, init_mu, init_lv, rollouts, tau, max_steps, seed=seed)
+
+
 def train_doom_controller(cfg: DoomControllerConfig, vae: ConvVAE | None = None, mdnrnn=None,
                           progress: bool = True) -> tuple[np.ndarray, dict]:
     """CMA-ES in the dream. Returns (C's parameters = CMA-ES's mean, results with real and dreamed survival)."""
     cfg = _fill(cfg, popsize="doom_popsize", rollouts="doom_rollouts", generations="doom_generations",
                 dream_max_steps="doom_dream_max_steps", eval_episodes="doom_eval_episodes",
-                eval_max_steps="doom_max_steps")
+                eval_max_steps="doom_max_steps", workers="workers")
     seed_everything(cfg.seed)
     m, init_mu, init_lv = mdnrnn if mdnrnn is not None else load_doom_mdnrnn(cfg.mdnrnn_dir, cfg.device)
     m = m.to(cfg.device)
@@ -318,9 +335,17 @@ def train_doom_controller(cfg: DoomControllerConfig, vae: ConvVAE | None = None,
     log = Logger(cfg.run_dir, resume=cfg.resume)
     log.save_config(to_dict(cfg))
 
+    n_proc = cfg.workers if cfg.device == "cpu" else 1
+    pool = _dream_pool(n_proc)
+
     def fitness(pop: np.ndarray, gen: int) -> np.ndarray:
-        return dream_survival(pop, m, init_mu, init_lv, cfg.rollouts, cfg.tau, cfg.dream_max_steps,
-                              seed=cfg.seed * 100_003 + gen).mean(1)
+        args = (m, init_mu, init_lv, cfg.rollouts, cfg.tau, cfg.dream_max_steps, cfg.seed * 100_003 + gen)
+        if pool is None:
+            return dream_survival(pop, *args).mean(1)
+        # the candidates split over processes: every one still sees the same dreams (common random numbers,
+        # drawn per rollout, not per candidate), so the fitness is the same as in one process
+        parts = np.array_split(pop, n_proc)
+        return np.concatenate([f.result() for f in [pool.submit(_dream_part, q, *args) for q in parts]]).mean(1)
 
     threads = torch.get_num_threads()
     if cfg.device == "cpu":
@@ -336,17 +361,21 @@ def train_doom_controller(cfg: DoomControllerConfig, vae: ConvVAE | None = None,
         if cfg.eval_episodes > 0:
             vae = (vae if vae is not None else load_vae(cfg.vae_dir, cfg.device)).to(cfg.device)
             seeds = [EVAL_SEED + i for i in range(cfg.eval_episodes)]
-            real = real_survival(params, seeds, vae, m, cfg.eval_max_steps, progress=progress)["steps"]
+            real = real_survival(params, seeds, vae, m, cfg.eval_max_steps, progress=progress,
+                                 workers=cfg.workers)["steps"]
             (rm, rse) = mean_and_se(real)
             results.update(real_mean=rm, real_se=rse, real_std=float(real.std()), real_steps=real.tolist())
             log.log(cfg.generations, **{"eval/real_mean": rm, "eval/dream_mean": dream.mean()})
             if cfg.eval_random:
-                rand = real_survival(None, seeds, max_steps=cfg.eval_max_steps, progress=progress)["steps"]
+                rand = real_survival(None, seeds, max_steps=cfg.eval_max_steps, progress=progress,
+                                     workers=cfg.workers)["steps"]
                 (bm, bse) = mean_and_se(rand)
                 results.update(random_mean=bm, random_se=bse, random_steps=rand.tolist())
                 log.log(cfg.generations, **{"eval/random_mean": bm})
     finally:
         torch.set_num_threads(threads)
+        if pool is not None:
+            pool.shutdown()
     save_state(_ckpt(cfg.run_dir), {"params": params, "mean": np.asarray(es.mean)},
                metadata={"config": to_dict(cfg), "kind": "doom_controller",
                          "results": {k: v for k, v in results.items() if k != "history"}})
