@@ -91,6 +91,17 @@ def test_untrained_actor_critic_is_uniform_and_checks_size():
         ActorCritic(A, 20, (8, 8, 8, 8), 32)
 
 
+def test_actor_critic_down_keeps_a_4x4_map():
+    # DIAMOND's `down` flags: 64x64 pooled 4 times -> 4x4; 16x16 pooled twice -> the same 4x4 map (8 ch * 16 cells)
+    assert ActorCritic(A, S, (8, 8, 8, 8), 32, down=(1, 1, 0, 0)).lstm.input_size == 8 * 4 * 4
+    assert ActorCritic(A, S, (8, 8, 8, 8), 32).lstm.input_size == 8 * 1 * 1  # default: pool at every level
+    assert ActorCritic(A, 20, (8, 8), 32, down=(0, 0)).lstm.input_size == 8 * 20 * 20  # no pooling: any size
+    with pytest.raises(ValueError, match="one per level"):
+        ActorCritic(A, S, (8, 8, 8, 8), 32, down=(1, 1))
+    with pytest.raises(ValueError, match="0/1"):
+        ActorCritic(A, S, (8, 8), 32, down=(2, 0))
+
+
 @pytest.mark.parametrize("end_class", [0, 1])
 def test_imagined_lambda_returns_by_hand(end_class):
     model, rew_end = tiny_world()

@@ -144,16 +144,21 @@ class ActorCritic(nn.Module):
     """Policy and value from one frame and the LSTM state: ``logits, value, (h, c) = ac(obs, (h, c))``."""
 
     def __init__(self, num_actions: int, img_size: int, channels: tuple[int, ...] = (32, 32, 64, 64),
-                 lstm_dim: int = 512, img_channels: int = 3):
+                 lstm_dim: int = 512, img_channels: int = 3, down: tuple[int, ...] | None = None):
         super().__init__()
-        if img_size % 2 ** len(channels):
-            raise ValueError(f"img_size {img_size} must be divisible by 2^{len(channels)} (one max-pool per level)")
+        down = (1,) * len(channels) if down is None else tuple(int(d) for d in down)  # DIAMOND: down [1, 1, 1, 1]
+        if len(down) != len(channels) or any(d not in (0, 1) for d in down):
+            raise ValueError(f"down {down} must be 0/1 flags, one per level of channels {channels}")
+        if img_size % 2 ** sum(down):
+            raise ValueError(f"img_size {img_size} must be divisible by 2^{sum(down)} (one max-pool per down level)")
         layers = [nn.Conv2d(img_channels, channels[0], 3, padding=1)]
         for i, c in enumerate(channels):
-            layers += [SmallResBlock(channels[max(0, i - 1)], c), nn.MaxPool2d(2)]
+            layers += [SmallResBlock(channels[max(0, i - 1)], c)] + ([nn.MaxPool2d(2)] if down[i] else [])
         self.encoder = nn.Sequential(*layers)
-        self.lstm_dim, self.num_actions = lstm_dim, num_actions
-        self.lstm = nn.LSTMCell(channels[-1] * (img_size // 2 ** len(channels)) ** 2, lstm_dim)
+        self.lstm_dim, self.num_actions, self.down = lstm_dim, num_actions, down
+        # DIAMOND's 64x64 frames end as a 4x4 map after 4 max-pools; a 16x16 frame pooled 4 times is 1x1, where
+        # the max over the whole frame forgets WHERE things are (on reach: where the target is relative to the agent)
+        self.lstm = nn.LSTMCell(channels[-1] * (img_size // 2 ** sum(down)) ** 2, lstm_dim)
         self.actor = nn.Linear(lstm_dim, num_actions)
         self.critic = nn.Linear(lstm_dim, 1)
         for m in (self.actor, self.critic):

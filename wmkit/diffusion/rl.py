@@ -79,6 +79,10 @@ class AgentConfig:
     """Reward classes; targets are two-hot on this grid (DIAMOND: (-1, 0, 1) with reward_sign)."""
     ac_channels: tuple[int, ...] = (32, 32, 64, 64)
     """Actor-critic encoder widths, one 2x2 max-pool each (DIAMOND: 32, 32, 64, 64)."""
+    ac_down: tuple[int, ...] = (1, 1, 1, 1)
+    """Per encoder level, 1 = a 2x2 max-pool after it (DIAMOND: 1, 1, 1, 1 at 64x64, leaving a 4x4 map). At 16x16
+    the cpu profile pools twice, (1, 1, 0, 0), to keep that 4x4 map: pooled 4 times a 16x16 frame is 1x1, and the
+    policy can no longer see where the target is relative to the agent."""
     ac_lstm: int = 512
     """Actor-critic LSTM width (DIAMOND: 512)."""
     ac_steps: int = 120
@@ -129,6 +133,7 @@ def agent_config_from_profile(profile=None, **overrides) -> AgentConfig:
     kw = dict(episodes=d.agent_episodes, size=d.agent_size, wm_steps=d.agent_wm_steps,
               rew_end_steps=d.agent_rew_end_steps, ac_steps=d.agent_ac_steps, imagined=d.agent_imagined,
               eval_episodes=d.agent_eval_episodes, warmup_steps=d.agent_warmup, adv_norm=d.agent_adv_norm,
+              ac_down=d.agent_ac_down,
               **(DIAMOND_SIZES if d.agent_diamond_sizes else {}))
     kw.update(overrides)
     return AgentConfig(**kw)
@@ -253,7 +258,7 @@ def train_actor_critic(cfg: AgentConfig, model, rew_end: RewEndModel, clips, num
     """DIAMOND's RL in imagination: each update starts ``imagined`` trajectories from real K-frame segments."""
     starts = _windows(clips, cfg.context, cfg.size, "train", cfg.seed)
     torch.manual_seed(cfg.seed)
-    ac = ActorCritic(num_actions, cfg.size, cfg.ac_channels, cfg.ac_lstm)
+    ac = ActorCritic(num_actions, cfg.size, cfg.ac_channels, cfg.ac_lstm, down=cfg.ac_down)
     opt, sched = _optimizer(ac, cfg.ac_lr, 0.0, cfg.warmup_steps)  # DIAMOND: weight decay 0 for the actor-critic
     g = torch.Generator().manual_seed(cfg.seed + 1)
     env = ImaginedEnv(model, rew_end, cfg.denoise_steps, generator=g)
@@ -352,7 +357,7 @@ def load_agent(run_dir: str | Path):
     n = meta["num_actions"]
     rew_end = RewEndModel(n, cfg.size, cfg.reward_bins, cfg.rew_end_channels, cfg.rew_end_depths, cfg.rew_end_cond,
                           cfg.rew_end_lstm)
-    ac = ActorCritic(n, cfg.size, cfg.ac_channels, cfg.ac_lstm)
+    ac = ActorCritic(n, cfg.size, cfg.ac_channels, cfg.ac_lstm, down=cfg.ac_down)
     state = load_state(run_dir / "agent")
     rew_end.load_state_dict(state["rew_end"])
     ac.load_state_dict(state["actor_critic"])
