@@ -164,3 +164,31 @@ def test_pooled_option_gives_one_embedding_per_frame_and_stays_causal():
     zz2 = zz.clone()
     zz2[:, 2] += 3.0
     assert torch.allclose(pred(zz2, a)[:, :2], base[:, :2], atol=1e-5)
+
+
+def test_residual_predictor_starts_as_the_copy_and_learns_from_actions():
+    """residual=True: at init P(z, a) = z exactly (zero-initialised output layer), and the action still gets a
+    gradient through the output layer's zero weights on the first backward (so the model can leave the copy)."""
+    torch.manual_seed(0)
+    cfg = ACConfig(size=16, patch=8, dim=16, depth=1, heads=2, pred_dim=16, pred_depth=1, pred_heads=2,
+                   action_block=5, residual=True)
+    pred = ACPredictor(cfg)
+    z, a = torch.randn(2, 3, 4, 16), torch.randn(2, 3, 10)
+    assert torch.equal(pred(z, a), z)
+    loss = (pred(z, a) - z - 1.0).abs().mean()
+    loss.backward()
+    assert pred.proj.weight.grad.abs().sum() > 0
+    assert pred.action.weight.grad.abs().sum() == 0  # behind the zero output weights: second order at init
+    with pytest.raises(ValueError):
+        ACPredictor(cfg)(z, a[:, :2])
+
+
+def test_cached_frozen_features_give_the_same_training_numbers():
+    from wmkit.jepa.train import ACTrainConfig, train_ac
+
+    data = collect(3, 10, 16, seed=0, policy="expert")
+    model = ACConfig(**{**TINY, "pred_depth": 1}, regulariser="frozen", action_block=2, residual=True)
+    hist = {c: train_ac(ACTrainConfig(model=model, steps=3, batch=2, length=3, log_every=1, cache_features=c),
+                        data["frames"], data["actions"], progress=False)[1] for c in (False, True)}
+    for a, b in zip(hist[False], hist[True], strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5, abs=1e-7)

@@ -210,3 +210,19 @@ def test_repeat_searches_one_action_per_block():
     assert shapes[0] == (8, 2, 6)  # the model still sees blocks of 3 actions
     acts = np.stack(taken)  # (6, 2): two executed blocks of 3 identical actions each
     assert len(acts) == 6 and np.allclose(acts[:3], acts[0]) and np.allclose(acts[3:], acts[3])
+
+
+def test_energy_ranking_shapes_copy_error_and_bad_input():
+    from wmkit.jepa.ac import ACConfig, ACWorldModel
+    from wmkit.jepa.plan import energy_ranking
+
+    torch.manual_seed(0)
+    model = ACWorldModel(ACConfig(size=16, patch=8, dim=16, depth=1, heads=2, pred_dim=16, pred_depth=1, pred_heads=2,
+                                  action_block=5, regulariser="frozen", residual=True))
+    r = energy_ranking(model, 16, episodes=2, futures=4, goal_offset=10)
+    assert r["horizon"] == 2 and r["predicted"].shape == (2,) and r["real"].shape == (2,)
+    assert all(-1.0 <= v <= 1.0 for v in np.concatenate([r["predicted"], r["real"]]))
+    # an untrained residual predictor copies its input: its error after H blocks is exactly copying z_0's error
+    assert r["error_H"] == pytest.approx(r["copy_error"], rel=1e-5)
+    with pytest.raises(ValueError, match="episodes"):
+        energy_ranking(model, 16, episodes=1)

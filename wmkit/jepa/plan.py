@@ -30,7 +30,7 @@ from wmkit.jepa.ac import ACWorldModel, cem
 from wmkit.jepa.train import to_video
 from wmkit.jepa.tworooms import TwoRooms, WeakExpert
 
-__all__ = ["offset_goal", "plan_episode", "random_episode", "evaluate_planning", "energy_landscape"]
+__all__ = ["offset_goal", "plan_episode", "random_episode", "evaluate_planning", "energy_landscape", "energy_ranking"]
 
 
 def offset_goal(env: TwoRooms, offset: int, rng: np.random.Generator) -> np.ndarray:
@@ -168,3 +168,64 @@ def energy_landscape(model: ACWorldModel, render_size: int, goal: tuple[float, f
     rank = lambda v: np.argsort(np.argsort(v)).astype(np.float64)  # noqa: E731
     spearman = float(np.corrcoef(rank(energy), rank(dist))[0, 1])
     return {"pos": pos, "distance": dist, "energy": energy, "spearman": spearman}
+
+
+def _spearman(a, b) -> float:
+    rank = lambda v: np.argsort(np.argsort(np.asarray(v))).astype(np.float64)  # noqa: E731
+    ra, rb = rank(a), rank(b)
+    if ra.std() == 0 or rb.std() == 0:
+        return 0.0
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+@torch.no_grad()
+def energy_ranking(model: ACWorldModel, render_size: int, episodes: int = 10, futures: int = 16,
+                   goal_offset: int = 25, seed: int = 5000) -> dict:
+    """Does the planning energy rank *futures* the way the true distance does, within one episode (what CEM needs)?
+
+    For each of ``episodes`` start/goal pairs of the evaluation protocol (offset goals), ``futures`` random action
+    sequences of ``horizon = goal_offset / action_block`` blocks are both executed in the environment and rolled out
+    by the predictor. Per episode, the Spearman rank correlation of the true final distance to the goal with (a) the
+    energy of the **predicted** final features |P^H(z_0, a) - z_goal| (what the planner minimises) and (b) the energy
+    of the **encoded real** final frame |E(x_H) - z_goal| (the best a perfect predictor could do with these
+    features). Returns the per-episode values and their means with standard errors; also the predictor's error
+    against the real features after 1 and H blocks and that of copying z_0 (``copy_error``)."""
+    if episodes < 2 or futures < 3:
+        raise ValueError(f"energy_ranking: need episodes >= 2 and futures >= 3, got {episodes}, {futures}")
+    model.eval()
+    blk, adim = model.cfg.action_block, model.cfg.action_dim
+    H = max(1, goal_offset // blk)
+    env = TwoRooms(render_size=render_size, max_energy=10 * H * blk)
+    rng = np.random.default_rng(seed)
+    dist = lambda a, b: ((a - b).abs() if model.cfg.loss == "l1" else (a - b).square()).flatten(-2).mean(-1)  # noqa
+    pred_rho, real_rho, err1, errH, copy = [], [], [], [], []
+    for e in range(episodes):
+        _reset(env, seed + e, "offset", goal_offset)
+        start = env.agent.copy()
+        zg = model.encode(to_video(env.goal_image())[None, None], target=True)[:, 0]  # (1, N, D)
+        z0 = model.encode(to_video(env.render())[None, None])  # (1, 1, N, D)
+        acts = rng.uniform(-1, 1, size=(futures, H * blk, adim)).astype(np.float32)  # (F, H*blk, A)
+        pred = model.rollout(z0.expand(futures, -1, -1, -1),
+                             rearrange(torch.from_numpy(acts), "f (h k) a -> f h (k a)", k=blk))  # (F, H, N, D)
+        frames, final = [], []
+        for f in range(futures):
+            env.agent, env.energy = start.copy(), env.max_energy
+            for t, a in enumerate(acts[f]):
+                obs, *_ = env.step(a)
+                if (t + 1) % blk == 0:
+                    frames.append(obs)
+            final.append(float(np.linalg.norm(env.agent - env.goal)))
+        real = model.encode(to_video(np.stack(frames))[:, None], target=True)[:, 0]  # (F*H, N, D)
+        real = rearrange(real, "(f h) n d -> f h n d", f=futures)  # (F, H, N, D)
+        pred_rho.append(_spearman(dist(pred[:, -1], zg).numpy(), final))
+        real_rho.append(_spearman(dist(real[:, -1], zg).numpy(), final))
+        err1.append(float(dist(pred[:, 0], real[:, 0]).mean()))
+        errH.append(float(dist(pred[:, -1], real[:, -1]).mean()))
+        target0 = model.encode(to_video(env.render(agent=start))[None, None], target=True)[0, 0]  # (N, D)
+        copy.append(float(dist(target0[None], real[:, -1]).mean()))
+    se = lambda v: float(np.std(v, ddof=1) / math.sqrt(len(v)))  # noqa: E731
+    return {"predicted": np.array(pred_rho), "real": np.array(real_rho),
+            "predicted_mean": float(np.mean(pred_rho)), "predicted_se": se(pred_rho),
+            "real_mean": float(np.mean(real_rho)), "real_se": se(real_rho),
+            "error_1": float(np.mean(err1)), "error_H": float(np.mean(errH)), "copy_error": float(np.mean(copy)),
+            "horizon": H}
