@@ -383,6 +383,17 @@ def test_maskgit_context_cache_gives_the_full_forward_logits_and_tokens(c):
         m.generate_next(ctx, torch.full((3, c), 4), steps=2)
 
 
+def test_sample_categorical_draws_the_given_distribution():
+    from wmkit.genie.dynamics import sample_categorical
+
+    p = torch.tensor([0.5, 0.0, 0.3, 0.2])
+    ids = sample_categorical(p.expand(40_000, 4), torch.Generator().manual_seed(0))
+    freq = torch.bincount(ids, minlength=4).float() / len(ids)
+    assert float(freq[1]) == 0.0 and torch.allclose(freq, p, atol=0.01)  # 4 sigma of a 40k-sample frequency: 0.01
+    one_hot = sample_categorical(torch.eye(5), torch.Generator().manual_seed(1))
+    assert one_hot.tolist() == [0, 1, 2, 3, 4]
+
+
 def test_lam_batched_inference_matches_one_window_at_a_time():
     from wmkit.genie.train import infer_episode_actions, to_tensor
 
