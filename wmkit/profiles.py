@@ -144,7 +144,7 @@ _GENIE: dict[str, dict[str, Any]] = {
                 lam_steps=600, lam_batch=32, lam_var_weight=100.0, dyn_dim=128, dyn_depth=3, dyn_clip_len=4,
                 dyn_steps=600, dyn_batch=16, maskgit_steps=25, eval_horizon=4, eval_starts=8, play_frames=48,
                 cost_T=(4, 8, 16, 32, 64, 128, 256, 512), cost_N=64, cost_dim=128, cost_depth=2,
-                cost_run_T=(4, 8, 16, 32), bench_batch=8, bench_steps=5, effect_frames=32),
+                cost_run_T=(4, 8, 16, 32), bench_batch=8, bench_steps=5, effect_frames=16),
     "gpu": dict(episodes=100, episode_steps=1000, frame_size=56, tok_patch=4, tok_dim=512, tok_depth=8,
                 tok_clip_len=16, tok_steps=30_000, tok_batch=48, lam_patch=8, lam_size=0, lam_dim=512, lam_depth=8,
                 lam_clip_len=16, lam_steps=30_000, lam_batch=36, lam_var_weight=100.0, dyn_dim=512, dyn_depth=12,
