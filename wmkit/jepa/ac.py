@@ -247,8 +247,7 @@ class ACWorldModel(nn.Module):
         return self.feature_loss(z, h, actions)
 
     def feature_loss(self, z: torch.Tensor, h: torch.Tensor, actions: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The losses from encoded features: inputs z and targets h (B, T, N, D), actions (B, T - 1, A). With a
-        frozen encoder, z = h can be computed once for the whole data set (``ACTrainConfig.cache_features``)."""
+        """The losses from encoded features: inputs z and targets h (B, T, N, D), actions (B, T - 1, A)."""
         c = self.cfg
         T = z.shape[1]
         # [eq:ac-loss]

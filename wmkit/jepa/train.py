@@ -83,10 +83,6 @@ class ACTrainConfig:
     """seed of the weights and batches"""
     log_every: int = 10
     """steps between logged scalars"""
-    cache_features: bool = True
-    """regulariser='frozen' (patch features): encode every frame once before training and train the predictor on
-    the stored features (the same numbers as encoding each batch, since the encoder never changes; V-JEPA 2-AC
-    encodes every batch). ~2x faster steps on CPU"""
 
 
 def to_video(frames: np.ndarray) -> torch.Tensor:
@@ -179,10 +175,6 @@ def train_ac(cfg: ACTrainConfig, frames: np.ndarray, actions: np.ndarray, encode
     g = torch.Generator().manual_seed(cfg.seed)
     video, acts = to_video(frames), torch.from_numpy(actions).float()
     blk = cfg.model.action_block
-    feats = None
-    if cfg.cache_features and cfg.model.regulariser == "frozen" and not cfg.model.pooled:
-        with torch.no_grad():  # (E, T+1, N, D): the frozen encoder's features of every frame, computed once
-            feats = torch.cat([model.encode(video[e:e + 8]) for e in range(0, video.shape[0], 8)])
     span = (cfg.length - 1) * blk + 1  # environment frames under one window of ``length`` predictor frames
     log = Logger(run_dir, tensorboard=True) if run_dir is not None else None
     if log:
@@ -191,10 +183,10 @@ def train_ac(cfg: ACTrainConfig, frames: np.ndarray, actions: np.ndarray, encode
     for step in tqdm(range(cfg.steps), desc=f"AC ({cfg.model.regulariser})", disable=not progress):
         for group in opt.param_groups:
             group["lr"] = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup))
-        wins = sample_windows(cfg.batch, video.shape[0], acts.shape[1], span, g)
-        clip, act = block_windows(video if feats is None else feats, acts, wins, cfg.length, blk)
+        clip, act = block_windows(video, acts, sample_windows(cfg.batch, video.shape[0], acts.shape[1], span, g),
+                                  cfg.length, blk)
         with autocast(cfg.precision, "cpu"):
-            out = model.loss(clip, act) if feats is None else model.feature_loss(clip, clip, act)
+            out = model.loss(clip, act)
         check_finite({"loss": out["loss"]}, step)
         opt.zero_grad(set_to_none=True)
         out["loss"].backward()
