@@ -202,3 +202,20 @@ def test_cli_agent(tmp_path, monkeypatch, capsys):
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["agent"]["episodes"] == 2 and out["random"]["episodes"] == 2
     assert out["run_dir"] == str(tmp_path) and (tmp_path / "agent.safetensors").exists()
+
+
+def test_critic_init_data_starts_at_the_recorded_discounted_value():
+    # critic_init="data": untrained V(s) = mean recorded reward / (1 - gamma) for every frame (zero weights, set bias)
+    from wmkit.diffusion.rl import train_actor_critic
+
+    model, rew_end = tiny_world()
+    clips = record_episodes("reach", 3, seed=0, max_steps=12)
+    mean_r = np.mean(np.concatenate([c.reward[:-1] for c in clips]))
+    cfg = AgentConfig(context=K, size=S, ac_channels=(8, 8, 8, 8), ac_down=(1, 1, 0, 0), ac_lstm=32, ac_steps=0,
+                      imagined=2, critic_init="data", gamma=0.9)
+    ac, rows, _ = train_actor_critic(cfg, model, rew_end, clips, A, progress=False)
+    _, v, _ = ac(torch.rand(4, 3, S, S) * 2 - 1, ac.initial_state(4))
+    assert rows == [] and torch.allclose(v, torch.full((4,), float(mean_r) / 0.1), atol=1e-4)
+    cfg.critic_init = "mean"
+    with pytest.raises(ValueError, match="critic_init"):
+        train_actor_critic(cfg, model, rew_end, clips, A, progress=False)

@@ -79,8 +79,9 @@ class AgentConfig:
     """Reward classes; targets are two-hot on this grid (DIAMOND: (-1, 0, 1) with reward_sign)."""
     ac_channels: tuple[int, ...] = (32, 32, 64, 64)
     """Actor-critic encoder widths, one 2x2 max-pool each (DIAMOND: 32, 32, 64, 64)."""
-    ac_down: tuple[int, ...] = (1, 1, 1, 1)
-    """Per encoder level, 1 = a 2x2 max-pool after it (DIAMOND: 1, 1, 1, 1 at 64x64, leaving a 4x4 map). At 16x16
+    ac_down: tuple[int, ...] = ()
+    """Per encoder level, 1 = a 2x2 max-pool after it; () = after every level (DIAMOND: 1, 1, 1, 1 at 64x64, leaving
+    a 4x4 map). At 16x16
     the cpu profile pools twice, (1, 1, 0, 0), to keep that 4x4 map: pooled 4 times a 16x16 frame is 1x1, and the
     policy can no longer see where the target is relative to the agent."""
     ac_lstm: int = 512
@@ -103,6 +104,11 @@ class AgentConfig:
     """Entropy bonus (DIAMOND: 0.001)."""
     value_weight: float = 1.0
     """Value-loss weight (DIAMOND: 1)."""
+    critic_init: str = "zero"
+    """Value head's initial output: zero = DIAMOND (zero weights and bias); data = its bias set to the mean reward
+    of the recorded episodes over (1 - gamma), the discounted value of the policy that recorded them. On
+    reach returns are about 0.6 / 0.015 = 40; from zero, Adam moves the value output a fraction of a unit per update,
+    so for the first ~100 updates R - V mostly measures the critic's lag, not the action (see the book page)."""
     adv_norm: str = "none"
     """Advantage: none = R - V (DIAMOND); batch = standardised over the imagined batch (see imagination_loss)."""
     batch_size: int = 32
@@ -258,7 +264,12 @@ def train_actor_critic(cfg: AgentConfig, model, rew_end: RewEndModel, clips, num
     """DIAMOND's RL in imagination: each update starts ``imagined`` trajectories from real K-frame segments."""
     starts = _windows(clips, cfg.context, cfg.size, "train", cfg.seed)
     torch.manual_seed(cfg.seed)
-    ac = ActorCritic(num_actions, cfg.size, cfg.ac_channels, cfg.ac_lstm, down=cfg.ac_down)
+    ac = ActorCritic(num_actions, cfg.size, cfg.ac_channels, cfg.ac_lstm, down=cfg.ac_down or None)
+    if cfg.critic_init == "data":  # the random policy's discounted value, read from the recorded rewards
+        mean_r = float(np.mean(np.concatenate([c.reward[:-1] for c in clips if c.reward is not None])))
+        torch.nn.init.constant_(ac.critic.bias, mean_r / (1 - cfg.gamma))
+    elif cfg.critic_init != "zero":
+        raise ValueError(f"critic_init must be 'zero' (DIAMOND) or 'data', got {cfg.critic_init!r}")
     opt, sched = _optimizer(ac, cfg.ac_lr, 0.0, cfg.warmup_steps)  # DIAMOND: weight decay 0 for the actor-critic
     g = torch.Generator().manual_seed(cfg.seed + 1)
     env = ImaginedEnv(model, rew_end, cfg.denoise_steps, generator=g)
@@ -357,7 +368,7 @@ def load_agent(run_dir: str | Path):
     n = meta["num_actions"]
     rew_end = RewEndModel(n, cfg.size, cfg.reward_bins, cfg.rew_end_channels, cfg.rew_end_depths, cfg.rew_end_cond,
                           cfg.rew_end_lstm)
-    ac = ActorCritic(n, cfg.size, cfg.ac_channels, cfg.ac_lstm, down=cfg.ac_down)
+    ac = ActorCritic(n, cfg.size, cfg.ac_channels, cfg.ac_lstm, down=cfg.ac_down or None)
     state = load_state(run_dir / "agent")
     rew_end.load_state_dict(state["rew_end"])
     ac.load_state_dict(state["actor_critic"])
