@@ -324,3 +324,26 @@ def test_vae_loss_falls_on_real_carracing_frames():
         mses.append(float(out["mse"]))
     assert np.mean(mses[-10:]) < 0.5 * np.mean(mses[:5]), (mses[:5], mses[-10:])
     assert float(vae.loss(x[:64])["mse"]) < 0.02
+
+
+def test_reward_head_fit_known_answers():
+    from wmkit.worldmodels.bench import reward_head_fit
+    from wmkit.worldmodels.data import Episode
+
+    m = MDNRNN(z_dim=4, action_dim=3, hidden=8)
+    T = 20
+    rewards = np.where(np.isin(np.arange(T), [0, 3, 4, 11, 17]), 3.0, -0.1).astype(np.float32)  # tiles at random
+    ep = Episode(obs=np.zeros((T + 1, 64, 64, 3), np.uint8), actions=np.zeros((T, 3), np.float32),
+                 rewards=rewards, terminated=np.zeros(T, bool), truncated=np.zeros(T, bool), seed=0)
+    z = [np.random.default_rng(0).normal(size=(T + 1, 4)).astype(np.float32)]
+    with torch.no_grad():
+        m.reward_head.weight.zero_()
+        m.reward_head.bias.fill_(0.52)                     # predicts the constant itself: no better, no worse
+    rows = reward_head_fit(m, z, [ep], constant=0.52, windows=(1, 5))
+    assert [r["window"] for r in rows] == [1, 5] and [r["n"] for r in rows] == [T, T - 4]
+    assert all(abs(r["r2"]) < 1e-5 for r in rows), rows
+    with torch.no_grad():
+        m.reward_head.bias.fill_(0.0)                      # by hand: MSE of 0 vs MSE of 0.52, per frame
+    r1 = reward_head_fit(m, z, [ep], constant=0.52, windows=(1,))[0]
+    expect = 1 - (rewards ** 2).mean() / ((0.52 - rewards) ** 2).mean()
+    assert np.isclose(r1["r2"], expect, atol=1e-5)

@@ -90,6 +90,33 @@ def nll_by_time(m: MDNRNN, zs: list[np.ndarray], actions: list[np.ndarray],
             for i in range(len(counts)) if counts[i]]
 
 
+@torch.no_grad()
+def reward_head_fit(m: MDNRNN, zs: list[np.ndarray], episodes: list[Episode], constant: float,
+                    windows: tuple[int, ...] = (1, 10, 50)) -> list[dict]:
+    """Is M's reward head informative? Teacher-forced over whole episodes, its predictions against the real
+    rewards, per frame and summed over sliding ``windows`` of frames: R^2 = 1 - MSE / MSE of ``constant``
+    (e.g. the training episodes' mean reward: what a head that learnt nothing predicts; 0 = no better than
+    it) and the correlation. CarRacing pays +1000/N for a new tile in a few frames and -0.1 in the others, so
+    a frame's reward is mostly luck and a window's sum is what C's return depends on.
+    Rows: {'window', 'r2', 'corr', 'n'}."""
+    dev = next(m.parameters()).device
+    if m.reward_head is None:
+        raise ValueError("reward_head_fit: this M has no reward head (reward_done_heads=False)")
+    pred, real = [], []
+    for z, ep in zip(zs, episodes):
+        zt = torch.from_numpy(np.asarray(z, np.float32))[None].to(dev)      # (1, T+1, Z)
+        out = m(zt[:, :-1], torch.from_numpy(np.asarray(ep.actions, np.float32))[None].to(dev))
+        pred.append(out.reward[0].cpu().numpy())                            # (T,): r_t from z_<=t, a_<=t
+        real.append(np.asarray(ep.rewards, np.float32)[: len(pred[-1])])
+    rows = []
+    for w in windows:
+        p = np.concatenate([np.convolve(x, np.ones(w), "valid") for x in pred])   # (N,) window sums
+        r = np.concatenate([np.convolve(x, np.ones(w), "valid") for x in real])
+        rows.append({"window": w, "r2": float(1 - ((p - r) ** 2).mean() / ((constant * w - r) ** 2).mean()),
+                     "corr": float(np.corrcoef(p, r)[0, 1]), "n": len(r)})
+    return rows
+
+
 def repeat_z_nll(train_mus: list[np.ndarray], test_mus: list[np.ndarray]) -> float:
     """Baseline NLL: z_{t+1} ~ N(z_t, s^2), s = RMS of (z_{t+1} - z_t) per dim on training episodes."""
     d_train = np.concatenate([np.diff(m, axis=0) for m in train_mus])      # (N, Z)
