@@ -219,3 +219,32 @@ def test_critic_init_data_starts_at_the_recorded_discounted_value():
     cfg.critic_init = "mean"
     with pytest.raises(ValueError, match="critic_init"):
         train_actor_critic(cfg, model, rew_end, clips, A, progress=False)
+
+
+def test_reach_toward_target_reads_the_pixels():
+    from wmkit.diffusion.rl import reach_toward_target
+
+    def frame(agent, target):  # cells of reach's 8x8 grid drawn at 16x16 (2x2 pixels a cell), as the env draws it
+        x = -torch.ones(3, S, S)
+        x[1, 2 * target[0]:2 * target[0] + 2, 2 * target[1]:2 * target[1] + 2] = 1
+        x[0, 2 * agent[0]:2 * agent[0] + 2, 2 * agent[1]:2 * agent[1] + 2] = 1
+        return x
+
+    frames = torch.stack([frame((2, 2), (2, 5)), frame((2, 2), (0, 3)), frame((6, 2), (7, 0)), frame((4, 4), (4, 4)),
+                          frame((3, 6), (5, 6))])
+    assert reach_toward_target(frames).tolist() == [4, 1, 3, 0, 2]  # right, up, left (larger gap), stay, down
+    with pytest.raises(ValueError, match="frames"):
+        reach_toward_target(frames[:, :2])
+
+
+def test_imagined_returns_with_a_forced_reward():
+    from wmkit.diffusion.rl import imagined_returns
+
+    model, rew_end = tiny_world()
+    force_classes(rew_end, reward_class=7, end_class=0)  # reward 0.5 at every imagined step
+    g = torch.Generator().manual_seed(0)
+    obs, act = torch.rand(3, K, 3, S, S, generator=g) * 2 - 1, torch.zeros(3, K, dtype=torch.long)
+    env = ImaginedEnv(model, rew_end, 1, generator=g)
+    assert torch.allclose(imagined_returns(env, obs, act, 4, None, g), torch.full((3,), 2.0))
+    assert torch.allclose(imagined_returns(env, obs, act, 3, lambda x: torch.zeros(len(x), dtype=torch.long)),
+                          torch.full((3,), 1.5))

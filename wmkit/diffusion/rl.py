@@ -287,12 +287,50 @@ def train_actor_critic(cfg: AgentConfig, model, rew_end: RewEndModel, clips, num
     return ac, rows, traj
 
 
+# ------------------------------------------------------------------------------------------------ diagnostics
+def reach_toward_target(frames: torch.Tensor) -> torch.Tensor:
+    """reach's scripted policy, read from pixels (so it also plays imagined frames): frames (N, 3, S, S) in [-1, 1]
+    -> actions (N,) moving the red block toward the green one along the larger gap (up 1, down 2, left 3, right 4);
+    0 (stay) when the blocks overlap or no red block is drawn."""
+    if frames.ndim != 4 or frames.shape[1] != 3:
+        raise ValueError(f"frames must be (N, 3, S, S) in [-1, 1], got {tuple(frames.shape)}")
+    S = frames.shape[-1]
+    ys, xs = torch.meshgrid(torch.arange(S, dtype=torch.float32), torch.arange(S, dtype=torch.float32), indexing="ij")
+
+    def centre(mask):  # (N, S, S) bool -> row, col of its centre of mass, and whether it is drawn
+        w = mask.float().sum((1, 2))
+        return (mask * ys).sum((1, 2)) / w.clamp(min=1), (mask * xs).sum((1, 2)) / w.clamp(min=1), w > 0
+
+    ay, ax, seen = centre((frames[:, 0] > 0) & (frames[:, 1] < 0))  # red only: the agent (off the target)
+    ty, tx, _ = centre(frames[:, 1] > 0)  # green: the target (yellow where the agent covers it)
+    dy, dx = ty - ay, tx - ax  # (N,)
+    vertical = dy.abs() >= dx.abs()
+    a = torch.where(vertical, torch.where(dy < 0, 1, 2), torch.where(dx < 0, 3, 4))
+    return torch.where(seen & ((dy.abs() > 0.5) | (dx.abs() > 0.5)), a, 0)
+
+
+@torch.no_grad()
+def imagined_returns(env: ImaginedEnv, obs: torch.Tensor, act: torch.Tensor, horizon: int = 15, policy=None,
+                     generator: torch.Generator | None = None) -> torch.Tensor:
+    """Does the imagination rank policies? Sum of the sampled imagined rewards over ``horizon`` steps from each real
+    start (obs (N, K, C, H, W), act (N, K)); ``policy(frame (N, C, H, W)) -> (N,)``, None = uniformly random. -> (N,)"""
+    x = env.reset(obs, act)
+    total = torch.zeros(obs.shape[0])
+    n = env.rew_end.num_actions
+    for _ in range(horizon):
+        a = torch.randint(0, n, (obs.shape[0],), generator=generator) if policy is None else policy(x)
+        x, r, _ = env.step(a)
+        total += r
+    return total
+
+
 @torch.no_grad()
 def evaluate(env_name: str, size: int, episodes: int, ac: ActorCritic | None = None, seed: int = 10_000,
-             max_steps: int = 10_000) -> dict:
+             max_steps: int = 10_000, policy=None) -> dict:
     """Returns of ``episodes`` real-game episodes (seeds ``seed + i``) with the actor-critic (actions sampled from
-    its policy, DIAMOND's test epsilon 0) or, with ``ac=None``, a uniformly random policy. Episodes run in
-    lockstep, one batched actor-critic call per step."""
+    its policy, DIAMOND's test epsilon 0), ``policy(frames (E, 3, S, S) in [-1, 1]) -> (E,)`` (e.g.
+    :func:`reach_toward_target`) or, with neither, a uniformly random policy. Episodes run in lockstep, one batched
+    call per step."""
     from wmkit.data import resize_frames
     from wmkit.dreamer import make_env
 
@@ -304,11 +342,14 @@ def evaluate(env_name: str, size: int, episodes: int, ac: ActorCritic | None = N
     returns, alive = np.zeros(episodes), np.ones(episodes, bool)
     hc = ac.initial_state(episodes) if ac is not None else None
     for _ in range(max_steps):
-        if ac is not None:
+        if ac is not None or policy is not None:
             imgs = resize_frames(np.stack([o["image"] for o in obs]), size)  # (E, S, S, 3)
             x = torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 127.5 - 1  # (E, 3, S, S)
-            logits, _, hc = ac(x, hc)
-            acts = torch.multinomial(logits.softmax(-1), 1, generator=g).squeeze(-1).tolist()
+            if policy is not None:
+                acts = policy(x).tolist()
+            else:
+                logits, _, hc = ac(x, hc)
+                acts = torch.multinomial(logits.softmax(-1), 1, generator=g).squeeze(-1).tolist()
         else:
             acts = rng.integers(n, size=episodes).tolist()
         for i, e in enumerate(envs):
