@@ -166,7 +166,7 @@ _DIFFUSION = {
                   agent_rew_end_steps=10, agent_ac_steps=3, agent_imagined=8, agent_eval_episodes=6,
                   drive_source="nuscenes-fixture", drive_episodes=5, drive_steps=12, drive_size=16,
                   drive_train_steps=10, drive_windows=8, agent_warmup=2, agent_adv_norm="batch",
-                  agent_ac_down=(1, 1, 0, 0)),
+                  agent_ac_down=(1, 1, 0, 0), agent_critic_init="data"),
     "cpu": dict(episodes=8, episode_steps=200, size=32, context=4, channels=(32, 32, 32), depths=(1, 1, 1),
                 cond_channels=128, batch_size=32, train_steps=300, lr=3e-4, k_max=64, eval_windows=64,
                 steps_list=(1, 3, 10), drift_horizon=30, drift_episodes=2, play_frames=60, bench_repeat=5,
@@ -174,7 +174,7 @@ _DIFFUSION = {
                 agent_rew_end_steps=800, agent_ac_steps=120, agent_imagined=16, agent_eval_episodes=50,
                 drive_source="carracing", drive_episodes=6, drive_steps=350, drive_size=32, drive_train_steps=300,
                 drive_windows=64, agent_warmup=10, agent_adv_norm="batch",
-                agent_ac_down=(1, 1, 0, 0)),
+                agent_ac_down=(1, 1, 0, 0), agent_critic_init="data"),
     "gpu": dict(episodes=100, episode_steps=1000, size=64, context=4, channels=(64, 64, 64, 64), depths=(2, 2, 2, 2),
                 cond_channels=256, batch_size=32, train_steps=20_000, lr=1e-4, k_max=64, eval_windows=1024,
                 steps_list=(1, 3, 10), drift_horizon=100, drift_episodes=8, play_frames=300, bench_repeat=20,
@@ -182,7 +182,7 @@ _DIFFUSION = {
                 agent_rew_end_steps=5000, agent_ac_steps=5000, agent_imagined=32, agent_eval_episodes=100,
                 drive_source="carracing", drive_episodes=50, drive_steps=1500, drive_size=64, drive_train_steps=20_000,
                 drive_windows=1024, agent_warmup=100, agent_adv_norm="none",
-                agent_ac_down=(1, 1, 1, 1)),
+                agent_ac_down=(1, 1, 1, 1), agent_critic_init="zero"),
 }
 
 # ----------------------------------------------------------------------------------------------------

@@ -139,7 +139,7 @@ def agent_config_from_profile(profile=None, **overrides) -> AgentConfig:
     kw = dict(episodes=d.agent_episodes, size=d.agent_size, wm_steps=d.agent_wm_steps,
               rew_end_steps=d.agent_rew_end_steps, ac_steps=d.agent_ac_steps, imagined=d.agent_imagined,
               eval_episodes=d.agent_eval_episodes, warmup_steps=d.agent_warmup, adv_norm=d.agent_adv_norm,
-              ac_down=d.agent_ac_down,
+              ac_down=d.agent_ac_down, critic_init=d.agent_critic_init,
               **(DIAMOND_SIZES if d.agent_diamond_sizes else {}))
     kw.update(overrides)
     return AgentConfig(**kw)
