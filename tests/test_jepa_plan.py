@@ -185,7 +185,7 @@ def test_finetune_recipe_pretrained_encoder_frozen_under_an_ac_predictor(tmp_pat
     monkeypatch.setenv("WMKIT_PROFILE", "smoke")
     pretrain_main(["--steps", "2", "--size", "smoke", "--run-dir", str(tmp_path / "pre")])
     ckpt = tmp_path / "pre" / "ckpt" / "latest"
-    jepa_main(["train-ac", "--regulariser", "frozen", "--encoder", str(ckpt), "--steps", "2",
+    jepa_main(["train-ac", "--regulariser", "frozen", "--encoder", str(ckpt), "--steps", "2", "--residual", "true",
                "--run-dir", str(tmp_path / "ac")])
     pre, ac = load_state(ckpt)["model"], load_state(tmp_path / "ac" / "ckpt" / "latest")["model"]
     enc = {k[len("encoder."):]: v for k, v in ac.items() if k.startswith("encoder.")}

@@ -41,6 +41,9 @@ class TrainACArgs:
     """V-JEPA checkpoint (runs/jepa/vjepa/ckpt/latest) whose target encoder to use (regulariser=frozen)"""
     steps: int | None = None
     """optimiser steps (None: the profile's ac_steps)"""
+    residual: bool = False
+    """predict the change of the features (z_t + P(...)) instead of the next features (the official form); the cpu
+    notebook plans with True after 1000 frozen steps"""
     precision: str = "fp32"
     """fp32 | bf16 | fp8"""
     seed: int = 0
@@ -121,7 +124,8 @@ def train_ac_cmd(argv):
         c = encoder.cfg  # the predictor works on the pretrained encoder's tokens: take its sizes
         sizes.update(size=c.size, patch=c.patch, dim=c.dim, depth=c.depth, heads=c.heads)
     mcfg = ACConfig(**sizes, regulariser=a.regulariser, loss="mse" if a.regulariser == "sigreg" else "l1",
-                    normalize=a.regulariser != "sigreg", sigreg_proj=P.sigreg_proj, action_block=P.action_block)
+                    normalize=a.regulariser != "sigreg", sigreg_proj=P.sigreg_proj, action_block=P.action_block,
+                    residual=a.residual)
     cfg = ACTrainConfig(model=mcfg, steps=a.steps or P.ac_steps, batch=P.ac_batch, length=P.ac_length,
                         precision=a.precision, seed=a.seed)
     d = _data(P, a.seed)
