@@ -42,8 +42,7 @@ class TrainACArgs:
     steps: int | None = None
     """optimiser steps (None: the profile's ac_steps)"""
     residual: bool = False
-    """predict the change of the features (z_t + P(...)) instead of the next features (the official form); the cpu
-    notebook plans with True after 1000 frozen steps"""
+    """predict the change of the features (z_t + P(...)) instead of the next features (False: the official form)"""
     precision: str = "fp32"
     """fp32 | bf16 | fp8"""
     seed: int = 0
