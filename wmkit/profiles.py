@@ -53,8 +53,9 @@ _WORLDMODELS = {
                 mdnrnn_batch=16, mdnrnn_seq_len=64, cma_popsize=16, cma_generations=40,
                 cma_rollouts=8, dream_horizon=200, eval_episodes=4, eval_max_steps=1000, workers=2,
                 real_popsize=8, real_generations=10, real_rollouts=1, real_horizon=300,
-                # doom_*: VizDoom TakeCover trained in the dream (notebook 01b; 8 min 55 s on 2 idle cores in `make
-                # book`, evaluations and dreams in 2 worker processes). 110 episodes; V 3 epochs over the first 60 (834 updates);
+                # doom_*: VizDoom TakeCover trained in the dream (notebook 01b; 8 min 55 s on 2 idle cores in
+                # `make book`, evaluations and dreams in 2 worker processes). 110 episodes; V 3 epochs over the
+                # first 60 (834 updates);
                 # M 60 epochs over 100 (~2,000 updates: with 4 epochs (132 updates) every C was "hold left").
                 # Measured figures and commands: book/stage1/doom_dream.md.
                 doom_episodes=110, doom_vae_episodes=60, doom_max_steps=2100, doom_vae_epochs=3, doom_mdnrnn_epochs=60,
