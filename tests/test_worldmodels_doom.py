@@ -351,3 +351,23 @@ def test_dream_fitness_split_over_candidates_is_the_same_as_in_one_batch():
     whole = dream_survival(pop, m, mu, lv, rollouts=4, tau=1.15, max_steps=60, seed=7)
     parts = [dream_survival(q, m, mu, lv, rollouts=4, tau=1.15, max_steps=60, seed=7) for q in np.array_split(pop, 2)]
     assert np.array_equal(whole, np.concatenate(parts)) and len(np.unique(whole)) > 3
+
+
+def test_cma_es_in_two_processes_finds_the_same_controller(tmp_path, monkeypatch):
+    from wmkit.worldmodels.doom_train import DoomControllerConfig, train_doom_controller
+
+    monkeypatch.setenv("WMKIT_PROFILE", "smoke")
+    torch.manual_seed(0)
+    m = MDNRNN(8, 1, 16, 2, reward_done_heads=True, reward_head=False)
+    with torch.no_grad():  # deaths that depend on the state, so candidates differ
+        m.done_head.weight.normal_(0, 3.0)
+        m.done_head.bias.fill_(-1.0)
+    mu, lv = torch.randn(3, 8), torch.zeros(3, 8)
+    out = []
+    for w in (1, 2):
+        cfg = DoomControllerConfig(run_dir=str(tmp_path / f"w{w}"), workers=w, eval_episodes=0, generations=3,
+                                   popsize=6, rollouts=4, dream_max_steps=50)
+        params, res = train_doom_controller(cfg, mdnrnn=(m, mu, lv), progress=False)
+        out.append((params, [h["mean"] for h in res["history"]]))
+    assert np.array_equal(out[0][0], out[1][0]) and out[0][1] == out[1][1]
+    assert len(set(out[0][1])) > 1  # the fitness moved: the comparison is not between constants

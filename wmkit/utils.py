@@ -82,6 +82,17 @@ def count_parameters(module: torch.nn.Module, trainable_only: bool = False) -> i
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
 
 
+def process_pool(workers: int):
+    """A ``concurrent.futures.ProcessPoolExecutor`` of ``workers`` processes, each with one torch thread (two
+    processes on two cores). Fork where the OS has it (no re-import of the caller's script), spawn elsewhere
+    (macOS/Windows: call from under ``if __name__ == "__main__":``). Arguments are pickled to the workers."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+    return ProcessPoolExecutor(workers, mp_context=ctx, initializer=torch.set_num_threads, initargs=(1,))
+
+
 def runs_dir(*parts: str) -> os.PathLike:
     """Folder for runs and generated data: ``$WMKIT_RUNS_DIR/<parts>`` or ``./runs/<parts>`` (created)."""
     path = Path(os.environ.get("WMKIT_RUNS_DIR", "runs")).joinpath(*parts)

@@ -25,11 +25,10 @@ The paper collects 10,000 rollouts of CarRacing with a random policy and trains 
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 import zipfile
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +36,8 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset, IterableDataset
+
+from wmkit.utils import process_pool
 
 ENV_ID = "CarRacing-v3"
 FRAME_SHAPE = (64, 64, 3)
@@ -316,10 +317,7 @@ def collect(out_dir: str | os.PathLike, n_rollouts: int, max_steps: int, seed: i
             done.append(Path(p))
             bar.update()
     else:
-        # fork where the OS has it (no re-import of the caller's script; workers use no torch),
-        # spawn elsewhere (macOS/Windows: call collect under `if __name__ == "__main__":`).
-        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-        with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+        with process_pool(workers) as pool:
             futs = [pool.submit(_collect_to_file, s, p, max_steps, dt, f, policy) for s, p, f in todo]
             for fut in as_completed(futs):
                 done.append(Path(fut.result()[0]))

@@ -25,12 +25,14 @@ its Discrete(3) actions are 0 = none, 1 = MOVE_RIGHT, 2 = MOVE_LEFT).
 from __future__ import annotations
 
 import os
+from concurrent.futures import as_completed
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
+from wmkit.utils import process_pool
 from wmkit.worldmodels.data import Episode, EpisodeFormatError, load_episode, save_episode
 from wmkit.worldmodels.mdnrnn import MDNRNN
 
@@ -133,9 +135,6 @@ def collect_doom(out_dir: str | os.PathLike, n_rollouts: int, seed: int = 0, max
                  workers: int = 1, progress: bool = True) -> list[Path]:
     """``n_rollouts`` random-policy episodes into ``out_dir/episode_<seed>.npz`` (same format as CarRacing's;
     existing valid files are kept, so an interrupted collection resumes)."""
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
     from tqdm.auto import tqdm
 
     out_dir = Path(out_dir)
@@ -154,8 +153,7 @@ def collect_doom(out_dir: str | os.PathLike, n_rollouts: int, seed: int = 0, max
             done.append(Path(_collect_to_file(s, p, max_steps)))
             bar.update()
     else:
-        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-        with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+        with process_pool(workers) as pool:
             for fut in as_completed([pool.submit(_collect_to_file, s, p, max_steps) for s, p in todo]):
                 done.append(Path(fut.result()))
                 bar.update()
@@ -287,15 +285,11 @@ def real_survival(params: np.ndarray | None, seeds: list[int], vae=None, m: MDNR
     if workers == 1 or len(batches) == 1:
         steps, frames = _play_batches(*args, batches, bar.update)
     else:
-        # fork: the children inherit V and M without a copy; each plays every workers-th batch on one thread
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-
-        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+        # each process plays every n-th batch (its own envs, V and M on one thread)
         steps, frames = np.zeros(len(seeds), np.int64), None
         n = min(workers, len(batches))
-        with ProcessPoolExecutor(n, mp_context=ctx) as pool:
-            futs = [pool.submit(_play_batches_worker, *args, batches[w::n]) for w in range(n)]
+        with process_pool(n) as pool:
+            futs = [pool.submit(_play_batches, *args, batches[w::n]) for w in range(n)]
             for fut in as_completed(futs):
                 part, f = fut.result()
                 steps += part
@@ -303,11 +297,6 @@ def real_survival(params: np.ndarray | None, seeds: list[int], vae=None, m: MDNR
                 bar.update(int((part > 0).sum()))
     bar.close()
     return {"steps": steps, "frames": frames}
-
-
-def _play_batches_worker(*args):
-    torch.set_num_threads(1)  # two processes on two cores: one thread each
-    return _play_batches(*args)
 
 
 def _play_batches(params, seeds, vae, m, max_steps, record, policy, batches, tick=None):

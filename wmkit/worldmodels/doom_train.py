@@ -29,7 +29,7 @@ from wmkit.checkpoint import checkpoint_exists, load_meta, load_state, save_stat
 from wmkit.config import to_dict
 from wmkit.profiles import profile
 from wmkit.training import Logger, check_finite
-from wmkit.utils import pick_device, rng_state, seed_everything, set_rng_state
+from wmkit.utils import pick_device, process_pool, rng_state, seed_everything, set_rng_state
 from wmkit.worldmodels.controller import cma_search
 from wmkit.worldmodels.data import episode_paths
 from wmkit.worldmodels.doom import (
@@ -307,17 +307,6 @@ class DoomControllerConfig:
     """Continue from run_dir/ckpt/latest (its CMA-ES mean as the start)."""
 
 
-def _dream_pool(workers: int):
-    """``workers`` forked processes for the dreams of CMA-ES (None for one: dream in this process)."""
-    if workers <= 1:
-        return None
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
-
-    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-    return ProcessPoolExecutor(workers, mp_context=ctx, initializer=torch.set_num_threads, initargs=(1,))
-
-
 def _dream_part(pop, m, init_mu, init_lv, rollouts, tau, max_steps, seed):
     return dream_survival(pop, m, init_mu, init_lv, rollouts, tau, max_steps, seed=seed)
 
@@ -336,7 +325,7 @@ def train_doom_controller(cfg: DoomControllerConfig, vae: ConvVAE | None = None,
     log.save_config(to_dict(cfg))
 
     n_proc = cfg.workers if cfg.device == "cpu" else 1
-    pool = _dream_pool(n_proc)
+    pool = process_pool(n_proc) if n_proc > 1 else None  # CMA-ES's dreams split over processes
 
     def fitness(pop: np.ndarray, gen: int) -> np.ndarray:
         args = (m, init_mu, init_lv, cfg.rollouts, cfg.tau, cfg.dream_max_steps, cfg.seed * 100_003 + gen)
