@@ -219,7 +219,6 @@ class DynamicsModel(nn.Module):
                 conf[idx] = torch.log(probs.gather(-1, draw[:, None])[:, 0].clamp_min(1e-30))  # log p of each sample
                 u = torch.rand(B, N, generator=generator).to(conf.device).clamp(1e-20, 1 - 1e-7)
                 conf = conf + temperature * (1 - ratio) * -torch.log(-torch.log(u))  # Gumbel noise, annealed
-                conf = torch.where(unknown, conf, torch.full_like(conf, math.inf))  # fixed tokens are never re-masked
                 cutoff = conf.sort(-1).values.gather(-1, n_mask[:, None].long())  # (B, 1)
                 unknown = conf < cutoff  # the n_mask least confident stay masked
                 cur = torch.where(unknown, torch.full_like(sampled, self.mask_id), sampled)
