@@ -93,6 +93,24 @@ def process_pool(workers: int):
     return ProcessPoolExecutor(workers, mp_context=ctx, initializer=torch.set_num_threads, initargs=(1,))
 
 
+def spearman(x, y) -> float:
+    """Spearman rank correlation (ties get their average rank): do two scores order things alike?
+    NaN when either is constant (no order to compare)."""
+    def ranks(v):
+        v = np.asarray(v, np.float64)
+        r = np.empty(len(v))
+        r[np.argsort(v, kind="stable")] = np.arange(len(v), dtype=np.float64)
+        for u in np.unique(v):                     # average rank over ties
+            r[v == u] = r[v == u].mean()
+        return r
+    if len(x) != len(y) or len(x) < 2:
+        raise ValueError(f"spearman needs two sequences of the same length >= 2, got {len(x)} and {len(y)}")
+    rx, ry = ranks(x), ranks(y)
+    if rx.std() == 0 or ry.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
 def runs_dir(*parts: str) -> os.PathLike:
     """Folder for runs and generated data: ``$WMKIT_RUNS_DIR/<parts>`` or ``./runs/<parts>`` (created)."""
     path = Path(os.environ.get("WMKIT_RUNS_DIR", "runs")).joinpath(*parts)

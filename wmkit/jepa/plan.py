@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from wmkit.jepa.ac import ACWorldModel, cem
 from wmkit.jepa.train import to_video
 from wmkit.jepa.tworooms import TwoRooms, WeakExpert
+from wmkit.utils import spearman
 
 __all__ = ["offset_goal", "plan_episode", "random_episode", "evaluate_planning", "energy_landscape", "energy_ranking"]
 
@@ -165,17 +166,7 @@ def energy_landscape(model: ACWorldModel, render_size: int, goal: tuple[float, f
     d = (z - zg).abs() if model.cfg.loss == "l1" else (z - zg).square()
     energy = d.flatten(1).mean(1).numpy()
     dist = np.linalg.norm(pos - np.array(goal), axis=1)
-    rank = lambda v: np.argsort(np.argsort(v)).astype(np.float64)  # noqa: E731
-    spearman = float(np.corrcoef(rank(energy), rank(dist))[0, 1])
-    return {"pos": pos, "distance": dist, "energy": energy, "spearman": spearman}
-
-
-def _spearman(a, b) -> float:
-    rank = lambda v: np.argsort(np.argsort(np.asarray(v))).astype(np.float64)  # noqa: E731
-    ra, rb = rank(a), rank(b)
-    if ra.std() == 0 or rb.std() == 0:
-        return 0.0
-    return float(np.corrcoef(ra, rb)[0, 1])
+    return {"pos": pos, "distance": dist, "energy": energy, "spearman": spearman(energy, dist)}
 
 
 @torch.no_grad()
@@ -188,7 +179,8 @@ def energy_ranking(model: ACWorldModel, render_size: int, episodes: int = 10, fu
     by the predictor. Per episode, the Spearman rank correlation of the true final distance to the goal with (a) the
     energy of the **predicted** final features |P^H(z_0, a) - z_goal| (what the planner minimises) and (b) the energy
     of the **encoded real** final frame |E(x_H) - z_goal| (the best a perfect predictor could do with these
-    features). Returns the per-episode values and their means with standard errors; also the predictor's error
+    features). Returns the per-episode values (0 where all futures get one energy or end equally far: an energy
+    that orders nothing scores as no ranking) and their means with standard errors; also the predictor's error
     against the real features after 1 and H blocks and that of copying z_0 (``copy_error``)."""
     if episodes < 2 or futures < 3:
         raise ValueError(f"energy_ranking: need episodes >= 2 and futures >= 3, got {episodes}, {futures}")
@@ -217,8 +209,8 @@ def energy_ranking(model: ACWorldModel, render_size: int, episodes: int = 10, fu
             final.append(float(np.linalg.norm(env.agent - env.goal)))
         real = model.encode(to_video(np.stack(frames))[:, None], target=True)[:, 0]  # (F*H, N, D)
         real = rearrange(real, "(f h) n d -> f h n d", f=futures)  # (F, H, N, D)
-        pred_rho.append(_spearman(dist(pred[:, -1], zg).numpy(), final))
-        real_rho.append(_spearman(dist(real[:, -1], zg).numpy(), final))
+        pred_rho.append(np.nan_to_num(spearman(dist(pred[:, -1], zg).numpy(), final)))  # NaN (nothing to rank) -> 0
+        real_rho.append(np.nan_to_num(spearman(dist(real[:, -1], zg).numpy(), final)))
         err1.append(float(dist(pred[:, 0], real[:, 0]).mean()))
         errH.append(float(dist(pred[:, -1], real[:, -1]).mean()))
         target0 = model.encode(to_video(env.render(agent=start))[None, None], target=True)[0, 0]  # (N, D)

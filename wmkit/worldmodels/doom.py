@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from wmkit.utils import process_pool
+from wmkit.utils import process_pool, spearman  # noqa: F401  (spearman: re-exported)
 from wmkit.worldmodels.data import Episode, EpisodeFormatError, load_episode, save_episode
 from wmkit.worldmodels.mdnrnn import MDNRNN
 
@@ -353,24 +353,6 @@ def mean_and_se(x: np.ndarray) -> tuple[float, float]:
     """Mean and standard error of the mean (sample std / sqrt(n))."""
     x = np.asarray(x, np.float64)
     return float(x.mean()), float(x.std(ddof=1) / np.sqrt(len(x))) if len(x) > 1 else float("nan")
-
-
-def spearman(x: np.ndarray, y: np.ndarray) -> float:
-    """Spearman rank correlation (ties get their average rank): do two scores order things alike?
-    NaN when either is constant (no order to compare)."""
-    def ranks(v):
-        v = np.asarray(v, np.float64)
-        r = np.empty(len(v))
-        r[np.argsort(v, kind="stable")] = np.arange(len(v), dtype=np.float64)
-        for u in np.unique(v):                     # average rank over ties
-            r[v == u] = r[v == u].mean()
-        return r
-    if len(x) != len(y) or len(x) < 2:
-        raise ValueError(f"spearman needs two sequences of the same length >= 2, got {len(x)} and {len(y)}")
-    rx, ry = ranks(x), ranks(y)
-    if rx.std() == 0 or ry.std() == 0:
-        return float("nan")
-    return float(np.corrcoef(rx, ry)[0, 1])
 
 
 def policy_table(m: MDNRNN, init_mu: torch.Tensor, init_logvar: torch.Tensor, seeds: list[int], dreams: int = 32,
