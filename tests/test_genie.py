@@ -243,6 +243,44 @@ def test_lam_correlation_peaks_at_the_offset_the_view_moved():
     assert lam.encode(torch.stack([x0, x1], 1))[0].shape == (1, 1, 4)
 
 
+def test_lam_softmax_cost_volume_says_which_neighbour_matches():
+    big = torch.rand(1, 3, 20, 20)
+    x = torch.stack([big[:, :, 4:16, 4:16], big[:, :, 4:16, 0:12]], 1)  # the view moved 4 pixels (one patch) left
+    kw = dict(frame_size=12, patch=4, dim=16, enc_depth=1, dec_depth=1, heads=2, code_dim=4, max_frames=2,
+              enc_correlation=True)
+    raw = LatentActionModel(LAMConfig(**kw)).correlation(x)  # (1, 2, 9, 9)
+    soft = LatentActionModel(LAMConfig(**kw, corr_temperature=0.002)).correlation(x)
+    assert torch.allclose(soft[:, 1], torch.softmax(raw[:, 1] / 0.002, -1), atol=1e-6)  # per token, over 9 offsets
+    assert torch.allclose(soft[:, 1].sum(-1), torch.ones(1, 9)) and float(soft[:, 0].abs().sum()) == 0.0
+    assert int(soft[0, 1, 4].argmax()) == 3 and float(soft[0, 1, 4, 3]) > 0.99  # centre token: one-hot on "left"
+    # the raw volume peaks at the same offset; the softmax only makes the peak a probability
+    assert int(raw[0, 1, 4].argmax()) == 3
+    with pytest.raises(ValueError, match="corr_temperature"):
+        LatentActionModel(LAMConfig(**kw, corr_temperature=-1.0))
+
+
+def test_lam_encoder_on_the_cost_volume_alone_sees_motion_not_colour():
+    """enc_patches=False: the encoder reads the frames only through the 3 x 3 cost volume, which is unchanged when
+    the colour channels of both frames are permuted (a mean squared difference over channels): the latent action is
+    then the same, while the pixel-reading encoder (Genie's) gives a different one."""
+    x = torch.rand(2, 2, 3, 12, 12)
+    xc = x[:, :, [2, 0, 1]]  # same motion, other colours
+    for patches, invariant in ((False, True), (True, False)):
+        lam = LatentActionModel(LAMConfig(frame_size=12, patch=4, dim=16, enc_depth=1, dec_depth=1, heads=2,
+                                          code_dim=4, max_frames=2, enc_correlation=True, enc_patches=patches)).eval()
+        assert torch.allclose(lam.correlation(x), lam.correlation(xc), atol=1e-6)
+        assert torch.allclose(lam.encode(x)[0], lam.encode(xc)[0], atol=1e-5) == invariant
+    assert lam.encoder.inp.in_features == 3 * 4 * 4 + 9
+    lam = LatentActionModel(LAMConfig(frame_size=12, patch=4, dim=16, enc_depth=1, dec_depth=1, heads=2, code_dim=4,
+                                      max_frames=2, enc_correlation=True, enc_patches=False))
+    assert lam.encoder.inp.in_features == 9
+    out = lam(x)
+    out["loss"].backward()  # the encoder still learns: the decoder's loss reaches it through the straight-through code
+    assert lam.encoder.inp.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="enc_correlation"):
+        LatentActionModel(LAMConfig(frame_size=12, patch=4, enc_patches=False))
+
+
 def test_lam_encoder_without_positions_cannot_know_where_a_patch_is():
     """With no spatial positions (the limit of the std-0.02 'learned' table at its start) the encoder's latent action
     is unchanged when the patches of both frames are permuted the same way -- it cannot see *where* the picture

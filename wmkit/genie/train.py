@@ -102,6 +102,10 @@ class GenieConfig:
     """LAM input tokens: each patch with its k x k patch neighbourhood (1 = Genie; 3 = with its 8 neighbours)."""
     lam_enc_correlation: bool = False
     """LAM encoder tokens also get the 3 x 3 local cost volume to the previous frame (not in Genie)."""
+    lam_corr_temperature: float = 0.0
+    """LAM cost volume: raw similarities (0) or their softmax over the 9 offsets at this temperature (> 0)."""
+    lam_enc_patches: bool = True
+    """LAM encoder tokens hold their pixels (True = Genie); False: only the cost volume (needs lam_enc_correlation)."""
     lam_enc_attention: str = "st"
     """LAM encoder attention: 'full' (block-causal over the clip, wmkit) or 'st' (Genie's ST blocks)."""
     lam_enc_positions: str = "learned"
@@ -236,7 +240,8 @@ def lam_config(cfg: GenieConfig) -> LAMConfig:
                      predict_delta=cfg.lam_predict_delta, quantizer=cfg.lam_quantizer,
                      enc_positions=cfg.lam_enc_positions, enc_attention=cfg.lam_enc_attention,
                      patch_context=cfg.lam_patch_context,
-                     enc_correlation=cfg.lam_enc_correlation)
+                     enc_correlation=cfg.lam_enc_correlation, enc_patches=cfg.lam_enc_patches,
+                     corr_temperature=cfg.lam_corr_temperature)
 
 
 def dynamics_config(cfg: GenieConfig, vocab: int, grid: tuple[int, int]) -> DynamicsConfig:
