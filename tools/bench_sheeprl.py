@@ -12,7 +12,10 @@ RSSM hidden layers and GRU input layer = ``hidden``, ``stoch`` x ``classes`` cat
 stages on 64x64x3 images, 255 two-hot bins, 17 discrete actions, horizon 15, the paper's Adam settings),
 prints both parameter counts part by part, then times both updates on the same synthetic batch (B=16, T=64
 by default), interleaved (one call of each per round, so load on a shared machine hits both alike), same
-thread count, warm-up rounds excluded. It prints JSON lines (``wmkit.bench.emit``) with the dimensions.
+thread count, warm-up rounds excluded. sheeprl's distributions run without argument validation, as
+sheeprl's cli sets before every run (``--validated`` also times them with it: ~2 % at ``tiny``). ``--bf16``
+also times both in bf16 autocast (sheeprl: ``fabric.precision=bf16-mixed``).
+It prints JSON lines (``wmkit.bench.emit``) with the dimensions.
 
 Setup (sheeprl and the few pure-python packages it imports, pinned, into a folder; torch is never
 installed, the one of .venv is used)::
@@ -30,6 +33,7 @@ import time
 
 import numpy as np
 import torch
+from torch.distributions import Distribution
 
 from wmkit.bench import emit, interleaved
 from wmkit.dreamer.agent import Agent
@@ -40,7 +44,8 @@ from wmkit.utils import pick_device
 N_ACT = 17
 
 
-def sheeprl_config(cfg: DreamerConfig, B: int, T: int, device: torch.device, compile_: bool):
+def sheeprl_config(cfg: DreamerConfig, B: int, T: int, device: torch.device, compile_: bool,
+                   precision: str = "32-true"):
     """sheeprl's own DreamerV3 config (exp=dreamer_v3, Atari-style 64x64 rgb) resized to ``cfg``'s dims."""
     from hydra import compose, initialize_config_module
     from omegaconf import OmegaConf
@@ -65,7 +70,7 @@ def sheeprl_config(cfg: DreamerConfig, B: int, T: int, device: torch.device, com
         f"algo.actor.ent_coef={cfg.actor_entropy}", f"algo.critic.tau={cfg.slow_critic_fraction}",
         f"algo.world_model.kl_dynamic={cfg.dyn_scale}", f"algo.world_model.kl_representation={cfg.rep_scale}",
         f"algo.world_model.kl_free_nats={cfg.free_nats}", f"algo.unimix={cfg.unimix}",
-        f"fabric.accelerator={device.type}", "fabric.precision=32-true",
+        f"fabric.accelerator={device.type}", f"fabric.precision={precision}",
         f"algo.compile.enabled={compile_}", "metric.log_level=0",
     ]
     with initialize_config_module("sheeprl.configs", version_base="1.3"):
@@ -76,7 +81,8 @@ def sheeprl_config(cfg: DreamerConfig, B: int, T: int, device: torch.device, com
 class SheeprlUpdate:
     """sheeprl's agent, optimisers and return normaliser, built as its ``main`` builds them."""
 
-    def __init__(self, cfg: DreamerConfig, B: int, T: int, device: torch.device, compile_: bool):
+    def __init__(self, cfg: DreamerConfig, B: int, T: int, device: torch.device, compile_: bool,
+                 precision: str = "32-true"):
         import gymnasium as gym
         import hydra
         from lightning.fabric import Fabric
@@ -87,8 +93,10 @@ class SheeprlUpdate:
         # no metric aggregation (as with metric.log_level=0): sheeprl then skips its entropy metrics, the
         # cheaper path, so the baseline is not slowed down by logging
         MetricAggregator.disabled = True
-        self.c = c = sheeprl_config(cfg, B, T, device, compile_)
-        self.fabric = Fabric(accelerator=device.type, devices=1, precision="32-true")
+        self.c = c = sheeprl_config(cfg, B, T, device, compile_, precision)
+        # as sheeprl's cli does before every run (its default: no argument validation of distributions)
+        Distribution.set_default_validate_args(c.distribution.validate_args)
+        self.fabric = Fabric(accelerator=device.type, devices=1, precision=precision)
         obs_space = gym.spaces.Dict({"rgb": gym.spaces.Box(0, 255, (3, 64, 64), np.uint8)})
         torch.manual_seed(0)
         self.wm, self.actor, self.critic, self.target_critic, _ = build_agent(
@@ -157,6 +165,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--compile", action="store_true",
                     help="also time both with torch.compile (sheeprl algo.compile.enabled=True, its default "
                          "mode reduce-overhead = CUDA graphs; wmkit DreamerConfig(compile=True))")
+    ap.add_argument("--bf16", action="store_true",
+                    help="also time both in bf16 autocast (wmkit DreamerConfig(precision='bf16'); sheeprl "
+                         "fabric.precision=bf16-mixed, Lightning's autocast), in the same interleaved run")
+    ap.add_argument("--validated", action="store_true",
+                    help="also time sheeprl with torch.distributions argument validation on (what this script "
+                         "did before it set sheeprl's own default, validate_args=False), in the same run")
     ap.add_argument("--params", action="store_true", help="only print the parameter counts")
     args = ap.parse_args(argv)
     if args.threads:
@@ -193,6 +207,20 @@ def main(argv: list[str] | None = None) -> None:
             csl = SheeprlUpdate(cfg, B, T, device, compile_=True)
             fns["wmkit_compiled_update_ms"] = lambda cagent=cagent, wb=wb: cagent.update(wb)
             fns["sheeprl_compiled_update_ms"] = lambda csl=csl, sb=sb: csl.update(sb)
+        if args.bf16:
+            bcfg = DreamerConfig(size=size, precision="bf16")
+            bagent = Agent(obs_space, {"n": N_ACT, "discrete": True}, bcfg, device=device, seed=0)
+            bsl = SheeprlUpdate(cfg, B, T, device, compile_=False, precision="bf16-mixed")
+            fns["wmkit_bf16_update_ms"] = lambda bagent=bagent, wb=wb: bagent.update(wb)
+            fns["sheeprl_bf16_update_ms"] = lambda bsl=bsl, sb=sb: bsl.update(sb)
+        if args.validated:
+            def validated(sl=sl, sb=sb):
+                Distribution.set_default_validate_args(True)
+                try:
+                    sl.update(sb)
+                finally:
+                    Distribution.set_default_validate_args(sl.c.distribution.validate_args)
+            fns["sheeprl_validated_update_ms"] = validated
         t0 = time.perf_counter()
         samples = interleaved(fns, warmup=args.warmup, repeat=args.repeat, sync=device)
         best = {k: min(v) for k, v in samples.items()}
@@ -217,6 +245,17 @@ def main(argv: list[str] | None = None) -> None:
         if args.compile:
             emit("dreamer_vs_sheeprl", "sheeprl_compiled_over_wmkit_compiled",
                  best["sheeprl_compiled_update_ms"] / best["wmkit_compiled_update_ms"], "x", **dims)
+        if args.validated:
+            emit("dreamer_vs_sheeprl", "sheeprl_validated_over_sheeprl",
+                 best["sheeprl_validated_update_ms"] / best["sheeprl_update_ms"], "x",
+                 note="cost of torch.distributions argument checks, which sheeprl's cli turns off", **dims)
+        if args.bf16:
+            emit("dreamer_vs_sheeprl", "sheeprl_bf16_over_wmkit_bf16",
+                 best["sheeprl_bf16_update_ms"] / best["wmkit_bf16_update_ms"], "x", note="both in bf16 autocast",
+                 **dims)
+            emit("dreamer_vs_sheeprl", "sheeprl_over_wmkit_bf16",
+                 best["sheeprl_update_ms"] / best["wmkit_bf16_update_ms"], "x",
+                 note="sheeprl's default fp32 (32-true) against wmkit's bf16 switch", **dims)
         print(f"{size}: " + "  ".join(f"{k}={v:.1f}" for k, v in best.items())
               + f"  ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
 
