@@ -153,6 +153,82 @@ def test_advantage_normalisation_switch_by_hand():
         imagination_loss(ac, env, obs, act, H, gamma, lam, 0.0, 1.0, g, adv_norm="ppo")
 
 
+def test_return_normaliser_switch_by_hand():
+    # DreamerV3's scale: max(1, P95 - P5) of the returns, tracked by an EMA (rate 1 here: this batch's percentiles)
+    from wmkit.dreamer import ReturnNormalizer
+
+    model, rew_end = tiny_world()
+    force_classes(rew_end, reward_class=14, end_class=0)  # reward 1 at every step
+    ac = ActorCritic(A, S, (8, 8, 8, 8), 32)  # uniform policy, V = 0
+    g = torch.Generator().manual_seed(0)
+    N, H, gamma, lam = 4, 4, 0.9, 0.8
+    obs, act = torch.rand(N, K, 3, S, S, generator=g) * 2 - 1, torch.randint(0, A, (N, K), generator=g)
+    R = [0.0]
+    for _ in range(H):
+        R.insert(0, 1.0 + gamma * lam * R[0])
+    R = R[:-1]  # 2.6116, 2.2384, 1.72, 1.0: the same at every start
+    env = ImaginedEnv(model, rew_end, 1, g)
+    scale = np.percentile(np.repeat(R, N), 95) - np.percentile(np.repeat(R, N), 5)  # 1.6116 * 0.9 + ... > 1
+    assert scale > 1
+    _, m, _ = imagination_loss(ac, env, obs, act, H, gamma, lam, 0.0, 1.0, g, "return", ReturnNormalizer(rate=1.0))
+    assert m["adv_scale"] == pytest.approx(scale, rel=1e-5)
+    assert m["loss_actor"] == pytest.approx(np.log(A) * np.mean(R) / scale, rel=1e-5)  # -logp (R - 0) / scale
+    rn = ReturnNormalizer(rate=0.5)  # EMA from zero: half of this batch's range, below the limit 1 -> scale 1
+    _, m, _ = imagination_loss(ac, env, obs, act, H, gamma, lam, 0.0, 1.0, g, "return", rn)
+    assert m["adv_scale"] == 1.0 and float(rn.hi - rn.lo) == pytest.approx(scale / 2, rel=1e-5)
+    _, m, _ = imagination_loss(ac, env, obs, act, H, gamma, lam, 0.0, 1.0, g, "return", rn)  # (1 - 0.25) * scale
+    assert m["adv_scale"] == pytest.approx(max(1.0, 0.75 * scale), rel=1e-5)
+    with pytest.raises(ValueError, match="retnorm"):
+        imagination_loss(ac, env, obs, act, H, gamma, lam, 0.0, 1.0, g, adv_norm="return")
+
+
+def test_window_weights_by_hand():
+    from wmkit.data import ActionSpace, Clip, ClipDataset
+    from wmkit.diffusion.rl import window_weights
+
+    r = np.array([0, 0, 0, 1, 0], np.float32)  # 4 transitions (+ the dummy last step)
+    clip = Clip(np.zeros((5, 8, 8, 3), np.uint8), np.zeros(5, np.int64), ActionSpace("discrete", n=A), r,
+                np.zeros(5, bool), dict(source="hand", episode="e0"))
+    ds = ClipDataset([clip], context=3, future=0, size=8, split="all")  # windows of 2 transitions, starts 0, 1, 2
+    bins = torch.tensor([0.0, 0.5, 1.0])
+    # classes per window [0, 0], [0, 0], [0, 2]: freq(0) = 5/6, freq(2) = 1/6 -> weights 6/5, 6/5, 6
+    assert torch.allclose(window_weights(ds, bins, False, 1.0), torch.tensor([1.2, 1.2, 6.0]) / 8.4)
+    assert torch.allclose(window_weights(ds, bins, False, 0.0), torch.full((3,), 1 / 3))
+    clip.done[1] = True  # an end at transition 1: freq(end) = 2/6 (windows 0 and 1 both hold it) -> weight 3
+    assert torch.allclose(window_weights(ds, bins, False, 1.0), torch.tensor([3.0, 3.0, 6.0]) / 12)
+    with pytest.raises(ValueError, match="rew_end_balance"):
+        window_weights(ds, bins, False, -1.0)
+
+
+def test_lr_factor_warmup_then_constant_or_linear():
+    from wmkit.diffusion.rl import lr_factor, train_rew_end
+
+    assert [lr_factor(s, 10) for s in (0, 4, 9, 500)] == pytest.approx([0.1, 0.5, 1.0, 1.0])  # DIAMOND
+    assert [lr_factor(s, 10, 100) for s in (0, 9, 54, 99)] == pytest.approx([0.1, 1.0, 0.5, 0.0])  # linear to 0
+    cfg = AgentConfig(context=K, size=S, rew_end_schedule="cosine", horizon=2)
+    with pytest.raises(ValueError, match="rew_end_schedule"):
+        train_rew_end(cfg, record_episodes("reach", 5, seed=0, max_steps=12), A, progress=False)
+
+
+def test_on_update_and_ac_seed():
+    from wmkit.diffusion.rl import train_actor_critic
+
+    model, rew_end = tiny_world()
+    clips = record_episodes("reach", 3, seed=0, max_steps=12)
+    cfg = AgentConfig(context=K, size=S, ac_channels=(8, 8, 8, 8), ac_down=(1, 1, 0, 0), ac_lstm=16, ac_steps=2,
+                      imagined=2, horizon=2, adv_norm="return")
+    calls = []
+    _, rows, _ = train_actor_critic(cfg, model, rew_end, clips, A, progress=False,
+                                    on_update=lambda step, ac: calls.append((step, ac.training)) or {"probe": step})
+    assert calls == [(1, False), (2, False)] and [r["probe"] for r in rows] == [1, 2]
+    assert all(r["adv_scale"] == 1.0 for r in rows)  # the EMA range starts at zero: below DreamerV3's limit
+    same = train_actor_critic(cfg, model, rew_end, clips, A, progress=False)[1]
+    cfg.ac_seed = 7
+    other = train_actor_critic(cfg, model, rew_end, clips, A, progress=False)[1]
+    assert [r["loss_value"] for r in same] == [r["loss_value"] for r in rows]
+    assert [r["loss_value"] for r in other] != [r["loss_value"] for r in rows]
+
+
 def test_imagined_env_checks_shapes():
     model, rew_end = tiny_world()
     env = ImaginedEnv(model, rew_end)

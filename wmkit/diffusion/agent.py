@@ -37,7 +37,7 @@ from torch import nn
 from wmkit.diffusion.common import Recipe
 from wmkit.diffusion.unet import GN_EPS, ResBlock, _groups
 from wmkit.dreamer.agent import actor_loss_terms, imagination_weight
-from wmkit.dreamer.math import lambda_return, twohot
+from wmkit.dreamer.math import ReturnNormalizer, lambda_return, twohot
 
 
 def init_lstm(lstm: nn.Module) -> None:
@@ -212,14 +212,18 @@ class ImaginedEnv:
 # [eq:imagination]
 def imagination_loss(ac: ActorCritic, env: ImaginedEnv, obs: torch.Tensor, act: torch.Tensor, horizon: int = 15,
                      gamma: float = 0.985, lam: float = 0.95, entropy_weight: float = 1e-3,
-                     value_weight: float = 1.0, generator: torch.Generator | None = None, adv_norm: str = "none"):
+                     value_weight: float = 1.0, generator: torch.Generator | None = None, adv_norm: str = "none",
+                     retnorm: ReturnNormalizer | None = None):
     """One imagined batch -> (loss, metrics, imagined trajectory).
 
     obs (N, K, C, H, W), act (N, K): real starting segments (DIAMOND draws them from the replay buffer).
     ``adv_norm``: "none" uses R - V as DIAMOND does; "batch" standardises it over the imagined batch (mean and
     std of the live steps), a wmkit switch: with a dense positive reward the returns are large (about r / (1 -
     gamma)) and, while the critic still lags behind them, every sampled action gets a large positive advantage and
-    the policy collapses within a few updates."""
+    the policy collapses within a few updates; "return" divides R - V by DreamerV3's max(1, S), S the running
+    5th-95th percentile range of the returns (``retnorm``, a :class:`wmkit.dreamer.ReturnNormalizer` kept across
+    updates by the caller): a scale that follows the returns, not the advantages, so it never magnifies the noise
+    of a batch whose advantages happen to be small."""
     x = env.reset(obs, act)  # (N, C, H, W)
     hc = ac.initial_state(obs.shape[0], obs.device)
     with torch.no_grad():  # burn-in of the actor-critic's LSTM on the first K-1 real frames
@@ -250,13 +254,18 @@ def imagination_loss(ac: ActorCritic, env: ImaginedEnv, obs: torch.Tensor, act: 
         mean = (adv * weight).sum() / weight.sum()
         std = (((adv - mean) ** 2 * weight).sum() / weight.sum()).sqrt()
         base, scale = base + mean, std.clamp(min=1e-6)  # actor_loss_terms computes (ret - base) / scale
+    elif adv_norm == "return":
+        if retnorm is None:
+            raise ValueError("adv_norm='return' needs retnorm, a wmkit.dreamer.ReturnNormalizer kept across updates")
+        _, scale = retnorm.update(ret[weight > 0])  # DreamerV3: (R - V) / max(1, P95 - P5), EMA of the percentiles
     elif adv_norm != "none":
-        raise ValueError(f"adv_norm must be 'none' (DIAMOND) or 'batch', got {adv_norm!r}")
+        raise ValueError(f"adv_norm must be 'none' (DIAMOND), 'batch' or 'return' (DreamerV3), got {adv_norm!r}")
     loss_actor = actor_loss_terms(ret, base, logp, ent, weight, scale, entropy_weight, "reinforce").mean()
     loss_value = value_weight * ((val[:-1] - ret).pow(2) * weight).mean()
     mets = {"loss_actor": loss_actor.item(), "loss_value": loss_value.item(), "entropy": ent.mean().item(),
             "imag_reward": torch.stack(rewards).mean().item(), "imag_return": ret[0].mean().item(),
-            "value": val[:-1].mean().item(), "imag_end": torch.stack(ends).mean().item()}
+            "value": val[:-1].mean().item(), "imag_end": torch.stack(ends).mean().item(),
+            "adv_scale": float(scale), "adv_std": float(((ret - val[:-1].detach()) * weight).std())}
     traj = {"frames": torch.stack(frames, 1), "actions": act_t.T, "rewards": rew[1:].T, "ends": con[1:].T.eq(0)}
     return loss_actor + loss_value, mets, traj  # traj: (N, H+1, C, H, W) frames, (N, H) the rest
 # [/eq:imagination]
