@@ -226,3 +226,29 @@ def test_energy_ranking_shapes_copy_error_and_bad_input():
     assert r["error_H"] == pytest.approx(r["copy_error"], rel=1e-5)
     with pytest.raises(ValueError, match="episodes"):
         energy_ranking(model, 16, episodes=1)
+
+
+def test_encoder_lr_scale_fine_tunes_the_encoder_proportionally():
+    """ACTrainConfig.encoder_lr_scale: AdamW's first update is lr * (m/(sqrt(v)+eps) + wd * p), linear in lr, so
+    after one step from the same weights and batch the encoder moves exactly scale times as far as at scale 1; at 0
+    it stays put while the predictor trains; a negative scale is refused."""
+    from wmkit.jepa.train import ACTrainConfig, train_ac
+
+    d = collect(3, 12, 16, seed=0, policy="expert")
+    cfg = ACConfig(**{k: v for k, v in TINY.items() if k != "sigreg_proj"}, regulariser="ema", action_block=2)
+    torch.manual_seed(0)
+    start = ACWorldModel(cfg).encoder.state_dict()
+    moved = {}
+    for scale in (1.0, 0.1, 0.0):
+        enc = ACWorldModel(cfg).encoder
+        enc.load_state_dict(start)
+        model, _ = train_ac(ACTrainConfig(model=cfg, steps=1, batch=3, length=3, warmup=1, encoder_lr_scale=scale),
+                            d["frames"], d["actions"], encoder=enc, progress=False)
+        moved[scale] = torch.cat([(model.encoder.state_dict()[k] - v).flatten() for k, v in start.items()])
+    assert moved[1.0].abs().sum() > 0 and moved[0.0].abs().max() == 0
+    # float32 rounding of p_new - p_old is ~1e-7 against changes of ~1e-4 (lr 1e-3): 1 % elementwise, tight in norm
+    assert torch.allclose(moved[0.1], 0.1 * moved[1.0], rtol=1e-2, atol=2e-7)
+    assert float(moved[0.1].norm() / moved[1.0].norm()) == pytest.approx(0.1, rel=1e-3)
+    with pytest.raises(ValueError, match="encoder_lr_scale"):
+        train_ac(ACTrainConfig(model=cfg, steps=1, batch=3, length=3, encoder_lr_scale=-1.0), d["frames"],
+                 d["actions"], progress=False)

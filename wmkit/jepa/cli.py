@@ -38,11 +38,15 @@ class TrainACArgs:
     regulariser: Literal["frozen", "ema", "sigreg", "none"] = "ema"
     """frozen (needs --encoder), ema, sigreg (LeWM: MSE + SIGReg) or none (collapses)"""
     encoder: str | None = None
-    """V-JEPA checkpoint (runs/jepa/vjepa/ckpt/latest) whose target encoder to use (regulariser=frozen)"""
+    """V-JEPA checkpoint (runs/jepa/vjepa/ckpt/latest) whose target encoder to use: frozen under the predictor
+    (regulariser=frozen, required) or fine-tuned with it (other recipes, at --encoder-lr-scale)"""
     steps: int | None = None
     """optimiser steps (None: the profile's ac_steps)"""
     residual: bool = False
     """predict the change of the features (z_t + P(...)) instead of the next features (False: the official form)"""
+    encoder_lr_scale: float = 1.0
+    """encoder learning rate / predictor learning rate (with --encoder and ema | sigreg | none: fine-tune the
+    pretrained encoder at a low rate, e.g. 0.1)"""
     precision: str = "fp32"
     """fp32 | bf16 | fp8"""
     seed: int = 0
@@ -116,9 +120,9 @@ def train_ac_cmd(argv):
     a = parse_config(TrainACArgs, argv, prog="wmkit jepa train-ac")
     P = profile().jepa
     encoder, sizes = None, dict(P.ac_model)
-    if a.regulariser == "frozen":
-        if a.encoder is None:
-            raise SystemExit("wmkit jepa train-ac: --regulariser frozen needs --encoder <V-JEPA checkpoint>")
+    if a.regulariser == "frozen" and a.encoder is None:
+        raise SystemExit("wmkit jepa train-ac: --regulariser frozen needs --encoder <V-JEPA checkpoint>")
+    if a.encoder is not None:  # frozen (V-JEPA 2-AC) or fine-tuned (other recipes, at encoder_lr_scale)
         encoder = pretrained_encoder(a.encoder)
         c = encoder.cfg  # the predictor works on the pretrained encoder's tokens: take its sizes
         sizes.update(size=c.size, patch=c.patch, dim=c.dim, depth=c.depth, heads=c.heads)
@@ -126,7 +130,7 @@ def train_ac_cmd(argv):
                     normalize=a.regulariser != "sigreg", sigreg_proj=P.sigreg_proj, action_block=P.action_block,
                     residual=a.residual)
     cfg = ACTrainConfig(model=mcfg, steps=a.steps or P.ac_steps, batch=P.ac_batch, length=P.ac_length,
-                        precision=a.precision, seed=a.seed)
+                        precision=a.precision, seed=a.seed, encoder_lr_scale=a.encoder_lr_scale)
     d = _data(P, a.seed)
     _, hist = train_ac(cfg, d["frames"], d["actions"], encoder=encoder, run_dir=a.run_dir)
     print(json.dumps(hist[-1]))

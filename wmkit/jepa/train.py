@@ -83,6 +83,10 @@ class ACTrainConfig:
     """seed of the weights and batches"""
     log_every: int = 10
     """steps between logged scalars"""
+    encoder_lr_scale: float = 1.0
+    """the encoder's learning rate as a multiple of ``lr`` (recipes that train the encoder): below 1 fine-tunes a
+    pretrained encoder gently under the new predictor (e.g. 0.1), 0 keeps it fixed while its gradient is still
+    computed; 1 = one rate for every parameter (the default)"""
 
 
 def to_video(frames: np.ndarray) -> torch.Tensor:
@@ -170,8 +174,13 @@ def train_ac(cfg: ACTrainConfig, frames: np.ndarray, actions: np.ndarray, encode
                          f"and {actions.shape}")
     torch.manual_seed(cfg.seed)
     model = prepare_model(ACWorldModel(cfg.model, encoder=encoder), cfg.precision)
+    if cfg.encoder_lr_scale < 0:
+        raise ValueError(f"ACTrainConfig.encoder_lr_scale must be >= 0, got {cfg.encoder_lr_scale}")
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    enc = {id(p) for p in model.encoder.parameters()}
+    groups = [{"params": [p for p in params if id(p) in enc], "lr_scale": cfg.encoder_lr_scale},
+              {"params": [p for p in params if id(p) not in enc], "lr_scale": 1.0}]
+    opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, weight_decay=cfg.weight_decay)
     g = torch.Generator().manual_seed(cfg.seed)
     video, acts = to_video(frames), torch.from_numpy(actions).float()
     blk = cfg.model.action_block
@@ -182,7 +191,7 @@ def train_ac(cfg: ACTrainConfig, frames: np.ndarray, actions: np.ndarray, encode
     history = []
     for step in tqdm(range(cfg.steps), desc=f"AC ({cfg.model.regulariser})", disable=not progress):
         for group in opt.param_groups:
-            group["lr"] = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup))
+            group["lr"] = group["lr_scale"] * cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup))
         clip, act = block_windows(video, acts, sample_windows(cfg.batch, video.shape[0], acts.shape[1], span, g),
                                   cfg.length, blk)
         with autocast(cfg.precision, "cpu"):
