@@ -242,6 +242,7 @@ def test_encoder_lr_scale_fine_tunes_the_encoder_proportionally():
     for scale in (1.0, 0.1, 0.0):
         enc = ACWorldModel(cfg).encoder
         enc.load_state_dict(start)
+        enc.requires_grad_(False)  # as an EMA target encoder comes: a recipe that trains the encoder fine-tunes it
         model, _ = train_ac(ACTrainConfig(model=cfg, steps=1, batch=3, length=3, warmup=1, encoder_lr_scale=scale),
                             d["frames"], d["actions"], encoder=enc, progress=False)
         moved[scale] = torch.cat([(model.encoder.state_dict()[k] - v).flatten() for k, v in start.items()])

@@ -196,8 +196,9 @@ class ACWorldModel(nn.Module):
         self.target_encoder = None
         if cfg.regulariser == "ema":
             self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
-        if cfg.regulariser == "frozen":
-            self.encoder.requires_grad_(False)
+        # frozen: no gradient; otherwise the encoder trains, also a pretrained one passed in (an EMA target has
+        # requires_grad off): that is fine-tuning, at ACTrainConfig.encoder_lr_scale times the predictor's rate
+        self.encoder.requires_grad_(cfg.regulariser != "frozen")
         self.sigreg = SIGReg(num_proj=cfg.sigreg_proj)
         self.projector = Projector(cfg.dim, 2 * cfg.dim, cfg.projector_norm) if cfg.pooled else None
         self.target_projector = (copy.deepcopy(self.projector).requires_grad_(False)
