@@ -26,7 +26,8 @@ def _cfg(tmp_path, **kw):
     base = dict(run_dir=str(tmp_path), crop="none", episodes=3, episode_steps=12, frame_size=16, device="cpu",
                 lam_size=0, tok_patch=4, tok_dim=16, tok_depth=1, tok_clip_len=2, tok_steps=3, tok_batch=2,
                 lam_patch=8, lam_dim=16,
-                lam_depth=1, lam_clip_len=2, lam_steps=3, lam_batch=2, lam_var_weight=0.0, dyn_dim=16, dyn_depth=1,
+                lam_depth=1, lam_clip_len=2, lam_steps=3, lam_batch=2, lam_var_weight=0.0, lam_move_fraction=0.0,
+                dyn_dim=16, dyn_depth=1,
                 dyn_clip_len=3, dyn_steps=3, dyn_batch=2, heads=2, maskgit_steps=3, log_every=1)
     base.update(kw)
     return G.GenieConfig(**base)

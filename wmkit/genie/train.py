@@ -98,19 +98,19 @@ class GenieConfig:
     """Fraction of LAM steps with the decoder reading the continuous encoder output (0 = Genie)."""
     lam_lr: float | None = None
     """Peak learning rate of the LAM (None = lr)."""
-    lam_patch_context: int = 1
+    lam_patch_context: int | None = None
     """LAM input tokens: each patch with its k x k patch neighbourhood (1 = Genie; 3 = with its 8 neighbours)."""
-    lam_enc_correlation: bool = False
+    lam_enc_correlation: bool | None = None
     """LAM encoder tokens also get the 3 x 3 local cost volume to the previous frame (not in Genie)."""
-    lam_corr_temperature: float = 0.0
+    lam_corr_temperature: float | None = None
     """LAM cost volume: raw similarities (0) or their softmax over the 9 offsets at this temperature (> 0)."""
-    lam_enc_patches: bool = True
+    lam_enc_patches: bool | None = None
     """LAM encoder tokens hold their pixels (True = Genie); False: only the cost volume (needs lam_enc_correlation)."""
     lam_enc_attention: str = "st"
     """LAM encoder attention: 'full' (block-causal over the clip, wmkit) or 'st' (Genie's ST blocks)."""
     lam_enc_positions: str = "learned"
     """LAM encoder patch positions: 'sincos' (fixed 2-D table) or 'learned' (std-0.02 table, the earlier wmkit)."""
-    lam_move_fraction: float = 0.0
+    lam_move_fraction: float | None = None
     """Share of each LAM batch drawn from windows whose last transition scrolls the view (observed_motion != none);
     0 = uniform windows (Genie). The recordings are ~70 % no-scroll, so a uniform batch holds few moves (not in
     Genie)."""
