@@ -229,8 +229,9 @@ _JEPA: dict[str, dict[str, Any]] = {
     # goal_offset steps on, budget 50), CEM over plan_horizon blocks, plan_receding blocks executed per plan.
     # ac_recipes: the AC models that plan ("frozen" = V-JEPA 2-AC: the V-JEPA encoder frozen under a new predictor of
     # frozen_steps, residual if ac_residual, trained with frozen_loss: l1 = V-JEPA 2-AC, mse = LeWM, also the planning
-    # energy); rank_*: energy_ranking's episodes x random futures. cpu plans with "frozen" + MSE + all-frames energy:
-    # 38.8 % +- 5.4 % vs random 3.8 % +- 2.1 % over 80 episodes in session 4 (the ema planner: 17.5 % +- 6.0 %).
+    # energy); rank_*: energy_ranking's episodes x random futures. cpu keeps "ema": "frozen" with the MSE predictor of
+    # 3000 steps (38.8 % +- 5.4 % vs random 3.8 % +- 2.1 % over 80 scratch episodes) planned 21 % +- 8 % but ended
+    # 183 px from the goal (random 99) in the idle notebook run, for 134 s more training (ema: 17 % +- 8 %, 111 px).
     "smoke": dict(tr_episodes=8, tr_steps=16, tr_size=32, tr_policy="expert", test_episodes=4,
                   vjepa_model=dict(frames=4, size=32, patch=8, dim=32, depth=1, heads=2, pred_dim=16, pred_depth=1,
                                    pred_heads=2),
@@ -252,7 +253,7 @@ _JEPA: dict[str, dict[str, Any]] = {
                 vjepa_steps=150, vjepa_batch=16, vjepa_ema=(0.99, 1.0),
                 ac_model=dict(size=32, patch=8, dim=64, depth=2, heads=4, pred_dim=64, pred_depth=2, pred_heads=4),
                 action_block=5, ac_steps=300, ac_batch=16, ac_length=6, sigreg_proj=128, collapse_steps=100,
-                ac_recipes=("frozen",), probe_steps=300, diff_model=dict(channels=(32, 32, 32), depths=(1, 1, 1),
+                ac_recipes=("ema",), probe_steps=300, diff_model=dict(channels=(32, 32, 32), depths=(1, 1, 1),
                                                                        cond_channels=128), diff_max_steps=150,
                 plan_episodes=24, plan_budget=50, plan_horizon=5, plan_receding=1, goal_offset=25, plan_energy="all",
                 plan_repeat=False, ac_residual=True, frozen_steps=3000, frozen_loss="mse", rank_episodes=10,
