@@ -246,6 +246,9 @@ def test_encoder_lr_scale_fine_tunes_the_encoder_proportionally():
         model, _ = train_ac(ACTrainConfig(model=cfg, steps=1, batch=3, length=3, warmup=1, encoder_lr_scale=scale),
                             d["frames"], d["actions"], encoder=enc, progress=False)
         moved[scale] = torch.cat([(model.encoder.state_dict()[k] - v).flatten() for k, v in start.items()])
+        # the caller's encoder is not touched: the model fine-tunes a copy
+        assert model.encoder is not enc and not any(p.requires_grad for p in enc.parameters())
+        assert all(torch.equal(enc.state_dict()[k], v) for k, v in start.items())
     assert moved[1.0].abs().sum() > 0 and moved[0.0].abs().max() == 0
     # float32 rounding of p_new - p_old is ~1e-7 against changes of ~1e-4 (lr 1e-3): 1 % elementwise, tight in norm
     assert torch.allclose(moved[0.1], 0.1 * moved[1.0], rtol=1e-2, atol=2e-7)

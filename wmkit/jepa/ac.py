@@ -191,6 +191,10 @@ class ACWorldModel(nn.Module):
     def __init__(self, cfg: ACConfig, encoder: VideoViT | None = None):
         super().__init__()
         self.cfg = cfg
+        if encoder is not None and cfg.regulariser != "frozen":
+            # a passed encoder that this recipe trains is copied: fine-tuning must not change the caller's module
+            # (e.g. a V-JEPA's target encoder); "frozen" shares it, nothing changes it there
+            encoder = copy.deepcopy(encoder)
         self.encoder = encoder if encoder is not None else VideoViT(cfg.encoder_config())
         self.predictor = ACPredictor(cfg)
         self.target_encoder = None
