@@ -191,18 +191,17 @@ class ACWorldModel(nn.Module):
     def __init__(self, cfg: ACConfig, encoder: VideoViT | None = None):
         super().__init__()
         self.cfg = cfg
+        # a passed encoder is shared under "frozen" (no gradient); every other recipe fine-tunes a copy of it (at
+        # ACTrainConfig.encoder_lr_scale times the predictor's rate), so the caller's module -- e.g. a V-JEPA's target
+        # encoder, which comes with requires_grad off -- is never changed
         if encoder is not None and cfg.regulariser != "frozen":
-            # a passed encoder that this recipe trains is copied: fine-tuning must not change the caller's module
-            # (e.g. a V-JEPA's target encoder); "frozen" shares it, nothing changes it there
             encoder = copy.deepcopy(encoder)
         self.encoder = encoder if encoder is not None else VideoViT(cfg.encoder_config())
+        self.encoder.requires_grad_(cfg.regulariser != "frozen")
         self.predictor = ACPredictor(cfg)
         self.target_encoder = None
         if cfg.regulariser == "ema":
             self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
-        # frozen: no gradient; otherwise the encoder trains, also a pretrained one passed in (an EMA target has
-        # requires_grad off): that is fine-tuning, at ACTrainConfig.encoder_lr_scale times the predictor's rate
-        self.encoder.requires_grad_(cfg.regulariser != "frozen")
         self.sigreg = SIGReg(num_proj=cfg.sigreg_proj)
         self.projector = Projector(cfg.dim, 2 * cfg.dim, cfg.projector_norm) if cfg.pooled else None
         self.target_projector = (copy.deepcopy(self.projector).requires_grad_(False)

@@ -172,10 +172,10 @@ def train_ac(cfg: ACTrainConfig, frames: np.ndarray, actions: np.ndarray, encode
     if frames.ndim != 5 or actions.ndim != 3 or frames.shape[:2] != (actions.shape[0], actions.shape[1] + 1):
         raise ValueError(f"train_ac: expected frames (E, T+1, H, W, 3) and actions (E, T, A), got {frames.shape} "
                          f"and {actions.shape}")
-    torch.manual_seed(cfg.seed)
-    model = prepare_model(ACWorldModel(cfg.model, encoder=encoder), cfg.precision)
     if cfg.encoder_lr_scale < 0:
         raise ValueError(f"ACTrainConfig.encoder_lr_scale must be >= 0, got {cfg.encoder_lr_scale}")
+    torch.manual_seed(cfg.seed)
+    model = prepare_model(ACWorldModel(cfg.model, encoder=encoder), cfg.precision)
     params = [p for p in model.parameters() if p.requires_grad]
     enc = {id(p) for p in model.encoder.parameters()}
     groups = [{"params": [p for p in params if id(p) in enc], "lr_scale": cfg.encoder_lr_scale},
