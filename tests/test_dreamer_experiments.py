@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from wmkit.dreamer.experiments import fit_heads, run_variant
+from wmkit.dreamer.experiments import fit_heads, run_variant, run_variants
 
 
 def test_mse_head_gradient_scales_with_the_reward_and_two_hot_does_not(one_thread):
@@ -34,6 +34,21 @@ def test_run_variant_reports_scale_free_diagnostics(tmp_path, one_thread):
                     ablation="no_symlog_twohot", batch_size=2, batch_length=8, train_ratio=16, prefill=30,
                     eval_episodes=1, random_episodes=1)
     assert a["wm_grad_norm"] > 100 * r["wm_grad_norm"]   # the raw squared reward error dominates
+
+
+def test_run_variants_in_two_processes_gives_the_same_numbers(tmp_path, one_thread):
+    small = dict(batch_size=2, batch_length=8, train_ratio=16, prefill=20, eval_episodes=1, random_episodes=1)
+    specs = [dict(env="reach-vector", steps=40, reward_scale=s, **small) for s in (1.0, 1000.0)]
+    here = run_variants([dict(kw, run_dir=str(tmp_path / f"a{i}")) for i, kw in enumerate(specs)], workers=1)
+    there = run_variants([dict(kw, run_dir=str(tmp_path / f"b{i}")) for i, kw in enumerate(specs)], workers=2)
+    for a, b, kw in zip(here, there, specs):
+        assert "trainer" not in a and "trainer" not in b
+        assert a["scale"] == b["scale"] == kw["reward_scale"]          # results come back in the order of specs
+        assert a["dreamer"] == b["dreamer"] and a["wm_grad_norm"] == b["wm_grad_norm"]
+        assert [r.get("train/wm_loss") for r in a["history"]] == [r.get("train/wm_loss") for r in b["history"]]
+        assert any("train/wm_loss" in r for r in a["history"])
+    with pytest.raises(ValueError, match="workers"):
+        run_variants(specs, workers=0)
 
 
 def test_human_normalised_scores_known_answers():

@@ -87,7 +87,8 @@ _DREAMER = {
                   threads=1,   # tiny models thrash on 2 threads under load (02c: 17 s on 1 thread vs 150 s)
                   ckpt_every=0, resume_runs=False,
                   onecfg_envs=("reach-vector", "cartpole", "pendulum"), onecfg_steps=80,
-                  onecfg_scales=(1000.0,), ablation_scale=1000.0, heads_steps=40, random_episodes=2),
+                  onecfg_scales=(1000.0,), ablation_scale=1000.0, heads_steps=40, random_episodes=2,
+                  onecfg_workers=2),
     "cpu": dict(size="tiny", env_steps=20_000, train_ratio=64, batch_size=16, batch_length=64,
                 imag_horizon=15, prefill=1000, eval_episodes=5,
                 anatomy_size="tiny", anatomy_steps=300, anatomy_updates=12,
@@ -96,7 +97,8 @@ _DREAMER = {
                 pixel_train_ratio=256, ckpt_every=0, resume_runs=False,
                 learn_size="tiny", pixel_size="tiny", learn_eval_episodes=20, threads=2,
                 onecfg_envs=("reach-vector", "cartpole", "pendulum"), onecfg_steps=800,
-                onecfg_scales=(0.001, 1000.0), ablation_scale=1000.0, heads_steps=1000, random_episodes=20),
+                onecfg_scales=(0.001, 1000.0), ablation_scale=1000.0, heads_steps=1000, random_episodes=20,
+                onecfg_workers=2),   # 02c's runs in 2 processes of 1 thread (tiny models: ~1.1x from a 2nd thread)
     "gpu": dict(size="s", env_steps=1_000_000, train_ratio=512, batch_size=16,
                 batch_length=64, imag_horizon=15, prefill=5000, eval_episodes=20,
                 anatomy_size="size12m", anatomy_steps=300, anatomy_updates=40,
@@ -110,7 +112,7 @@ _DREAMER = {
                 learn_size="s", pixel_size="xl", learn_eval_episodes=100, threads=2,
                 onecfg_envs=("reach-vector", "cartpole", "pendulum", "crafter", "atari100k:pong"),
                 onecfg_steps=100_000, onecfg_scales=(0.001, 1000.0),
-                ablation_scale=1000.0, heads_steps=3000, random_episodes=50),
+                ablation_scale=1000.0, heads_steps=3000, random_episodes=50, onecfg_workers=1),
 }
 
 # ----------------------------------------------------------------------------------------------------
