@@ -15,6 +15,7 @@ import sys
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "info": ("wmkit.cli:info", "print the active profile, device, and library versions"),
     "bench": ("wmkit.bench:main", "run a benchmark; prints JSON lines (see `wmkit bench --help`)"),
+    "walltime": ("wmkit.walltime:main", "expected training time of a notebook at a profile, measured on this machine"),
     "worldmodels": ("wmkit.worldmodels.cli:main",
                     "stage 1 (Ha & Schmidhuber 2018): collect | train-vae | train-mdnrnn | "
                     "train-controller | dream"),
