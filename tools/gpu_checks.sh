@@ -56,9 +56,13 @@ step fp8-compiled 150 $PY -m wmkit.bench fp8 --device $DEV --sizes $FP8_SIZES --
 # issue 8: DreamerV3 update time per size (the Atari 100k projection is printed by the bench)
 step dreamer 100 sh -c "$PY -m wmkit.bench dreamer --device $DEV --sizes $DREAMER --repeat $REP --warmup 1 \
   --no-loop --bf16 > '$OUT/dreamer.jsonl'"
-# issues 11, 12: the gpu profile's training and generation speed (the notebooks print the expected wall time)
+# issues 11, 12: the gpu profile's training and generation speed
 step genie 60 sh -c "$PY -m wmkit.bench genie --device $DEV --profiles $GENIE_PROFILE --skip-cost > '$OUT/genie.jsonl'"
 step diffusion 60 sh -c "$PY -m wmkit.bench diffusion --device $DEV --profile $DIFF_PROFILE --steps 1 3 \
   > '$OUT/diffusion.jsonl'"
+# the expected wall time of the gpu-profile notebooks of stages 2-4 on this card (wmkit.walltime; stage 1 mostly
+# times CarRacing / VizDoom on the CPU, which this check skips)
+step walltime 200 sh -c "for nb in 02b 02c 03a 03b 03d 04; do $PY -m wmkit.walltime \$nb --device $DEV --repeat 3 \
+  --profile \$( [ $DRY = 1 ] && echo smoke || echo gpu ); done > '$OUT/walltime.txt'"
 echo "done; files in $OUT:" | tee -a "$LOG"
 ls -la "$OUT" | tee -a "$LOG"
