@@ -26,6 +26,7 @@ import torch
 #: name -> (module:function, one-line description)
 REGISTRY: dict[str, tuple[str, str]] = {
     "scrubber": ("wmkit.widgets:bench", "rollout scrubber: PNG encoding rate and embedded HTML size"),
+    "carracing": ("wmkit.carracing:bench", "CarRacing-v3 ms per step: gymnasium's renderer vs wmkit's (same pixels)"),
     "worldmodels": ("wmkit.worldmodels.bench:run", "stage 1: VAE images/s, MDN-RNN sequences/s, dream steps/s"),
     "dreamer": ("wmkit.dreamer.bench:run", "stage 2: ms per DreamerV3 update, env steps/s"),
     "data": ("wmkit.data.bench:run", "stages 3-4 data: clips/s decoded and streamed from shards"),

@@ -133,6 +133,7 @@ def _plan_01(P: Profile) -> tuple[list[Phase], list[str]]:
         from wmkit.worldmodels.dream_env import dream_returns
         from wmkit.worldmodels.mdnrnn import MDNRNN
         m = MDNRNN(32, 3, 256)
+        torch.nn.init.constant_(m.done_head.bias, -30.0)  # an untrained done head would end the dreams at once
         params = np.random.default_rng(0).normal(0, 0.1, (W.cma_popsize, (32 + 256) * 3 + 3))
         return lambda: dream_returns(params, m, None, W.cma_rollouts, W.dream_horizon)
 

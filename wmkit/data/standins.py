@@ -219,11 +219,10 @@ def record_driving(seed: int, steps: int, size: int = 64, noise: float = 0.3, sk
     hull's (x, y, heading) at each frame. Frames: the 96x96 render without the dashboard (rows 84+,
     which would show speed and steering) resized to ``size``.
     """
-    import gymnasium as gym
-
+    from wmkit.carracing import make_car_racing
     from wmkit.episodes import road_follower
 
-    env = gym.make("CarRacing-v3", max_episode_steps=skip_zoom + steps + 1)
+    env = make_car_racing(max_episode_steps=skip_zoom + steps + 1)  # CarRacing-v3's frames, drawn faster
     rng = np.random.default_rng(seed)
     dt = 1.0 / CARRACING_FPS
     try:

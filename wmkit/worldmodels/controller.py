@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from wmkit.worldmodels.data import ENV_ID, preprocess_frame
+from wmkit.carracing import make_car_racing
+from wmkit.worldmodels.data import preprocess_frame
 
 
 # [eq:controller]
@@ -134,7 +135,7 @@ def real_returns(params: np.ndarray, seeds: list[int], vae, mdnrnn, max_steps: i
     for start in range(0, len(seeds), workers):
         idx = list(range(start, min(start + workers, len(seeds))))
         n = len(idx)
-        make = [lambda: gym.make(ENV_ID, max_episode_steps=max_steps)] * n
+        make = [lambda: make_car_racing(max_episode_steps=max_steps)] * n
         envs = gym.vector.AsyncVectorEnv(make) if n > 1 else gym.vector.SyncVectorEnv(make)
         obs, _ = envs.reset(seed=[int(seeds[i]) for i in idx])
         p = torch.as_tensor(params[idx], dtype=torch.float32, device=dev)       # (n, D)

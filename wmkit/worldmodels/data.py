@@ -232,11 +232,10 @@ def collect_episode(seed: int, max_steps: int = 1000, policy: Policy | None = No
     the data shows the track and what earns reward. ``seed`` seeds the track (env.reset(seed=...))
     and the exploration noise, so the same seed and options give the same episode.
     """
-    import gymnasium as gym
-
+    from wmkit.carracing import make_car_racing
     from wmkit.episodes import road_follower
 
-    env = gym.make(ENV_ID, max_episode_steps=max_steps)
+    env = make_car_racing(max_episode_steps=max_steps)  # gymnasium's CarRacing-v3, its road drawn faster
     rng = np.random.default_rng(seed)
     explore = brownian_actions(max_steps, rng, dt=dt) if policy is None else None
     obs96, _ = env.reset(seed=seed)
