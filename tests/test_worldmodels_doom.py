@@ -353,6 +353,38 @@ def test_dream_fitness_split_over_candidates_is_the_same_as_in_one_batch():
     assert np.array_equal(whole, np.concatenate(parts)) and len(np.unique(whole)) > 3
 
 
+def test_skipping_dead_dreams_gives_the_plain_loops_survival():
+    # the fast path steps M only on the dreams still running, with the batch's random numbers: same result
+    torch.manual_seed(0)
+    m = MDNRNN(4, 1, 8, 2, reward_done_heads=True, reward_head=False)
+    with torch.no_grad():
+        m.done_head.weight.normal_(0, 3.0)
+        m.done_head.bias.fill_(-1.0)
+    pop = np.random.default_rng(1).normal(0, 2.0, (5, doom_controller_dim(4, 8)))
+    mu, lv = torch.randn(3, 4), torch.zeros(3, 4)
+    for tau in (0.0, 1.15):
+        fast = dream_survival(pop, m, mu, lv, rollouts=4, tau=tau, max_steps=60, seed=7)
+        plain = dream_survival(pop, m, mu, lv, rollouts=4, tau=tau, max_steps=60, seed=7, skip_dead=False)
+        assert np.array_equal(fast, plain)
+    assert len(np.unique(fast)) > 3  # at tau 1.15 the dreams end at many different frames
+    rand = dream_survival(None, m, mu, lv, rollouts=6, max_steps=60, seed=2)
+    assert np.array_equal(rand, dream_survival(None, m, mu, lv, rollouts=6, max_steps=60, seed=2, skip_dead=False))
+
+
+def test_skipping_finished_games_gives_the_plain_loops_survival():
+    from wmkit.worldmodels.doom import real_survival
+    from wmkit.worldmodels.vae import ConvVAE
+
+    torch.manual_seed(0)
+    vae, m = ConvVAE(z_dim=8), MDNRNN(8, 1, 16, 2, reward_done_heads=True, reward_head=False)
+    params = np.random.default_rng(0).normal(0, 1.0, doom_controller_dim(8, 16))
+    seeds = [3, 4, 5, 6]  # one batch of 4 games that end at different frames
+    fast = real_survival(params, seeds, vae, m, max_steps=400, batch=4, record=1)
+    plain = real_survival(params, seeds, vae, m, max_steps=400, batch=4, record=1, skip_dead=False)
+    assert fast["steps"].tolist() == plain["steps"].tolist() and len(set(fast["steps"].tolist())) > 1
+    assert np.array_equal(fast["frames"], plain["frames"]) and len(fast["frames"]) == fast["steps"][1]
+
+
 def test_cma_es_in_two_processes_finds_the_same_controller(tmp_path, monkeypatch):
     from wmkit.worldmodels.doom_train import DoomControllerConfig, train_doom_controller
 

@@ -34,7 +34,7 @@ from PIL import Image
 
 from wmkit.utils import process_pool, spearman  # noqa: F401  (spearman: re-exported)
 from wmkit.worldmodels.data import Episode, EpisodeFormatError, load_episode, save_episode
-from wmkit.worldmodels.mdnrnn import MDNRNN
+from wmkit.worldmodels.mdnrnn import MDNRNN, mdn_sample
 
 DOOM_ENV_ID = "VizdoomTakeCover-v1"
 MAX_FRAMES = 2100          # doomrnn: max_frame / max_episode_length
@@ -185,7 +185,7 @@ def _obs(z: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]) -> torch.Ten
 @torch.no_grad()
 def dream_survival(params: np.ndarray | None, m: MDNRNN, init_mu: torch.Tensor, init_logvar: torch.Tensor,
                    rollouts: int, tau: float = 1.15, max_steps: int = MAX_FRAMES, seed: int = 0,
-                   actions: np.ndarray | None = None) -> np.ndarray:
+                   actions: np.ndarray | None = None, skip_dead: bool = True) -> np.ndarray:
     """Frames each controller survives in M's dream, (P, rollouts) float: the CMA-ES fitness.
 
     Every candidate sees the same ``rollouts`` starting latents and noise (common random numbers).
@@ -194,6 +194,9 @@ def dream_survival(params: np.ndarray | None, m: MDNRNN, init_mu: torch.Tensor, 
     ``params=None`` plays the random data policy instead (P = 1): is the dream as deadly as the game?
     ``actions`` (max_steps, rollouts) with ``params=None``: play these fixed action sequences instead (e.g.
     "hold left" = all -1), to ask whether dreamed survival depends on the actions as real survival does.
+    ``skip_dead`` (speed only): M steps only the dreams still running, with the same random numbers, so the
+    result equals the plain loop (``skip_dead=False``, every dream stepped until the last one dies), which
+    a CMA-ES generation would otherwise spend mostly on dead dreams (``tests/test_worldmodels_doom.py``).
     """
     if m.done_head is None:
         raise ValueError("dream_survival needs an MDNRNN with a done head (reward_done_heads=True)")
@@ -224,11 +227,23 @@ def dream_survival(params: np.ndarray | None, m: MDNRNN, init_mu: torch.Tensor, 
             a = doom_act(p, _obs(z, state).view(P, rollouts, -1)).reshape(P * rollouts, 1)  # (P * R, 1)
         else:
             a = torch.from_numpy(rand[t]).float().to(dev)[:, None]                          # (R, 1)
-        out = m(z[:, None], a[:, None], state)
-        z = m.sample_next(out, tau, g, noise_period=rollouts)                            # (P * R, Z)
-        state = out.state
         steps += alive
-        alive &= out.done_logit[:, -1] <= 0.0                                            # logit > 0: dead
+        if not skip_dead or bool(alive.all()):  # the plain loop: every dream, dead or not
+            out = m(z[:, None], a[:, None], state)
+            z = m.sample_next(out, tau, g, noise_period=rollouts)                        # (P * R, Z)
+            state = out.state
+            alive &= out.done_logit[:, -1] <= 0.0                                        # logit > 0: dead
+        else:                                   # fast path: only the L running dreams, the same noise
+            live = alive.nonzero().squeeze(1)                                            # (L,)
+            u = torch.rand(rollouts, m.z_dim, m.n_mix, generator=g, device=dev)         # as sample_next draws
+            eps = torch.randn(rollouts, m.z_dim, 1, generator=g, device=dev)
+            out = m(z[live, None], a[live, None], (state[0][:, live], state[1][:, live]))
+            j = live % rollouts                                                          # row b: noise b % R
+            z, state = z.clone(), (state[0].clone(), state[1].clone())
+            z[live] = mdn_sample(out.logit_pi[:, -1], out.mu[:, -1], out.log_sigma[:, -1], tau, g,
+                                 (u[j], eps[j]))                                         # (L, Z)
+            state[0][:, live], state[1][:, live] = out.state
+            alive[live] = out.done_logit[:, -1] <= 0.0
         if not alive.any():
             break
     return steps.view(P, rollouts).cpu().numpy()
@@ -264,11 +279,14 @@ def dream_frames(params: np.ndarray, m: MDNRNN, vae, init_mu: torch.Tensor, init
 @torch.no_grad()
 def real_survival(params: np.ndarray | None, seeds: list[int], vae=None, m: MDNRNN | None = None,
                   max_steps: int = MAX_FRAMES, batch: int = 16, progress: bool = False,
-                  record: int | None = None, policy: str = FIXED_POLICIES[0], workers: int = 1) -> dict:
+                  record: int | None = None, policy: str = FIXED_POLICIES[0], workers: int = 1,
+                  skip_dead: bool = True) -> dict:
     """Frames survived in the real game by controller ``params`` (F,) on each seed; ``params=None`` plays
     ``policy`` (one of :data:`FIXED_POLICIES`; default the paper's random data policy, a drawn from the seed).
     ``batch`` games run in lock-step, V/M/C batched over them; ``workers > 1`` plays the batches in that many
     processes (the same batches with the same random numbers, so the same result as ``workers=1``).
+    ``skip_dead`` (speed only, the same result): V, C and M run only on the games of a batch still running;
+    ``False`` runs them on every game until the batch's last one ends, as a plain lock-step loop would.
 
     As ``doomreal.py``: z is *sampled* from V's posterior of each frame, M's state steps on [z, a] and C
     sees [z, c, h]. Returns {'steps': (N,) int, 'frames': (T, 64, 64, 3) of episode ``record`` or None}.
@@ -280,7 +298,7 @@ def real_survival(params: np.ndarray | None, seeds: list[int], vae=None, m: MDNR
     if workers < 1:
         raise ValueError(f"real_survival: workers must be >= 1, got {workers}")
     batches = [list(range(s, min(s + batch, len(seeds)))) for s in range(0, len(seeds), batch)]
-    args = (params, [int(s) for s in seeds], vae, m, max_steps, record, policy)
+    args = (params, [int(s) for s in seeds], vae, m, max_steps, record, policy, skip_dead)
     bar = tqdm(total=len(seeds), desc="real Doom episodes", disable=not progress)
     if workers == 1 or len(batches) == 1:
         steps, frames = _play_batches(*args, batches, bar.update)
@@ -299,7 +317,8 @@ def real_survival(params: np.ndarray | None, seeds: list[int], vae=None, m: MDNR
     return {"steps": steps, "frames": frames}
 
 
-def _play_batches(params, seeds, vae, m, max_steps, record, policy, batches, tick=None):
+@torch.no_grad()
+def _play_batches(params, seeds, vae, m, max_steps, record, policy, skip_dead, batches, tick=None):
     """Play the episodes of ``batches`` (lists of indices into ``seeds``); the other entries of steps stay 0."""
     steps = np.zeros(len(seeds), np.int64)
     frames_out = []
@@ -322,15 +341,24 @@ def _play_batches(params, seeds, vae, m, max_steps, record, policy, batches, tic
                 if watch is not None and alive[watch]:
                     frames_out.append(preprocess_doom_frame(obs[watch]))
             else:
-                small = np.stack([preprocess_doom_frame(o) for o in obs])                 # (n, 64, 64, 3)
+                # V, C and M see only the L games still running (a batch runs as long as its longest game);
+                # the random numbers are drawn for the whole batch as before, so the result is unchanged
+                live = np.flatnonzero(alive) if skip_dead else np.arange(len(idx))         # (L,)
+                rows = torch.from_numpy(live).to(dev)
+                small = np.stack([preprocess_doom_frame(obs[j]) for j in live])             # (L, 64, 64, 3)
                 if watch is not None and alive[watch]:
-                    frames_out.append(small[watch])
-                x = torch.from_numpy(small).to(dev).permute(0, 3, 1, 2).float() / 255       # (n, 3, 64, 64)
+                    frames_out.append(small[int(np.searchsorted(live, watch))])
+                x = torch.from_numpy(small).to(dev).permute(0, 3, 1, 2).float() / 255       # (L, 3, 64, 64)
                 mu, logvar = vae.encode(x)
-                z = mu + (0.5 * logvar).exp() * torch.randn(mu.shape, generator=g)           # (n, Z)
-                a_t = doom_act(p, _obs(z, state)[None])[0]                                  # (n,)
-                state = m(z[:, None], a_t[:, None, None], state).state
-                a = a_t.cpu().numpy()
+                noise = torch.randn((len(idx), mu.shape[1]), generator=g)[rows]             # (L, Z)
+                z = mu + (0.5 * logvar).exp() * noise                                       # (L, Z)
+                sub = (state[0][:, rows], state[1][:, rows])
+                a_t = doom_act(p, _obs(z, sub)[None])[0]                                    # (L,)
+                new = m(z[:, None], a_t[:, None, None], sub).state
+                state = (state[0].clone(), state[1].clone())
+                state[0][:, rows], state[1][:, rows] = new
+                a = np.zeros(len(idx), np.float32)
+                a[live] = a_t.cpu().numpy()
             for j, e in enumerate(envs):
                 if not alive[j]:
                     continue
