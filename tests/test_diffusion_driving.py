@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from wmkit.diffusion import EDM, Denoiser, DiffusionConfig
-from wmkit.diffusion.driving import changed_mask, driving_experiment, masked_psnr, rollout_keyframes
+from wmkit.diffusion.driving import changed_mask, driving_experiment, masked_psnr, rollout_keyframes, window_gain
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -26,6 +26,22 @@ def test_changed_mask_and_masked_psnr_by_hand():
     assert math.isnan(float(masked_psnr(last, real, torch.zeros_like(mask), (0, 1, 2, 3))))
     with pytest.raises(ValueError, match="shapes differ"):
         changed_mask(last, real[..., :1])
+
+
+def test_window_gain_by_hand():
+    real = torch.zeros(2, 1, 3, 2, 2)  # 2 windows, 1 keyframe
+    base = torch.full_like(real, 0.2)  # copy error 0.2 everywhere -> MSE 0.04 in both windows
+    pred = real.clone()
+    pred[0] += 0.1  # window 0: MSE 0.01 -> gain 10 log10(4) dB
+    pred[1] += 0.02  # window 1: MSE 0.0004 -> gain 20 dB
+    mean, sem = window_gain(pred, base, real)
+    g = torch.tensor([10 * math.log10(4), 20.0])
+    assert mean.shape == (1,) and float(mean) == pytest.approx(float(g.mean()), rel=1e-5)
+    assert float(sem) == pytest.approx(float(g.std() / math.sqrt(2)), rel=1e-4)
+    with pytest.raises(ValueError, match="at least 2"):
+        window_gain(pred[:1], base[:1], real[:1])
+    with pytest.raises(ValueError, match="one shape"):
+        window_gain(pred, base[:, :, :1], real)
 
 
 def tiny_driving_model(K=2, A=3):
@@ -46,6 +62,7 @@ def test_rollout_keyframes_baseline_and_causality():
     assert out["seconds_ahead"] == [0.5, 1.0, 1.5, 2.0, 2.5, 3.0] and len(out["psnr"]) == 6
     copy = [10 * math.log10(4 / float((frames[:, 1] - frames[:, 2 + k]).pow(2).mean())) for k in range(6)]
     assert out["copy_last_psnr"] == pytest.approx(copy, rel=1e-5)
+    assert len(out["gain_over_copy"]) == 6 and all(v > 0 for v in out["gain_over_copy_sem"])
     # the ego motion of keyframe-interval k only affects keyframes after it
     a2 = actions.clone()
     a2[:, 4] += 3.0  # the motion after keyframe 4 (the 3rd generated keyframe's conditioning starts at 3)

@@ -111,7 +111,7 @@ def drive(cfg: DriveConfig) -> dict:
     return {"heldout": r["heldout_episodes"], "train_windows": r["train"]["train_windows"],
             "train_seconds": round(r["train"]["seconds"], 1),
             **{k: e[k] for k in ("seconds_ahead", "psnr", "copy_last_psnr", "changed_psnr", "copy_last_changed_psnr",
-                                 "changed_fraction", "windows")}}
+                                 "changed_fraction", "gain_over_copy", "gain_over_copy_sem", "windows")}}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -37,6 +37,21 @@ def keyframe_windows(clips, context: int, horizon: int, size: int | None) -> dic
             "actions": torch.stack([it["actions"] for it in items]).float()}
 
 
+def window_gain(pred: torch.Tensor, base: torch.Tensor, real: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-window PSNR gain of ``pred`` over ``base``, both scored against ``real`` (N, h, C, H, W) frames in [-1, 1]:
+    gain_n,k = 10 log10(MSE(base, real) / MSE(pred, real)) dB for window n at keyframe k. Returns its mean and
+    standard error over the N windows, each (h,). Windows of one drive overlap, so they are not independent: the
+    s.e. is a lower bound on the spread a new set of drives would show."""
+    if not (pred.shape == base.shape == real.shape) or pred.dim() != 5:
+        raise ValueError(f"window_gain: expected three (N, h, C, H, W) tensors of one shape, got "
+                         f"{tuple(pred.shape)}, {tuple(base.shape)}, {tuple(real.shape)}")
+    if pred.shape[0] < 2:
+        raise ValueError("window_gain: needs at least 2 windows for a standard error")
+    tiny = 1e-12  # an exact frame would give an infinite gain
+    gain = 10 * torch.log10((mse(base, real) + tiny) / (mse(pred, real) + tiny))  # (N, h)
+    return gain.mean(0), gain.std(0) / gain.shape[0] ** 0.5
+
+
 # [eq:driving_eval]
 @torch.no_grad()
 def rollout_keyframes(model: Recipe, windows: dict[str, torch.Tensor], horizon: int = 6, steps: int = 3,
@@ -58,6 +73,7 @@ def rollout_keyframes(model: Recipe, windows: dict[str, torch.Tensor], horizon: 
             "changed_psnr": masked_psnr(gen, real, mask, dims).tolist(),
             "copy_last_changed_psnr": masked_psnr(last, real, mask, dims).tolist(),
             "changed_fraction": mask.mean(dims).tolist(),
+            **dict(zip(("gain_over_copy", "gain_over_copy_sem"), (v.tolist() for v in window_gain(gen, last, real)))),
             "windows": int(frames.shape[0]), "generated": gen}
 # [/eq:driving_eval]
 
