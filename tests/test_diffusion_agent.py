@@ -264,6 +264,30 @@ def test_run_end_to_end_and_reload(tmp_path):
     assert cfg2 == cfg
     for a, b in zip(ac.state_dict().values(), r["actor_critic"].state_dict().values()):
         assert torch.equal(a, b)
+    # tools/diffusion_seeds.py on this folder: actor-critic seed cfg.seed retrains run()'s own agent exactly
+    out = seeds_tool().main(["--run-dir", str(tmp_path), "--seeds", str(cfg.seed), "7"])
+    assert [row["ac_seed"] for row in out["seeds"]] == [cfg.seed, 7]
+    assert out["seeds"][0]["mean"] == pytest.approx(r["agent"]["mean"], abs=1e-9)
+    assert out["random"]["mean"] == pytest.approx(r["random"]["mean"], abs=1e-9)
+
+
+def seeds_tool():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "tools" / "diffusion_seeds.py"
+    spec = importlib.util.spec_from_file_location("diffusion_seeds", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_seeds_tool_gap_by_hand_and_bad_seeds():
+    tool = seeds_tool()
+    gap, z = tool.paired_gap({"mean": 38.0, "sem": 0.3}, {"mean": 31.0, "sem": 0.4})
+    assert gap == pytest.approx(7.0) and z == pytest.approx(7.0 / 0.5)  # sqrt(0.09 + 0.16) = 0.5
+    with pytest.raises(SystemExit, match="seeds"):
+        tool.main(["--run-dir", "unused", "--seeds", "-1"])
 
 
 @pytest.mark.slow
