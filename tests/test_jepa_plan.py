@@ -158,8 +158,38 @@ def test_evaluate_planning_reports_standard_errors():
     assert r["plan_success_se"] == pytest.approx(math.sqrt(p * (1 - p) / 3))
     diff = [float(e["plan_success"]) - float(e["random_success"]) for e in r["episodes"]]
     assert r["difference"] == pytest.approx(np.mean(diff))
+    # final distances: s.e. over episodes and the paired difference planner - random, by hand from the rows
+    d_plan = [e["plan_final_distance"] for e in r["episodes"]]
+    gap = [e["plan_final_distance"] - e["random_final_distance"] for e in r["episodes"]]
+    assert r["plan_final_distance_se"] == pytest.approx(np.std(d_plan, ddof=1) / math.sqrt(3))
+    assert r["distance_difference"] == pytest.approx(np.mean(gap))
+    assert r["distance_difference_se"] == pytest.approx(np.std(gap, ddof=1) / math.sqrt(3))
     with pytest.raises(ValueError, match="goal"):
         evaluate_planning(model, 1, 4, 2, 8, 2, 1, 16, goal="anywhere", progress=False)
+
+
+def _planners_tool():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "tools" / "jepa_planners.py"
+    spec = importlib.util.spec_from_file_location("jepa_planners", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_planners_tool_parses_variants_and_refuses_bad_ones():
+    from types import SimpleNamespace
+
+    tool = _planners_tool()
+    J = SimpleNamespace(cem_samples=64, cem_elites=8, cem_iters=6)
+    assert tool.parse_variant("10:5:all", J) == dict(horizon=10, receding=5, energy="all", samples=64, elites=8,
+                                                     iterations=6)
+    assert tool.parse_variant("5:1:last:400:10:10", J)["samples"] == 400
+    for bad in ("5:1", "5:1:mean", "5:6:all", "5:x:all", "5:1:all:64"):
+        with pytest.raises(ValueError, match="variant"):
+            tool.parse_variant(bad, J)
 
 
 def test_diffusion_features_shape_and_hook_removed():

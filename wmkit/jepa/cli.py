@@ -75,6 +75,16 @@ class PlanArgs:
     """last (V-JEPA 2-AC, LeWM) | all (DINO-WM's mean over the predicted frames); None: the profile's plan_energy"""
     repeat: bool | None = None
     """CEM searches one action per block, repeated (None: the profile's plan_repeat; swm: False)"""
+    horizon: int | None = None
+    """CEM horizon in predictor blocks (None: the profile's plan_horizon; LeWM / swm: 5)"""
+    receding: int | None = None
+    """blocks executed before replanning (None: the profile's plan_receding; LeWM / swm: 5 = the whole plan)"""
+    energy_base: float = 1.0
+    """with energy=all: frame i weighs base^i (1: equal weights; DINO-WM's default base is 2)"""
+    elites: int | None = None
+    """CEM elites (None: the profile's cem_elites; V-JEPA 2-AC: 10)"""
+    iterations: int | None = None
+    """CEM iterations (None: the profile's cem_iters; V-JEPA 2-AC: 10)"""
 
 
 def _data(P, seed):
@@ -147,10 +157,12 @@ def plan_cmd(argv):
     meta = load_meta(a.checkpoint)
     model = ACWorldModel(ACConfig(**meta["config"]["model"]))
     model.load_state_dict(load_state(a.checkpoint)["model"])
-    r = evaluate_planning(model, a.episodes or P.plan_episodes, a.budget or P.plan_budget, P.plan_horizon,
-                          a.samples or P.cem_samples, P.cem_elites, P.cem_iters, P.tr_size, seed=a.seed,
-                          goal=a.goal, goal_offset=P.goal_offset, receding=P.plan_receding,
-                          energy=a.energy or P.plan_energy, repeat=P.plan_repeat if a.repeat is None else a.repeat)
+    r = evaluate_planning(model, a.episodes or P.plan_episodes, a.budget or P.plan_budget,
+                          a.horizon or P.plan_horizon, a.samples or P.cem_samples, a.elites or P.cem_elites,
+                          a.iterations or P.cem_iters, P.tr_size, seed=a.seed, goal=a.goal, goal_offset=P.goal_offset,
+                          receding=a.receding or P.plan_receding, energy=a.energy or P.plan_energy,
+                          energy_base=a.energy_base, repeat=P.plan_repeat if a.repeat is None else a.repeat,
+                          progress=False)
     print(json.dumps({k: v for k, v in r.items() if k != "episodes"}))
 
 

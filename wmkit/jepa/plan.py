@@ -116,7 +116,8 @@ def evaluate_planning(model: ACWorldModel, episodes: int, budget: int, horizon: 
     """Planner vs random policy on the same ``episodes`` start/goal/door configurations (seeds seed..seed+E-1).
 
     Returns the per-episode rows and, over episodes, the success rates with their standard errors
-    (sqrt(p (1 - p) / E)), the paired difference planner - random with its standard error, and mean distances."""
+    (sqrt(p (1 - p) / E)), the paired difference planner - random with its standard error, the mean final distances
+    with their standard errors and their paired difference ``distance_difference`` (< 0: the planner ends closer)."""
     if episodes < 1 or budget < 1:
         raise ValueError(f"evaluate_planning: episodes and budget must be >= 1, got {episodes}, {budget}")
     if goal not in ("offset", "other_room"):
@@ -143,6 +144,12 @@ def evaluate_planning(model: ACWorldModel, episodes: int, budget: int, horizon: 
     diff = np.array([float(r["plan_success"]) - float(r["random_success"]) for r in rows])
     summary["difference"] = float(diff.mean())
     summary["difference_se"] = float(diff.std(ddof=1) / math.sqrt(episodes)) if episodes > 1 else float("nan")
+    # final distances: standard errors over episodes and the paired difference planner - random (< 0: closer)
+    se = lambda v: float(np.std(v, ddof=1) / math.sqrt(episodes)) if episodes > 1 else float("nan")  # noqa: E731
+    for who in ("plan", "random"):
+        summary[f"{who}_final_distance_se"] = se([r[f"{who}_final_distance"] for r in rows])
+    gap = [r["plan_final_distance"] - r["random_final_distance"] for r in rows]
+    summary["distance_difference"], summary["distance_difference_se"] = float(np.mean(gap)), se(gap)
     return {"episodes": rows, **summary}
 # [/eval]
 
