@@ -12,7 +12,9 @@ in standard errors, s.e. of the difference = sqrt(s.e._agent^2 + s.e._random^2))
     # or train denoiser + reward/end model + a first agent from scratch (wmkit.diffusion.rl.run) into --run-dir:
     OMP_NUM_THREADS=1 WMKIT_PROFILE=cpu python tools/diffusion_seeds.py --run-dir /tmp/agent --seeds 0 1 2
 
-Actor-critic seed ``cfg.seed`` (0) is the notebook's own agent: with the same folder it reproduces 03d's number.
+Actor-critic seed ``cfg.seed`` (0) is the notebook's own seed: at the same torch thread count it retrains the same
+agent (a test checks it); at another thread count float summation order differs and the 160 sampled updates
+diverge, so it becomes one more seed (03d runs at 2 threads, this script at ``--threads 1``).
 """
 from __future__ import annotations
 
