@@ -469,3 +469,24 @@ def test_distinct_effects_counts_groups_of_similar_actions():
     with pytest.raises(ValueError, match="square"):
         distinct_effects(np.zeros((2, 3)), 0.1)
 
+
+
+def test_lam_flow_token_reads_the_patch_averaged_cost_volume():
+    """enc_flow_token: the action token's input is its learned vector plus the cost volume averaged over patches
+    (a known answer read at the encoder's input layer); off (Genie) it is the learned vector alone."""
+    big = torch.rand(2, 3, 20, 20)
+    x = torch.stack([big[:, :, 4:16, 4:16], big[:, :, 8:20, 4:16]], 1)  # the view moved one patch down
+    kw = dict(frame_size=12, patch=4, dim=16, enc_depth=1, dec_depth=1, heads=2, code_dim=4, max_frames=2,
+              enc_correlation=True, corr_temperature=0.002, enc_patches=False)
+    for flow in (False, True):
+        lam = LatentActionModel(LAMConfig(**kw, enc_flow_token=flow)).eval()
+        seen = {}
+        lam.encoder.inp.register_forward_hook(lambda m, i, o: seen.update(x=i[0]))
+        lam.encode(x)
+        corr = lam.correlation(x)  # (2, 2, 9, 9)
+        want = lam.action_in + (corr.mean(2) if flow else 0.0)  # (2, 2, 9)
+        assert torch.allclose(seen["x"][:, :, 0], want, atol=1e-6)
+        if flow:  # frame 2's token holds the displacement: most mass on the offset "the view moved down" (row below)
+            assert int(corr.mean(2)[0, 1].argmax()) == 7
+    with pytest.raises(ValueError, match="enc_flow_token"):
+        LatentActionModel(LAMConfig(frame_size=12, patch=4, enc_flow_token=True))

@@ -107,3 +107,22 @@ def test_player_and_playthrough(trained):
 def test_sample_windows_rejects_short_episodes():
     with pytest.raises(ValueError, match="no episode has 20 steps"):
         G.sample_windows(_episodes(1), 20, 2, np.random.default_rng(0))
+
+
+def test_moving_windows_balance_gives_each_direction_an_equal_share():
+    """An episode scrolling left 6 times and up twice (tile-aligned, one tile per step): uniform draws give the
+    directions 6 : 2, balanced draws 1 : 1 (probabilities computed by hand)."""
+    world = np.random.default_rng(0).integers(0, 255, (200, 200, 3), dtype=np.uint8)
+    T = G.TILE
+    pos = [(80, 80)]
+    for dy, dx in [(0, -T)] * 6 + [(-T, 0)] * 2:  # the view (not the player) moves: observed_motion's own convention
+        pos.append((pos[-1][0] + dy, pos[-1][1] + dx))
+    frames = np.stack([world[r:r + 56, c:c + 56] for r, c in pos])
+    m = G.observed_motion(frames)
+    assert (m != 0).all() and len(set(m.tolist())) == 2
+    moving, p = G.moving_windows([{"frames": frames}], 2)
+    assert len(moving) == 8 and p is None
+    moving, p = G.moving_windows([{"frames": frames}], 2, balance=True)
+    share = {int(k): float(p[m == k].sum()) for k in set(m.tolist())}
+    assert all(abs(v - 0.5) < 1e-12 for v in share.values())
+    assert np.allclose(p[m == m[0]], 1 / 12) and np.allclose(p[m == m[-1]], 1 / 4)

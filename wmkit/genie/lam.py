@@ -102,6 +102,11 @@ class LAMConfig:
     """Encoder tokens hold the pixels of their patch (True = Genie). False (needs ``enc_correlation``): they hold only
     the 3 x 3 cost volume, so the code can depend on *how the frame moved* and not on *what it shows* -- a code
     cannot then be "this picture" (grass, water, night), only "this motion" (not in Genie)."""
+    enc_flow_token: bool = False
+    """Add to the action token's input the cost volume averaged over all patches (needs ``enc_correlation``): a
+    9-bin histogram of "which neighbour did the patches match", i.e. the frame's 2-D displacement, read by the token
+    that becomes the latent action before any attention pools it (False = Genie's learned constant token; not in
+    Genie)."""
     enc_attention: str = "st"
     """Encoder attention: 'st' (Genie: spatial, then causal temporal at each position -- a patch of frame t+1 meets
     only the *same* position of frame t, so a shift shows only after spatial layers have moved the neighbours' content
@@ -132,6 +137,8 @@ class LatentActionModel(nn.Module):
             raise ValueError(f"LAM corr_temperature: expected >= 0, got {cfg.corr_temperature}")
         if not cfg.enc_patches and not cfg.enc_correlation:
             raise ValueError("LAM enc_patches=False leaves the encoder no input: it needs enc_correlation=True")
+        if cfg.enc_flow_token and not cfg.enc_correlation:
+            raise ValueError("LAM enc_flow_token=True averages the cost volume: it needs enc_correlation=True")
         enc_in = (pdim if cfg.enc_patches else 0) + (9 if cfg.enc_correlation else 0)  # pixels + 3 x 3 cost volume
         self.action_in = nn.Parameter(torch.randn(enc_in) * 0.02)  # the learned action token's input
         # the encoder sees N + 1 tokens per frame (action token first): no 2-D grid table, a learned one instead
@@ -213,6 +220,8 @@ class LatentActionModel(nn.Module):
             feats.append(self.correlation(frames))  # (B, T, N, 9)
         patches = torch.cat(feats, dim=-1)  # (B, T, N, C): C = 3 (k p)^2 [+ 9] or 9
         act = repeat(self.action_in, "c -> b t 1 c", b=B, t=T)  # (B, T, 1, C)
+        if self.cfg.enc_flow_token:  # the token gets the frame's displacement histogram in its cost-volume slots
+            act = act + F.pad(feats[-1].mean(2, keepdim=True), (act.shape[-1] - 9, 0))  # (B, T, 1, C)
         x = self.encoder.inp(torch.cat([act, patches], dim=2)) + self.enc_pos  # (B, T, N+1, D)
         x = self.encoder.add_positions(x)  # + temporal table
         if self.cfg.enc_attention == "full":  # every token sees every token of frames <= its own

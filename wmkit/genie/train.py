@@ -114,6 +114,11 @@ class GenieConfig:
     """Share of each LAM batch drawn from windows whose last transition scrolls the view (observed_motion != none);
     0 = uniform windows (Genie). The recordings are ~70 % no-scroll, so a uniform batch holds few moves (not in
     Genie)."""
+    lam_enc_flow_token: bool = False
+    """LAM action token reads the patch-averaged cost volume (the frame's displacement; False = Genie)."""
+    lam_move_balance: bool = False
+    """The ``lam_move_fraction`` share of a LAM batch is drawn with equal shares of left, right, up and down
+    windows (False: uniformly from all scrolling windows, so each direction by its frequency; not in Genie)."""
     lam_restart_after: int = 50
     """Dead-code restart after this many unused steps (0 = off)."""
     lam_decoder_mask: float = 0.0
@@ -241,7 +246,7 @@ def lam_config(cfg: GenieConfig) -> LAMConfig:
                      enc_positions=cfg.lam_enc_positions, enc_attention=cfg.lam_enc_attention,
                      patch_context=cfg.lam_patch_context,
                      enc_correlation=cfg.lam_enc_correlation, enc_patches=cfg.lam_enc_patches,
-                     corr_temperature=cfg.lam_corr_temperature)
+                     corr_temperature=cfg.lam_corr_temperature, enc_flow_token=cfg.lam_enc_flow_token)
 
 
 def dynamics_config(cfg: GenieConfig, vocab: int, grid: tuple[int, int]) -> DynamicsConfig:
@@ -339,6 +344,25 @@ def eval_tokenizer(tok: VideoTokenizer, episodes: list[dict]) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------------- 2. LAM
+def moving_windows(episodes: list[dict], length: int, balance: bool = False
+                   ) -> tuple[list[tuple[int, int]], np.ndarray | None]:
+    """Windows (episode, start) of ``length`` frames whose last transition scrolls the view, and the probability of
+    drawing each: None (uniform over windows: each direction by its frequency) or, with ``balance``, equal total
+    probability for every direction present (left, right, up, down by :func:`observed_motion`)."""
+    moving, direction = [], []
+    for i, e in enumerate(episodes):
+        if len(e["frames"]) >= length:
+            m = observed_motion(e["frames"])[length - 2:]  # motion of the last transition of window s: m[s]
+            for s in np.flatnonzero(m != 0):
+                moving.append((i, int(s)))
+                direction.append(int(m[s]))
+    if not balance or not moving:
+        return moving, None
+    d = np.asarray(direction, dtype=np.int64)
+    w = 1.0 / np.bincount(d)[d]  # (M,): 1 / (windows of the same direction)
+    return moving, w / w.sum()
+
+
 def train_lam(cfg: GenieConfig, data: dict) -> tuple[LatentActionModel, list[dict]]:
     cfg = fill(cfg)
     seed_everything(cfg.seed + 1)
@@ -350,8 +374,7 @@ def train_lam(cfg: GenieConfig, data: dict) -> tuple[LatentActionModel, list[dic
         raise ValueError(f"lam_move_fraction: expected a share in [0, 1], got {cfg.lam_move_fraction}")
     L = cfg.lam_clip_len
     # windows (episode, start) whose last transition (start + L - 2 -> start + L - 1) scrolls the view
-    moving = [(i, s) for i, e in enumerate(data["train"]) if len(e["frames"]) >= L
-              for s in np.flatnonzero(observed_motion(e["frames"])[L - 2:] != 0)]
+    moving, p_move = moving_windows(data["train"], L, cfg.lam_move_balance)
     n_move = round(cfg.lam_move_fraction * cfg.lam_batch)
     if n_move and not moving:
         raise ValueError("lam_move_fraction > 0 but no training transition scrolls the view")
@@ -359,7 +382,7 @@ def train_lam(cfg: GenieConfig, data: dict) -> tuple[LatentActionModel, list[dic
     def batch():
         x = sample_windows(data["train"], L, cfg.lam_batch - n_move, g)[0]  # (B - n_move, L, H, W, 3)
         if n_move:  # oversample the moves: n_move windows drawn uniformly from the scrolling ones
-            pick = g.choice(len(moving), size=n_move)
+            pick = g.choice(len(moving), size=n_move, p=p_move)
             x = np.concatenate([x, np.stack([data["train"][moving[j][0]]["frames"][moving[j][1]:moving[j][1] + L]
                                              for j in pick])])
         return to_tensor(x).to(device)
