@@ -70,6 +70,8 @@ def test_episode_helpers_shapes(trained):
     assert G.infer_episode_actions(trained["lam"], e["frames"]).shape == (11,)
     t = trained["tok_data"]["heldout"][0]
     assert t["latent"].shape == (12,) and t["tokens"].shape == (12, 16)
+    # the dynamics model trains on the LAM's own inferred codes, transition t -> t+1 at index t
+    assert np.array_equal(t["latent"][:-1], G.infer_episode_actions(trained["lam"], e["frames"]).numpy())
 
 
 def test_evaluations_return_what_the_book_plots(trained):
