@@ -286,3 +286,31 @@ def test_encoder_lr_scale_fine_tunes_the_encoder_proportionally():
     with pytest.raises(ValueError, match="encoder_lr_scale"):
         train_ac(ACTrainConfig(model=cfg, steps=1, batch=3, length=3, encoder_lr_scale=-1.0), d["frames"],
                  d["actions"], progress=False)
+
+
+def test_plan_cli_passes_planner_settings(monkeypatch, capsys):
+    import json
+
+    import wmkit.checkpoint
+    import wmkit.jepa.plan
+    from wmkit.jepa import cli
+
+    cfg = ACConfig(**TINY, action_block=2)
+    state = ACWorldModel(cfg).state_dict()
+    from dataclasses import asdict
+
+    monkeypatch.setattr(wmkit.checkpoint, "load_meta", lambda p: {"config": {"model": asdict(cfg)}})
+    monkeypatch.setattr(wmkit.checkpoint, "load_state", lambda p: {"model": state})
+    seen = {}
+
+    def fake(model, episodes, budget, horizon, samples, elites, iterations, size, **kw):
+        seen.update(episodes=episodes, horizon=horizon, samples=samples, elites=elites, iterations=iterations, **kw)
+        return {"episodes": [], "plan_success": 0.5}
+
+    monkeypatch.setattr(wmkit.jepa.plan, "evaluate_planning", fake)
+    monkeypatch.setenv("WMKIT_PROFILE", "smoke")
+    cli.main(["plan", "--checkpoint", "x", "--episodes", "3", "--horizon", "7", "--receding", "4", "--elites", "3",
+              "--iterations", "2", "--energy", "all", "--energy-base", "2"])
+    assert seen["horizon"] == 7 and seen["receding"] == 4 and seen["elites"] == 3 and seen["iterations"] == 2
+    assert seen["energy"] == "all" and seen["energy_base"] == 2.0 and seen["episodes"] == 3
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == {"plan_success": 0.5}
