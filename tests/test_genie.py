@@ -481,7 +481,7 @@ def test_lam_flow_token_reads_the_patch_averaged_cost_volume():
     for flow in (False, True):
         lam = LatentActionModel(LAMConfig(**kw, enc_flow_token=flow)).eval()
         seen = {}
-        lam.encoder.inp.register_forward_hook(lambda m, i, o: seen.update(x=i[0]))
+        lam.encoder.inp.register_forward_hook(lambda m, i, o, seen=seen: seen.update(x=i[0]))
         lam.encode(x)
         corr = lam.correlation(x)  # (2, 2, 9, 9)
         want = lam.action_in + (corr.mean(2) if flow else 0.0)  # (2, 2, 9)
