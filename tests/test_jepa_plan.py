@@ -314,3 +314,25 @@ def test_plan_cli_passes_planner_settings(monkeypatch, capsys):
     assert seen["horizon"] == 7 and seen["receding"] == 4 and seen["elites"] == 3 and seen["iterations"] == 2
     assert seen["energy"] == "all" and seen["energy_base"] == 2.0 and seen["episodes"] == 3
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == {"plan_success": 0.5}
+
+
+def test_energy_bias_tool_known_answer_and_bad_input():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "tools" / "jepa_energy_bias.py"
+    spec = importlib.util.spec_from_file_location("jepa_energy_bias", path)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    model = ACWorldModel(ACConfig(**TINY, action_block=2))
+    # an energy equal to the mean action norm ranks futures exactly by speed: Spearman +1 in every episode
+    model.energy = lambda z0, zg, a, mode: rearrange_norm(a)
+    r = tool.energy_bias(model, 16, episodes=2, futures=8, goal_offset=4)
+    assert r["speed"] == pytest.approx(1.0) and r["speed_se"] == pytest.approx(0.0)
+    with pytest.raises(ValueError, match="episodes"):
+        tool.energy_bias(model, 16, episodes=1)
+
+
+def rearrange_norm(a):
+    """(F, H, k * 2) blocks -> mean norm of the 2-D actions, (F,)."""
+    return a.reshape(a.shape[0], -1, 2).norm(dim=-1).mean(1)
