@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import load_tool
 
 from wmkit.diffusion import EDM, Denoiser
 from wmkit.diffusion.agent import ActorCritic, ImaginedEnv, RewEndModel, imagination_loss, init_lstm
@@ -272,14 +273,7 @@ def test_run_end_to_end_and_reload(tmp_path):
 
 
 def seeds_tool():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "tools" / "diffusion_seeds.py"
-    spec = importlib.util.spec_from_file_location("diffusion_seeds", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_tool("diffusion_seeds")
 
 
 def test_seeds_tool_gap_by_hand_and_bad_seeds():

@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import load_tool
 
 from wmkit.jepa.ac import ACConfig, ACWorldModel, SIGReg
 from wmkit.jepa.plan import evaluate_planning, offset_goal
@@ -169,14 +170,7 @@ def test_evaluate_planning_reports_standard_errors():
 
 
 def _planners_tool():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "tools" / "jepa_planners.py"
-    spec = importlib.util.spec_from_file_location("jepa_planners", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_tool("jepa_planners")
 
 
 def test_planners_tool_parses_variants_and_refuses_bad_ones():
