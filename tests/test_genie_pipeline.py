@@ -128,3 +128,10 @@ def test_moving_windows_balance_gives_each_direction_an_equal_share():
     share = {int(k): float(p[m == k].sum()) for k in set(m.tolist())}
     assert all(abs(v - 0.5) < 1e-12 for v in share.values())
     assert np.allclose(p[m == m[0]], 1 / 12) and np.allclose(p[m == m[-1]], 1 / 4)
+
+
+def test_lam_beta_reaches_the_lams_quantizer():
+    from wmkit.genie.train import GenieConfig, lam_config
+
+    assert lam_config(GenieConfig()).beta == 0.25  # the VQ-VAE value, LAMConfig's default
+    assert lam_config(GenieConfig(lam_beta=0.05)).beta == 0.05

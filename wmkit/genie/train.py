@@ -121,6 +121,8 @@ class GenieConfig:
     windows (False: uniformly from all scrolling windows, so each direction by its frequency; not in Genie)."""
     lam_restart_after: int = 50
     """Dead-code restart after this many unused steps (0 = off)."""
+    lam_beta: float = 0.25
+    """Commitment weight of the LAM's VQ loss (default 0.25, the VQ-VAE paper's value; LAMConfig.beta)."""
     lam_decoder_mask: float = 0.0
     """Fraction of LAM decoder input patches (after frame 1) hidden behind a mask token."""
     lam_var_weight: float | None = None
@@ -240,7 +242,7 @@ def tokenizer_config(cfg: GenieConfig) -> TokenizerConfig:
 def lam_config(cfg: GenieConfig) -> LAMConfig:
     return LAMConfig(frame_size=cfg.frame_size, patch=cfg.lam_patch, dim=cfg.lam_dim, enc_depth=cfg.lam_depth,
                      dec_depth=cfg.lam_depth, heads=cfg.heads, num_actions=cfg.lam_actions,
-                     restart_after=cfg.lam_restart_after, decoder_mask=cfg.lam_decoder_mask,
+                     restart_after=cfg.lam_restart_after, beta=cfg.lam_beta, decoder_mask=cfg.lam_decoder_mask,
                      var_weight=cfg.lam_var_weight, max_frames=cfg.lam_clip_len, lam_size=cfg.lam_size,
                      predict_delta=cfg.lam_predict_delta, quantizer=cfg.lam_quantizer,
                      enc_positions=cfg.lam_enc_positions, enc_attention=cfg.lam_enc_attention,
