@@ -145,7 +145,9 @@ def evaluate_planning(model: ACWorldModel, episodes: int, budget: int, horizon: 
     summary["difference"] = float(diff.mean())
     summary["difference_se"] = float(diff.std(ddof=1) / math.sqrt(episodes)) if episodes > 1 else float("nan")
     # final distances: standard errors over episodes and the paired difference planner - random (< 0: closer)
-    se = lambda v: float(np.std(v, ddof=1) / math.sqrt(episodes)) if episodes > 1 else float("nan")  # noqa: E731
+    def se(v):
+        return float(np.std(v, ddof=1) / math.sqrt(episodes)) if episodes > 1 else float("nan")
+
     for who in ("plan", "random"):
         summary[f"{who}_final_distance_se"] = se([r[f"{who}_final_distance"] for r in rows])
     gap = [r["plan_final_distance"] - r["random_final_distance"] for r in rows]

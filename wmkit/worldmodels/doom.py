@@ -34,7 +34,7 @@ from PIL import Image
 
 from wmkit.utils import process_pool, spearman  # noqa: F401  (spearman: re-exported)
 from wmkit.worldmodels.data import Episode, EpisodeFormatError, load_episode, save_episode
-from wmkit.worldmodels.mdnrnn import MDNRNN, mdn_sample
+from wmkit.worldmodels.mdnrnn import MDNRNN
 
 DOOM_ENV_ID = "VizdoomTakeCover-v1"
 MAX_FRAMES = 2100          # doomrnn: max_frame / max_episode_length
@@ -235,13 +235,9 @@ def dream_survival(params: np.ndarray | None, m: MDNRNN, init_mu: torch.Tensor, 
             alive &= out.done_logit[:, -1] <= 0.0                                        # logit > 0: dead
         else:                                   # fast path: only the L running dreams, the same noise
             live = alive.nonzero().squeeze(1)                                            # (L,)
-            u = torch.rand(rollouts, m.z_dim, m.n_mix, generator=g, device=dev)         # as sample_next draws
-            eps = torch.randn(rollouts, m.z_dim, 1, generator=g, device=dev)
             out = m(z[live, None], a[live, None], (state[0][:, live], state[1][:, live]))
-            j = live % rollouts                                                          # row b: noise b % R
             z, state = z.clone(), (state[0].clone(), state[1].clone())
-            z[live] = mdn_sample(out.logit_pi[:, -1], out.mu[:, -1], out.log_sigma[:, -1], tau, g,
-                                 (u[j], eps[j]))                                         # (L, Z)
+            z[live] = m.sample_next(out, tau, g, noise_period=rollouts, rows=live)       # (L, Z)
             state[0][:, live], state[1][:, live] = out.state
             alive[live] = out.done_logit[:, -1] <= 0.0
         if not alive.any():

@@ -149,19 +149,26 @@ class MDNRNN(nn.Module):
         return losses
 
     def sample_next(self, out: MDNOutput, tau: float = 1.0, generator: torch.Generator | None = None,
-                    noise_period: int | None = None) -> torch.Tensor:
+                    noise_period: int | None = None, rows: torch.Tensor | None = None) -> torch.Tensor:
         """Draw z_{t+1} from the last time step of ``out`` at temperature tau: (B, Z).
 
         ``noise_period=R``: row b uses the random numbers of row b % R (common random numbers, so
         that B / R controllers evaluated on the same R dreams see the same luck).
+        ``rows`` (B,): ``out`` holds only these rows of a larger batch (the dreams still running); row i then
+        uses the random numbers of row rows[i] % R, drawn exactly as for the whole batch.
         """
         logit, mu, log_sigma = out.logit_pi[:, -1], out.mu[:, -1], out.log_sigma[:, -1]  # (B, Z, K)
         noise = None
         if noise_period is not None:
             B, Z, K = logit.shape
-            if B % noise_period:
-                raise ValueError(f"batch {B} is not a multiple of noise_period {noise_period}")
+            if rows is None:
+                if B % noise_period:
+                    raise ValueError(f"batch {B} is not a multiple of noise_period {noise_period}")
+                rows = torch.arange(B, device=logit.device)
             u = torch.rand(noise_period, Z, K, generator=generator, device=logit.device)
             eps = torch.randn(noise_period, Z, 1, generator=generator, device=logit.device)
-            noise = (u.repeat(B // noise_period, 1, 1), eps.repeat(B // noise_period, 1, 1))
+            j = rows % noise_period                                              # (B,)
+            noise = (u[j], eps[j])
+        elif rows is not None:
+            raise ValueError("sample_next: rows needs noise_period (the noise is shared per row % noise_period)")
         return mdn_sample(logit, mu, log_sigma, tau, generator, noise)
