@@ -347,3 +347,21 @@ def test_reward_head_fit_known_answers():
     r1 = reward_head_fit(m, z, [ep], constant=0.52, windows=(1,))[0]
     expect = 1 - (rewards ** 2).mean() / ((0.52 - rewards) ** 2).mean()
     assert np.isclose(r1["r2"], expect, atol=1e-5)
+
+
+def test_sample_next_on_a_subset_of_rows_draws_the_whole_batchs_noise():
+    from wmkit.worldmodels.mdnrnn import MDNRNN
+
+    torch.manual_seed(0)
+    m = MDNRNN(4, 1, 8, 2).eval()
+    z, a = torch.randn(6, 1, 4), torch.randn(6, 1, 1)
+    z[4], a[4] = z[1], a[1]  # rows 1 and 4 (= 1 mod 3) share their noise: same input, same sample
+    with torch.no_grad():
+        full = m.sample_next(m(z, a), 1.0, torch.Generator().manual_seed(3), noise_period=3)      # (6, 4)
+        rows = torch.tensor([1, 4, 5])
+        sub = m.sample_next(m(z[rows], a[rows]), 1.0, torch.Generator().manual_seed(3), noise_period=3, rows=rows)
+    torch.testing.assert_close(sub, full[rows], rtol=0, atol=0)
+    torch.testing.assert_close(full[1], full[4], rtol=0, atol=0)
+    assert not torch.equal(full[0], full[3])  # different inputs
+    with pytest.raises(ValueError, match="noise_period"):
+        m.sample_next(m(z, a), 1.0, rows=rows)
