@@ -67,8 +67,15 @@ def dreamer_batch(frames: np.ndarray, actions: np.ndarray) -> dict[str, torch.Te
 
 
 def train_dreamer_wm(frames: np.ndarray, actions: np.ndarray, steps: int, batch: int, length: int, lr: float = 3e-4,
-                     size: str = "tiny", seed: int = 0, progress: bool = True):
-    """Train the world model alone (no actor/critic) on random windows; returns (wm, cfg, history, flops/step, s)."""
+                     size: str = "tiny", seed: int = 0, progress: bool = True, snapshots: tuple[int, ...] = ()):
+    """Train the world model alone (no actor/critic) on random windows; returns (wm, cfg, history, flops/step, s).
+
+    ``snapshots``: step counts at which a copy of the weights and the training seconds so far are kept in
+    ``history[-1]["snapshots"]`` ({steps: (state_dict, seconds)}); the learning rate is constant, so a snapshot at k
+    steps is the model a k-step run trains."""
+    if steps < 1 or batch < 1 or length < 2 or any(not 1 <= k <= steps for k in snapshots):
+        raise ValueError(f"train_dreamer_wm: need steps >= 1, batch >= 1, length >= 2 and snapshots in [1, steps], "
+                         f"got {steps}, {batch}, {length}, {snapshots}")
     wm, cfg = dreamer_world_model(size, seed)
     opt = torch.optim.Adam(wm.parameters(), lr=lr, eps=cfg.model_eps)
     g = torch.Generator().manual_seed(seed)
@@ -83,7 +90,7 @@ def train_dreamer_wm(frames: np.ndarray, actions: np.ndarray, steps: int, batch:
     data = batch_at()
     flops = step_flops(lambda: wm.loss(data, cfg, g)[0])
     opt.zero_grad(set_to_none=True)
-    history, t0 = [], time.perf_counter()
+    history, t0, kept = [], time.perf_counter(), {}
     for step in tqdm(range(steps), desc="Dreamer WM", disable=not progress):
         loss, _, _, mets = wm.loss(batch_at(), cfg, g)
         opt.zero_grad(set_to_none=True)
@@ -92,6 +99,10 @@ def train_dreamer_wm(frames: np.ndarray, actions: np.ndarray, steps: int, batch:
         opt.step()
         if step % 10 == 0 or step == steps - 1:
             history.append({"step": step, **{k: float(v.detach()) for k, v in mets.items()}})
+        if step + 1 in snapshots:
+            kept[step + 1] = ({k: v.detach().clone() for k, v in wm.state_dict().items()}, time.perf_counter() - t0)
+    if snapshots:
+        history[-1]["snapshots"] = kept
     return wm, cfg, history, flops, time.perf_counter() - t0
 
 
