@@ -182,3 +182,120 @@ def test_residual_predictor_starts_as_the_copy_and_learns_from_actions():
     with pytest.raises(ValueError):
         ACPredictor(cfg)(z, a[:, :2])
 
+
+
+LEWM = dict(TINY, regulariser="sigreg", loss="mse", normalize=False, pooled=True, pred_projector=True, history=3,
+            rollout_steps=0)
+
+
+def test_sigreg_by_hand_on_two_points():
+    """D = 1: every unit direction is +-1, so two samples at +-a give phi_N(t) = cos(t a) exactly and
+    T = N sum_k w_k (cos(t_k a) - exp(-t_k^2 / 2))^2 with the 17-knot trapezoid weights on [0, 3] (doubled)."""
+    a = 0.7
+    t = np.linspace(0, 3, 17)
+    w = np.full(17, 2 * 3 / 16)
+    w[[0, -1]] = 3 / 16
+    expected = 2 * np.sum(w * np.exp(-t**2 / 2) * (np.cos(t * a) - np.exp(-t**2 / 2)) ** 2)
+    got = SIGReg(num_proj=8)(torch.tensor([[a], [-a]]))
+    assert float(got) == pytest.approx(expected, rel=1e-5)
+
+
+def test_lewm_loss_is_next_embedding_mse_plus_sigreg_per_time_step():
+    """LeWM ``train.py``: loss = mean (P(z_<3, a_<3) - z_1..3)^2 + 0.09 SIGReg(z transposed to (T, B, D)), gradient
+    through both branches (no stop-gradient), no rollout term; the pred_proj MLP sits after the predictor."""
+    torch.manual_seed(0)
+    m = ACWorldModel(ACConfig(**LEWM))
+    frames, actions = torch.rand(6, 4, 3, 16, 16), torch.randn(6, 3, 2)
+    torch.manual_seed(1)
+    out = m.loss(frames, actions)
+    z = m.encode(frames)  # (6, 4, 1, 16): BatchNorm in train mode, the same batch -> the same embeddings
+    pred = m.predict(z[:, :-1], actions)
+    torch.manual_seed(1)  # the same random projections as inside the loss
+    sig = m.sigreg(z[:, :, 0].transpose(0, 1))  # (T, B, D): one test per time step over the batch
+    assert float(out["rollout_loss"]) == 0.0
+    assert float(out["tf_loss"].detach()) == pytest.approx(float((pred - z[:, 1:]).square().mean().detach()), rel=1e-5)
+    assert float(out["loss"].detach()) == pytest.approx(float((out["tf_loss"] + 0.09 * sig).detach()), rel=1e-5)
+    out["loss"].backward()
+    for part in (m.encoder, m.projector, m.predictor, m.pred_projector):
+        assert all(p.grad is not None for p in part.parameters())
+    with pytest.raises(ValueError, match="pred_projector needs pooled"):
+        ACWorldModel(ACConfig(**dict(LEWM, pooled=False)))
+    with pytest.raises(ValueError, match="history"):
+        ACWorldModel(ACConfig(**dict(LEWM, history=-1)))
+
+
+def test_history_window_hides_older_frames_from_the_rollout():
+    """history = 2: the first predicted step sees only the last 2 of 3 context frames (LeWM ``rollout``: emb[:, -HS:]);
+    with history = 0 (V-JEPA 2-AC) it sees all 3."""
+    torch.manual_seed(0)
+    for hist, moves in ((2, False), (0, True)):
+        m = ACWorldModel(ACConfig(**dict(LEWM, history=hist))).eval()
+        z0, a = torch.randn(1, 3, 1, 16), torch.randn(1, 4, 2)
+        base = m.rollout(z0, a)
+        z1 = z0.clone()
+        z1[:, 0] += 3.0
+        assert ((m.rollout(z1, a) - base).abs().max() > 1e-3) == moves
+        z2 = z0.clone()
+        z2[:, 2] += 3.0  # the newest frame always matters
+        assert (m.rollout(z2, a) - base).abs().max() > 1e-3
+
+
+def test_energy_last_reads_only_the_last_pooled_embedding():
+    """Perturbation: with energy="last" a change of any earlier predicted embedding leaves the energy unchanged, a
+    change of the last one moves it by exactly the MSE (LeWM ``criterion``, up to the sum over D)."""
+    m = ACWorldModel(ACConfig(**LEWM))
+    z = torch.randn(3, 5, 1, 16, generator=torch.Generator().manual_seed(0))
+    goal = torch.zeros(1, 1, 16)
+    m.rollout = lambda z0, a: z
+    args = (torch.zeros(1, 1, 1, 16), goal, torch.zeros(3, 5, 2))
+    base = m.energy(*args, "last")
+    assert torch.allclose(base, z[:, -1, 0].square().mean(-1))
+    z[:, :4] += 10.0
+    assert torch.equal(m.energy(*args, "last"), base)
+    z[:, 4] += 1.0
+    assert not torch.allclose(m.energy(*args, "last"), base)
+
+
+def test_batchnorm_recalibration_matches_the_batch_statistics_at_the_final_weights():
+    """After recalibrate_batchnorm over one batch, eval mode on that batch gives what train mode (batch statistics)
+    gives, up to the unbiased variance BatchNorm stores: the lagging running averages are replaced."""
+    from wmkit.jepa.train import recalibrate_batchnorm
+
+    torch.manual_seed(0)
+    m = ACWorldModel(ACConfig(**LEWM))
+    for bn in (m.projector.norm, m.pred_projector.norm):
+        bn.running_mean.fill_(5.0)  # stale statistics, as after training with moving weights
+    clip, act = torch.rand(64, 4, 3, 16, 16), torch.randn(64, 3, 2)
+    with torch.no_grad():
+        m.train()
+        z_train = m.encode(clip)
+        m.eval()
+        z_stale = m.encode(clip)
+        assert recalibrate_batchnorm(m, [(clip, act)]) == 2
+        assert not m.training
+        z_eval = m.encode(clip)
+    assert (z_stale - z_train).abs().max() > 1.0
+    assert torch.allclose(z_eval, z_train, atol=0.05)
+    assert m.projector.norm.momentum == 0.1  # restored
+    assert recalibrate_batchnorm(ACWorldModel(ACConfig(**TINY)), []) == 0  # no BatchNorm: nothing to do
+
+
+def test_cls_pool_attends_to_every_token_and_is_checked():
+    """pool="cls" (LeWM's CLS token): one embedding per frame that changes when any single patch changes, with a
+    gradient into the learnable token; refused with an EMA target or without pooled."""
+    torch.manual_seed(0)
+    m = ACWorldModel(ACConfig(**dict(LEWM, pool="cls"))).eval()
+    frames = torch.rand(1, 2, 3, 16, 16)
+    base = m.encode(frames)
+    assert base.shape == (1, 2, 1, 16)
+    for y, x in ((0, 0), (8, 8)):  # the first and the last of the 4 patches
+        f2 = frames.clone()
+        f2[:, 0, :, y:y + 8, x:x + 8] = 1.0 - f2[:, 0, :, y:y + 8, x:x + 8]
+        out = m.encode(f2)
+        assert (out[:, 0] - base[:, 0]).abs().max() > 1e-3 and torch.equal(out[:, 1], base[:, 1])
+    m.train()
+    m.loss(torch.rand(4, 4, 3, 16, 16), torch.randn(4, 3, 2))["loss"].backward()
+    assert m.cls_token.grad is not None and m.cls_token.grad.abs().sum() > 0
+    for bad in (dict(LEWM, pool="cls", regulariser="ema"), dict(TINY, pool="cls"), dict(LEWM, pool="max")):
+        with pytest.raises(ValueError, match="pool"):
+            ACWorldModel(ACConfig(**bad))

@@ -27,11 +27,11 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange
+from einops import rearrange, repeat
 from torch import nn
 
 from wmkit.jepa.vjepa import VideoViT, VJEPAConfig, collapse_stats, ema_update, sincos_3d
-from wmkit.nn import TransformerBlock, block_causal_mask, sincos_1d
+from wmkit.nn import TransformerBlock, block_causal_mask, patchify_tubelets, sincos_1d
 
 __all__ = ["ACConfig", "ACPredictor", "ACWorldModel", "Projector", "SIGReg", "cem"]
 
@@ -91,6 +91,22 @@ class ACConfig:
     """BatchNorm1d inside the pooled projector (LeWM ``model/lewm.yaml``: ``norm_fn: BatchNorm1d``). Without it the
     pooled embeddings start with a tiny spread, where SIGReg's gradient (second order in the spread) vanishes, and
     the run collapses (measured: feature std 2e-4 after 300 steps)"""
+
+    pool: Literal["mean", "cls"] = "mean"
+    """with ``pooled``: how one embedding per frame is read from the encoder: "mean" of the output tokens, or "cls" =
+    a learnable token prepended to the frame's tokens that attends to them through every encoder block, its output
+    then projected (LeWM: the ViT's CLS token, ``last_hidden_state[:, 0]``). Mean pooling dilutes a 2-pixel agent
+    into 1 / N of the embedding; a CLS token can attend to it"""
+    projector_hidden: int = 0
+    """hidden width of the pooled projector MLPs (0: 2 x dim, the earlier wmkit size; LeWM ``model/lewm.yaml``: 2048
+    for width 192)"""
+    pred_projector: bool = False
+    """pass the predictor's output through a second projector MLP (LeWM ``pred_proj``: Linear-BatchNorm1d-GELU-Linear;
+    needs ``pooled``). False: the predictor's linear output layer only (V-JEPA 2-AC)"""
+    history: int = 0
+    """frames of context the predictor sees when rolling out (LeWM ``history_size``: 3, the last 3 embeddings; train
+    with ``length = history + 1`` windows so that planning never feeds positions the predictor was not trained on).
+    0: the whole rollout so far (V-JEPA 2-AC)"""
 
     residual: bool = False
     """predict the change of every token, z_{t+1} = z_t + P(...), instead
@@ -203,7 +219,17 @@ class ACWorldModel(nn.Module):
         if cfg.regulariser == "ema":
             self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
         self.sigreg = SIGReg(num_proj=cfg.sigreg_proj)
-        self.projector = Projector(cfg.dim, 2 * cfg.dim, cfg.projector_norm) if cfg.pooled else None
+        if cfg.pred_projector and not cfg.pooled:
+            raise ValueError("ACConfig.pred_projector needs pooled=True (LeWM projects one embedding per frame)")
+        if cfg.history < 0:
+            raise ValueError(f"ACConfig.history must be >= 0 (0: the whole rollout), got {cfg.history}")
+        if cfg.pool not in ("mean", "cls") or (cfg.pool == "cls" and (not cfg.pooled or cfg.regulariser == "ema")):
+            raise ValueError(f"ACConfig.pool: 'mean' or 'cls' (cls needs pooled=True and a recipe without an EMA "
+                             f"target), got pool={cfg.pool!r}, pooled={cfg.pooled}, regulariser={cfg.regulariser!r}")
+        self.cls_token = nn.Parameter(0.02 * torch.randn(1, 1, cfg.dim)) if cfg.pool == "cls" else None
+        hidden = cfg.projector_hidden or 2 * cfg.dim
+        self.projector = Projector(cfg.dim, hidden, cfg.projector_norm) if cfg.pooled else None
+        self.pred_projector = Projector(cfg.dim, hidden, cfg.projector_norm) if cfg.pred_projector else None
         self.target_projector = (copy.deepcopy(self.projector).requires_grad_(False)
                                  if cfg.pooled and cfg.regulariser == "ema" else None)
 
@@ -217,23 +243,44 @@ class ACWorldModel(nn.Module):
             enc, proj = self.target_encoder, self.target_projector
         with torch.set_grad_enabled(torch.is_grad_enabled() and not (target and self.cfg.regulariser in ("ema",
                                                                                                           "frozen"))):
-            z = enc.encode_frames(frames)  # (B, T, N, D)
+            z = self._cls(enc, frames) if self.cls_token is not None else enc.encode_frames(frames)  # (B, T, N, D)
             if proj is not None:
                 z = proj(z.mean(2, keepdim=True))  # (B, T, 1, D): one embedding per frame
             return self._norm(z)
 
+    def _cls(self, enc: VideoViT, frames: torch.Tensor) -> torch.Tensor:
+        """``pool="cls"``: the encoder run on [CLS, tokens] of every frame (repeated to one tubelet, as
+        ``VideoViT.encode_frames``); returns the CLS output (B, T, 1, D)."""
+        B, c = frames.shape[0], enc.cfg
+        clips = repeat(frames, "b t c h w -> (b t) k c h w", k=c.tubelet)  # (B*T, t, C, H, W)
+        tokens = patchify_tubelets(clips, c.patch, c.tubelet)  # (B*T, N, C*t*p*p)
+        x = enc.patch_embed(tokens) + enc.pos[:tokens.shape[1]]  # (B*T, N, D)
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], 1)  # (B*T, 1 + N, D)
+        for blk in enc.blocks:
+            x = blk(x)
+        return rearrange(enc.norm(x)[:, :1], "(b t) n d -> b t n d", b=B)  # (B, T, 1, D)
+
     def _dist(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return (a - b).abs().mean() if self.cfg.loss == "l1" else (a - b).square().mean()
 
+    def predict(self, z: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """The predictor, then LeWM's ``pred_proj`` if ``pred_projector``: z (B, T, N, D), a (B, T, A) -> same."""
+        out = self.predictor(z, a)  # (B, T, N, D)
+        return out if self.pred_projector is None else self.pred_projector(out)
+
     def rollout(self, z0: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """Autoregressive prediction from context z0 (B, T0, N, D) under actions (B, H, A) -> (B, H, N, D).
-        ``actions[:, k]`` is taken after frame T0 - 1 + k."""
+        ``actions[:, k]`` is taken after frame T0 - 1 + k. With ``cfg.history`` > 0 the predictor sees only the last
+        ``history`` frames (and their actions) at every step, as LeWM's ``JEPA.rollout``."""
         T0 = z0.shape[1]
         hist = actions.new_zeros(actions.shape[0], T0 - 1, actions.shape[-1])  # no action known inside the context
         zs, acts = z0, torch.cat([hist, actions], 1)  # (B, T0 - 1 + H, A)
+        keep = self.cfg.history
         preds = []
         for _ in range(actions.shape[1]):
-            nxt = self._norm(self.predictor(zs, acts[:, :zs.shape[1]])[:, -1:])  # (B, 1, N, D)
+            T = zs.shape[1]
+            lo = max(0, T - keep) if keep else 0  # the context window
+            nxt = self._norm(self.predict(zs[:, lo:], acts[:, lo:T])[:, -1:])  # (B, 1, N, D)
             preds.append(nxt)
             zs = torch.cat([zs, nxt], 1)
         return torch.cat(preds, 1)  # (B, H, N, D)
@@ -255,7 +302,7 @@ class ACWorldModel(nn.Module):
         c = self.cfg
         T = z.shape[1]
         # [eq:ac-loss]
-        pred = self.predictor(z[:, :-1], actions)  # (B, T-1, N, D): teacher forcing
+        pred = self.predict(z[:, :-1], actions)  # (B, T-1, N, D): teacher forcing
         out = {"tf_loss": self._dist(self._norm(pred), h[:, 1:])}
         k = min(c.rollout_steps, T - 1)
         ro = self.rollout(z[:, :1], actions[:, :k]) if k > 0 else None  # (B, k, N, D)
