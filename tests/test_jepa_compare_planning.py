@@ -147,3 +147,20 @@ def test_bad_inputs_raise(wm):
         plan_episode_dreamer(wm, env, 5, 2, 4, 2, 1, torch.Generator(), receding=3)
     with pytest.raises(ValueError, match="episodes >= 2"):
         evaluate_dreamer_planning(wm, 1, 5, 1, 4, 2, 1, 32)
+
+
+def test_carracing_goal_task_replays_its_start_and_maps_controls():
+    from wmkit.jepa.goals import GoalTask, frame_of, to_control
+
+    a = torch.tensor([[-0.5, -0.3, 0.7], [1.0, 0.4, -1.0]])
+    assert torch.equal(to_control(a), torch.tensor([[-0.5, 0.0, 0.7], [1.0, 0.4, 0.0]]))  # gas, brake in [0, 1]
+    task = GoalTask(size=32, warmup=3, offset=4, budget=2, radius=1e-3, skip_zoom=2)
+    g = task.goal(0)
+    assert g["frame"].shape == (32, 32, 3) and len(g["warmup_actions"]) == 3
+    task.start(0)
+    assert np.array_equal(task.position(), g["start_position"])  # Box2D replays the same start exactly
+    stay = task.run(task.start(0), lambda _o, _t: np.array([0.0, 0.0, 1.0]), 0)  # full brake, radius ~0
+    assert not stay["success"] and stay["min_distance"] <= np.linalg.norm(g["start_position"] - g["position"]) + 1e-9
+    assert frame_of(np.zeros((96, 96, 3), np.uint8), 16).shape == (16, 16, 3)
+    with pytest.raises(ValueError, match="radius > 0"):
+        GoalTask(radius=0)
