@@ -330,3 +330,26 @@ def test_energy_bias_tool_known_answer_and_bad_input():
 def rearrange_norm(a):
     """(F, H, k * 2) blocks -> mean norm of the 2-D actions, (F,)."""
     return a.reshape(a.shape[0], -1, 2).norm(dim=-1).mean(1)
+
+
+def test_lewm_recipe_cli_trains_the_published_configuration(tmp_path, monkeypatch):
+    """`wmkit jepa train-ac --recipe lewm`: LeWM's settings as published end up in the checkpoint's config (pooled
+    embedding, pred_proj, history 3 + 1 prediction, MSE + 0.09 SIGReg, no rollout, no layer norm, weight decay 1e-3),
+    the BatchNorm statistics are re-estimated, and the checkpoint plans."""
+    from wmkit.checkpoint import load_meta, load_state
+    from wmkit.jepa.cli import main as jepa_main
+
+    monkeypatch.setenv("WMKIT_PROFILE", "smoke")
+    jepa_main(["train-ac", "--recipe", "lewm", "--pool", "cls", "--steps", "2", "--batch", "6",
+               "--run-dir", str(tmp_path / "lewm")])
+    ckpt = tmp_path / "lewm" / "ckpt" / "latest"
+    cfg = load_meta(ckpt)["config"]
+    m = cfg["model"]
+    assert (m["regulariser"], m["loss"], m["normalize"], m["pooled"], m["pool"], m["pred_projector"]) == (
+        "sigreg", "mse", False, True, "cls", True)
+    assert (m["history"], m["rollout_steps"], m["sigreg_weight"], m["sigreg_samples"]) == (3, 0, 0.09, "time")
+    assert (cfg["length"], cfg["batch"], cfg["weight_decay"], cfg["bn_recalibrate"]) == (4, 6, 1e-3, 8)
+    model = ACWorldModel(ACConfig(**m))
+    model.load_state_dict(load_state(ckpt)["model"])
+    r = evaluate_planning(model, 2, 5, 2, 8, 2, 1, 32, progress=False, goal_offset=5, receding=2)
+    assert 0.0 <= r["plan_success"] <= 1.0

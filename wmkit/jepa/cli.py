@@ -36,7 +36,15 @@ class TrainACArgs:
     """Train the action-conditioned world model on Two-Rooms (sizes from the active profile)."""
 
     regulariser: Literal["frozen", "ema", "sigreg", "none"] = "ema"
-    """frozen (needs --encoder), ema, sigreg (LeWM: MSE + SIGReg) or none (collapses)"""
+    """frozen (needs --encoder), ema, sigreg (LeWM's loss on patch tokens: MSE + SIGReg) or none (collapses)"""
+    recipe: Literal["ac", "lewm"] = "ac"
+    """ac: the patch-token AC model of --regulariser; lewm: LeWM's recipe as published (one pooled embedding per
+    frame, pred_proj, history 3, MSE + 0.09 SIGReg, batch --batch; wmkit.jepa.train.lewm_config), ignores
+    --regulariser and --residual"""
+    pool: Literal["mean", "cls"] | None = None
+    """with --recipe lewm: how the frame embedding is read (cls = LeWM's CLS token; None: the profile's lewm_pool)"""
+    batch: int | None = None
+    """windows per step (None: the profile's ac_batch, or lewm_batch with --recipe lewm; LeWM: 128)"""
     encoder: str | None = None
     """V-JEPA checkpoint (runs/jepa/vjepa/ckpt/latest) whose target encoder to use: frozen under the predictor
     (regulariser=frozen, required) or fine-tuned with it (other recipes, at --encoder-lr-scale)"""
@@ -136,10 +144,19 @@ def train_ac_cmd(argv):
         encoder = pretrained_encoder(a.encoder)
         c = encoder.cfg  # the predictor works on the pretrained encoder's tokens: take its sizes
         sizes.update(size=c.size, patch=c.patch, dim=c.dim, depth=c.depth, heads=c.heads)
+    if a.recipe == "lewm":
+        from wmkit.jepa.train import lewm_config
+
+        cfg = lewm_config(sizes, P.action_block, a.steps or P.lewm_steps, batch=a.batch or P.lewm_batch,
+                          pool=a.pool or P.lewm_pool, sigreg_proj=P.lewm_proj, seed=a.seed)
+        d = _data(P, a.seed)
+        _, hist = train_ac(cfg, d["frames"], d["actions"], encoder=encoder, run_dir=a.run_dir)
+        print(json.dumps(hist[-1]))
+        return
     mcfg = ACConfig(**sizes, regulariser=a.regulariser, loss="mse" if a.regulariser == "sigreg" else "l1",
                     normalize=a.regulariser != "sigreg", sigreg_proj=P.sigreg_proj, action_block=P.action_block,
                     residual=a.residual)
-    cfg = ACTrainConfig(model=mcfg, steps=a.steps or P.ac_steps, batch=P.ac_batch, length=P.ac_length,
+    cfg = ACTrainConfig(model=mcfg, steps=a.steps or P.ac_steps, batch=a.batch or P.ac_batch, length=P.ac_length,
                         precision=a.precision, seed=a.seed, encoder_lr_scale=a.encoder_lr_scale)
     d = _data(P, a.seed)
     _, hist = train_ac(cfg, d["frames"], d["actions"], encoder=encoder, run_dir=a.run_dir)

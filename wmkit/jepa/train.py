@@ -24,7 +24,8 @@ from wmkit.precision import autocast, prepare_model
 from wmkit.training import Logger, check_finite
 
 __all__ = ["VJEPATrainConfig", "ACTrainConfig", "sample_windows", "block_windows", "to_video", "train_vjepa",
-           "train_ac", "recalibrate_batchnorm"]
+           "train_ac", "recalibrate_batchnorm",
+           "lewm_config"]
 
 
 @dataclass
@@ -93,6 +94,24 @@ class ACTrainConfig:
     """the encoder's learning rate as a multiple of ``lr`` (recipes that train the encoder): below 1 fine-tunes a
     pretrained encoder gently under the new predictor (e.g. 0.1), 0 keeps it fixed while its gradient is still
     computed; 1 = one rate for every parameter (the default)"""
+
+
+def lewm_config(sizes: dict, action_block: int, steps: int, batch: int = 128, pool: str = "mean",
+                sigreg_proj: int = 1024, lr: float = 1e-3, seed: int = 0) -> ACTrainConfig:
+    """LeWM's recipe as published (``lucas-maes/le-wm``: ``config/train/lewm.yaml``, ``model/lewm.yaml``,
+    ``data/tworoom.yaml``, ``train.py``) at the encoder ``sizes`` (an ACConfig's size/patch/dim/depth/heads/pred_*):
+    one embedding per frame through the projector MLP with BatchNorm (``pool``: "cls" = LeWM's CLS token, "mean"),
+    the predictor's ``pred_proj`` MLP, history 3 and one prediction (windows of 4 frames, frameskip
+    ``action_block``), next-embedding MSE + 0.09 SIGReg (17 knots, 1024 projections, one test per time step over the
+    batch), no EMA, no stop-gradient, no rollout term, no layer norm on the embeddings, batch 128, AdamW weight decay
+    1e-3, gradient clipping 1.0. Not LeWM's: ``lr`` (LeWM 5e-5 with a cosine over 100 epochs of 1000+ episodes; a
+    run of a few hundred CPU steps needs 1e-3) and the BatchNorm statistics re-estimated after training
+    (``bn_recalibrate``)."""
+    model = ACConfig(**sizes, regulariser="sigreg", loss="mse", normalize=False, pooled=True, pool=pool,
+                     projector_norm=True, pred_projector=True, history=3, rollout_steps=0, sigreg_weight=0.09,
+                     sigreg_proj=sigreg_proj, sigreg_samples="time", action_block=action_block)
+    return ACTrainConfig(model=model, steps=steps, batch=batch, length=4, lr=lr, weight_decay=1e-3, seed=seed,
+                         log_every=max(1, steps // 30))
 
 
 def to_video(frames: np.ndarray) -> torch.Tensor:
