@@ -10,7 +10,7 @@ import torch
 from einops import rearrange
 
 from wmkit.genie.dynamics import DynamicsConfig, DynamicsModel
-from wmkit.genie.lam import LAMConfig, LatentActionModel, code_usage, confusion
+from wmkit.genie.lam import LAMConfig, LatentActionModel, code_usage, confusion, recalibrate_out_norm
 from wmkit.genie.st_transformer import STTransformer, attention_cost
 from wmkit.genie.tokenizer import FSQ, TokenizerConfig, VectorQuantizer, VideoTokenizer, psnr, usage_stats
 
@@ -490,3 +490,71 @@ def test_lam_flow_token_reads_the_patch_averaged_cost_volume():
             assert int(corr.mean(2)[0, 1].argmax()) == 7
     with pytest.raises(ValueError, match="enc_flow_token"):
         LatentActionModel(LAMConfig(frame_size=12, patch=4, enc_flow_token=True))
+
+
+def test_lam_out_norm_standardises_a_e_and_recalibration_averages_the_batches():
+    """out_norm='batch': in training mode every dimension of a_e has mean 0 and variance 1 over the batch (known
+    answer); recalibrate_out_norm sets the evaluation statistics to the plain average of the given batches' means
+    and variances (computed here by hand from the encoder's output before the norm), and leaves the quantizer's
+    codebook and usage counters untouched. A bad value raises."""
+    kw = dict(frame_size=12, patch=4, dim=16, enc_depth=1, dec_depth=1, heads=2, code_dim=4, max_frames=2,
+              enc_correlation=True, corr_temperature=0.002, enc_patches=False)
+    lam = LatentActionModel(LAMConfig(**kw, out_norm="batch")).train()
+    raw = []
+    lam.out_norm.register_forward_hook(lambda m, i, o: raw.append(i[0].detach().clone()))
+    a_e = lam.encode(torch.rand(32, 2, 3, 12, 12))[0].reshape(-1, 4)  # (32, 4)
+    v = raw[0].var(0, unbiased=False)  # before the norm: small (a shared constant dominates a_e at initialisation)
+    assert torch.allclose(a_e.mean(0), torch.zeros(4), atol=1e-5)
+    assert torch.allclose(a_e.var(0, unbiased=False), v / (v + lam.out_norm.eps), atol=1e-4)  # = 1 up to eps
+
+    batches = [torch.rand(8, 2, 3, 12, 12) for _ in range(3)]
+    raw.clear()
+    codebook, unused = lam.vq.codebook.detach().clone(), lam.vq.steps_unused.clone()
+    recalibrate_out_norm(lam, batches)
+    assert len(raw) == 3 and lam.training and lam.out_norm.momentum == 0.1
+    assert torch.allclose(lam.out_norm.running_mean, torch.stack([r.mean(0) for r in raw]).mean(0), atol=1e-6)
+    assert torch.allclose(lam.out_norm.running_var, torch.stack([r.var(0) for r in raw]).mean(0), atol=1e-6)
+    assert torch.equal(lam.vq.codebook, codebook) and torch.equal(lam.vq.steps_unused, unused)
+    lam.eval()  # evaluation: (a - running mean) / sqrt(running var + eps)
+    x = torch.rand(5, 2, 3, 12, 12)
+    raw.clear()
+    got = lam.encode(x)[0].reshape(-1, 4)
+    want = (raw[0] - lam.out_norm.running_mean) / torch.sqrt(lam.out_norm.running_var + lam.out_norm.eps)
+    assert torch.allclose(got, want, atol=1e-5)
+    with pytest.raises(ValueError, match="out_norm"):
+        LatentActionModel(LAMConfig(**kw, out_norm="layer"))
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_dynamics_token_context_embeds_exactly_the_neighbourhood(k):
+    """token_context=k: changing one token changes the input embedding of the tokens whose k x k window holds it --
+    its k x k neighbourhood on the grid, clipped at the border -- and of no other token or frame; the projection
+    reads the window in (row, column) order with zeros past the border (a known answer at a corner)."""
+    cfg = DynamicsConfig(vocab=11, grid=(4, 5), num_actions=3, dim=8, depth=1, heads=2, max_frames=3, token_context=k)
+    dyn = DynamicsModel(cfg)
+    tok = torch.randint(0, 11, (2, 3, 20))
+    for r, c in [(0, 0), (2, 3), (3, 4)]:
+        t2 = tok.clone()
+        t2[1, 1, r * 5 + c] = (tok[1, 1, r * 5 + c] + 1) % 11
+        changed = (dyn.embed(t2) - dyn.embed(tok)).abs().sum(-1) > 0  # (2, 3, 20)
+        want = torch.zeros(2, 3, 4, 5, dtype=torch.bool)
+        want[1, 1, max(r - k // 2, 0): r + k // 2 + 1, max(c - k // 2, 0): c + k // 2 + 1] = True
+        assert torch.equal(changed, want.reshape(2, 3, 20)), (r, c)
+    if k == 3:  # the corner token (0, 0): window rows/columns -1..1, the 4 inside at window slots 4, 5, 7, 8
+        e = dyn.token_embed(tok[0, 0])  # (20, D)
+        win = torch.zeros(9, 8)
+        win[4], win[5], win[7], win[8] = e[0], e[1], e[5], e[6]
+        assert torch.allclose(dyn.embed(tok[0, 0])[0], dyn.context_proj(win.reshape(-1)), atol=1e-6)
+    with pytest.raises(ValueError, match="token_context"):
+        DynamicsModel(DynamicsConfig(vocab=11, grid=(4, 5), token_context=2))
+
+
+def test_dynamics_token_context_keeps_the_cached_generation_equal_to_the_plain_loop():
+    """With token_context=3 the context cache still gives the logits of the whole-clip forward."""
+    cfg = DynamicsConfig(vocab=11, grid=(3, 3), num_actions=3, dim=8, depth=2, heads=2, max_frames=4, token_context=3)
+    dyn = DynamicsModel(cfg).eval()
+    ctx, cur = torch.randint(0, 11, (2, 2, 9)), torch.randint(0, 12, (2, 9))
+    acts = torch.randint(0, 3, (2, 2))
+    full = dyn(torch.cat([ctx, cur[:, None]], 1), acts)[:, -1]
+    fast = dyn.next_logits(dyn.context_cache(ctx, acts[:, :-1]), cur, acts[:, -1])
+    assert torch.allclose(full, fast, atol=1e-5)

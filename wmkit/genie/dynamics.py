@@ -58,6 +58,13 @@ class DynamicsConfig:
     """Scale of the Gumbel noise on the confidences, annealed to 0 (Genie: 2; MaskGIT's choice_temperature)."""
     sample_temperature: float = 1.0
     """Softmax temperature of the token samples (1 = the model's distribution, as in MaskGIT)."""
+    token_context: int = 1
+    """Each token's input embedding also holds its neighbours': the embeddings of the (k x k)-token window centred on
+    it (zeros past the border), concatenated and projected to the width (1 = Genie: the token alone). With the
+    tile-aligned frames a one-tile scroll makes a token of frame t+1 equal to a neighbour of the same position in
+    frame t, which the causal temporal attention brings to it: the scroll becomes a per-token choice among 9 inputs
+    that the action selects, instead of a move the spatial attention has to learn from positions (the LAM's
+    ``patch_context``, same reason; not in Genie)."""
 
 
 def sample_categorical(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -80,6 +87,10 @@ class DynamicsModel(nn.Module):
         self.num_tokens = cfg.grid[0] * cfg.grid[1]
         self.mask_id = cfg.vocab  # one extra embedding row for [MASK]
         self.token_embed = nn.Embedding(cfg.vocab + 1, cfg.dim)
+        k = cfg.token_context
+        if k < 1 or k % 2 == 0:
+            raise ValueError(f"token_context: expected an odd number >= 1, got {k}")
+        self.context_proj = nn.Linear(k * k * cfg.dim, cfg.dim) if k > 1 else None  # (k k D) -> D
         self.action_embed = nn.Embedding(cfg.num_actions, cfg.dim)
         self.transformer = STTransformer(cfg.dim, cfg.depth, cfg.heads, tuple(cfg.grid), cfg.max_frames,
                                          None, cfg.vocab, causal_time=True)
@@ -98,11 +109,23 @@ class DynamicsModel(nn.Module):
         if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) > self.cfg.vocab):
             raise ValueError(f"tokens: ids must be in [0, {self.cfg.vocab}] ({self.cfg.vocab} = [MASK])")
 
+    def embed(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Token ids (..., N) -> input embeddings (..., N, D): the token's own (Genie), or with ``token_context`` k > 1
+        the projection of its k x k neighbourhood's embeddings."""
+        x = self.token_embed(tokens)  # (..., N, D)
+        if self.context_proj is None:
+            return x
+        (h, w), k, D = self.cfg.grid, self.cfg.token_context, x.shape[-1]
+        g = rearrange(x.reshape(-1, h * w, D), "m (h w) d -> m d h w", h=h)  # (M, D, h, w)
+        win = F.unfold(g, kernel_size=k, padding=k // 2)  # (M, D k k, N): channel-major, then window row, column
+        win = rearrange(win, "m (d kk) n -> m n (kk d)", kk=k * k)  # (M, N, k k D)
+        return self.context_proj(win).reshape(x.shape)  # (..., N, D)
+
     def forward(self, tokens: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         self._check(tokens, actions)
         if mask is not None:
             tokens = torch.where(mask, torch.full_like(tokens, self.mask_id), tokens)  # (B, T, N)
-        x = self.token_embed(tokens)  # (B, T, N, D)
+        x = self.embed(tokens)  # (B, T, N, D)
         # [eq:action-add]
         a = self.action_embed(actions)[:, :, None, :]  # (B, T-1, 1, D): a~_t drives frame t+1
         x = torch.cat([x[:, :1], x[:, 1:] + a], dim=1)  # (B, T, N, D)
@@ -135,7 +158,7 @@ class DynamicsModel(nn.Module):
         """Per ST block, the temporal keys and values (B*N, heads, c, D/heads) of the context frames (B, c, N);
         ``actions`` (B, c - 1) are the context's own transitions."""
         tr, B = self.transformer, context.shape[0]
-        x = self.token_embed(context)  # (B, c, N, D)
+        x = self.embed(context)  # (B, c, N, D)
         x = torch.cat([x[:, :1], x[:, 1:] + self.action_embed(actions)[:, :, None, :]], dim=1)  # (B, c, N, D)
         x = tr.add_positions(x)
         cache = []
@@ -159,7 +182,7 @@ class DynamicsModel(nn.Module):
         and the action (B,) leading to it. Equal to ``self(cat(context, tokens), actions)[:, -1]``."""
         tr, B = self.transformer, tokens.shape[0]
         c = cache[0][0].shape[2]
-        x = self.token_embed(tokens) + self.action_embed(action)[:, None, :]  # (B, N, D)
+        x = self.embed(tokens) + self.action_embed(action)[:, None, :]  # (B, N, D)
         x = x + tr.pos_t[c].to(x.dtype) + tr.pos_s.to(x.dtype)  # the new frame sits at time index c
         for blk, (k_c, v_c) in zip(tr.blocks, cache):
             x = x + blk.spatial(blk.norm_s(x))  # (B, N, D)

@@ -42,7 +42,7 @@ from wmkit.genie.st_transformer import FullTransformer, STTransformer
 from wmkit.genie.tokenizer import FSQ, VectorQuantizer, usage_stats
 from wmkit.nn import block_causal_mask, patchify, sincos_2d, unpatchify
 
-__all__ = ["LAMConfig", "LatentActionModel", "code_usage", "confusion"]
+__all__ = ["LAMConfig", "LatentActionModel", "code_usage", "confusion", "recalibrate_out_norm"]
 
 
 @dataclass
@@ -112,6 +112,13 @@ class LAMConfig:
     only the *same* position of frame t, so a shift shows only after spatial layers have moved the neighbours' content
     there) or 'full' (block-causal attention over all tokens of the clip: a patch of x_{t+1} can find its match
     anywhere in x_t in one layer, content-based, and read the match's position -- the displacement)."""
+    out_norm: str = "none"
+    """'none' (Genie) or 'batch': standardise each dimension of the encoder output a_e over the batch (a BatchNorm
+    without scale and shift) before the quantizer. Measured on the cpu recording: at initialisation a_e is a shared
+    constant plus a small part that depends on the motion (a nearest-class-mean readout finds all five motions in it,
+    93-100 %), too small for the decoder to tell apart; training then folded right, up and down onto the other codes
+    (readout 0 %, even with no quantizer at all). Standardising removes the constant and scales up the part that
+    varies. Evaluation uses statistics re-estimated after training (:func:`recalibrate_out_norm`). Not in Genie."""
     enc_positions: str = "learned"
     """Encoder positions of the patch tokens: 'sincos' (fixed 2-D table, as Jafar's sin-cos) or 'learned' (a table
     initialised at std 0.02; with it the encoder starts blind to where a patch is, so it cannot tell a left scroll
@@ -166,6 +173,12 @@ class LatentActionModel(nn.Module):
         else:
             raise ValueError(f"LAM quantizer: expected 'vq' or 'fsq', got {cfg.quantizer!r}")
         self.encoder.out = nn.Linear(cfg.dim, code_dim)
+        if cfg.out_norm == "batch":  # per-dimension (a_e - batch mean) / batch std; running statistics in eval mode
+            self.out_norm = nn.BatchNorm1d(code_dim, affine=False)
+        elif cfg.out_norm == "none":
+            self.out_norm = None
+        else:
+            raise ValueError(f"LAM out_norm: expected 'none' or 'batch', got {cfg.out_norm!r}")
         self.action_up = nn.Linear(code_dim, cfg.dim)
         out_dim = 3 * cfg.patch * cfg.patch  # the decoder draws each token's own patch
         self.decoder = STTransformer(cfg.dim, cfg.dec_depth, cfg.heads, (g, g), cfg.max_frames, pdim, out_dim)
@@ -234,6 +247,8 @@ class LatentActionModel(nn.Module):
             for blk in self.encoder.blocks:
                 x = blk(x)  # (B, T, N+1, D): spatial, causal temporal, MLP
         a_e = self.encoder.out(self.encoder.norm(x[:, 1:, 0]))  # (B, T-1, d): action token of frames 2..T
+        if self.out_norm is not None:  # standardise each dimension over the batch's transitions
+            a_e = self.out_norm(a_e.reshape(-1, a_e.shape[-1])).reshape(a_e.shape)  # (B, T-1, d)
         if isinstance(self.vq, FSQ):
             a_q, ids = self.vq(a_e)
             return a_e, a_q, ids, a_e.new_zeros(())
@@ -294,6 +309,29 @@ class LatentActionModel(nn.Module):
     def code(self, ids: torch.Tensor) -> torch.Tensor:
         """Quantized code vectors (..., d) of action ids."""
         return self.vq.indices_to_codes(ids)
+
+
+@torch.no_grad()
+def recalibrate_out_norm(lam: LatentActionModel, batches) -> None:
+    """Re-estimate the ``out_norm="batch"`` statistics as the plain average over ``batches`` (clips (B, T, 3, H, W))
+    with the trained weights ("precise BatchNorm", Wu & Johnson 2021): the running averages kept during training
+    lag behind weights that were still moving. Only the normalisation runs in training mode, so the quantizer
+    neither counts usage nor restarts codes."""
+    if lam.out_norm is None:
+        return
+    was = lam.training
+    lam.eval()
+    bn = lam.out_norm
+    momentum = bn.momentum
+    bn.reset_running_stats()
+    bn.momentum = None  # cumulative average of the batches' statistics
+    bn.train()
+    for x in batches:
+        lam.encode(x)
+    bn.momentum = momentum
+    lam.train(was)
+    if not was:
+        bn.eval()
 
 
 def code_usage(ids: torch.Tensor | np.ndarray, num_actions: int) -> dict:

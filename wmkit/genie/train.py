@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from wmkit.checkpoint import load_state, save_state
 from wmkit.config import to_dict
 from wmkit.genie.dynamics import DynamicsConfig, DynamicsModel
-from wmkit.genie.lam import LAMConfig, LatentActionModel, code_usage, confusion
+from wmkit.genie.lam import LAMConfig, LatentActionModel, code_usage, confusion, recalibrate_out_norm
 from wmkit.genie.tokenizer import TokenizerConfig, VideoTokenizer, psnr, usage_stats
 from wmkit.precision import autocast, prepare_model
 from wmkit.profiles import profile
@@ -123,6 +123,12 @@ class GenieConfig:
     """Dead-code restart after this many unused steps (0 = off)."""
     lam_beta: float = 0.25
     """Commitment weight of the LAM's VQ loss (default 0.25, the VQ-VAE paper's value; LAMConfig.beta)."""
+    lam_out_norm: str | None = None
+    """LAM encoder output standardised over the batch before the quantizer ('batch') or not ('none' = Genie); see
+    LAMConfig.out_norm. None: the profile's choice."""
+    lam_recalibrate_batches: int = 50
+    """With ``lam_out_norm='batch'``: training batches over which its statistics are re-estimated after training
+    (0: keep the running averages kept during training)."""
     lam_decoder_mask: float = 0.0
     """Fraction of LAM decoder input patches (after frame 1) hidden behind a mask token."""
     lam_var_weight: float | None = None
@@ -137,6 +143,9 @@ class GenieConfig:
     """Dynamics training steps."""
     dyn_batch: int | None = None
     """Dynamics clips per batch."""
+    dyn_token_context: int | None = None
+    """Dynamics input tokens hold their k x k neighbourhood (DynamicsConfig.token_context; 1 = Genie). None: the
+    profile's choice."""
     heads: int = 4
     """Attention heads of every transformer."""
     lr: float = 3e-4
@@ -248,18 +257,20 @@ def lam_config(cfg: GenieConfig) -> LAMConfig:
                      enc_positions=cfg.lam_enc_positions, enc_attention=cfg.lam_enc_attention,
                      patch_context=cfg.lam_patch_context,
                      enc_correlation=cfg.lam_enc_correlation, enc_patches=cfg.lam_enc_patches,
-                     corr_temperature=cfg.lam_corr_temperature, enc_flow_token=cfg.lam_enc_flow_token)
+                     corr_temperature=cfg.lam_corr_temperature, enc_flow_token=cfg.lam_enc_flow_token,
+                     out_norm=cfg.lam_out_norm or "none")
 
 
 def dynamics_config(cfg: GenieConfig, vocab: int, grid: tuple[int, int]) -> DynamicsConfig:
     return DynamicsConfig(vocab=vocab, grid=grid, num_actions=cfg.lam_actions, dim=cfg.dyn_dim, depth=cfg.dyn_depth,
                           heads=cfg.heads, max_frames=cfg.dyn_clip_len, maskgit_steps=cfg.maskgit_steps,
-                          temperature=cfg.temperature)
+                          temperature=cfg.temperature, token_context=cfg.dyn_token_context or 1)
 
 
 def _train_loop(name: str, cfg: GenieConfig, model: torch.nn.Module, steps: int, batch_fn, loss_fn, extra_log=None,
-                lr: float | None = None) -> list[dict]:
-    """The loop shared by the three trainers: AdamW, warm-up + cosine, precision switch, logging, checkpoint."""
+                lr: float | None = None, finish=None) -> list[dict]:
+    """The loop shared by the three trainers: AdamW, warm-up + cosine, precision switch, logging, checkpoint
+    (``finish(model)``, if given, runs after the last step and before the checkpoint is written)."""
     device = torch.device(cfg.device or pick_device())
     model = prepare_model(model.to(device), cfg.precision)
     lr = lr or cfg.lr
@@ -286,6 +297,8 @@ def _train_loop(name: str, cfg: GenieConfig, model: torch.nn.Module, steps: int,
                 row["seconds"] = time.perf_counter() - t0
                 history.append({"step": step, **row})
                 log.log(step, **row)
+        if finish is not None:
+            finish(model)
         save_state(run / "ckpt" / "latest", {"model": model.state_dict()},
                    {"config": to_dict(cfg), "part": name, "steps": steps})
     return history
@@ -404,7 +417,11 @@ def train_lam(cfg: GenieConfig, data: dict) -> tuple[LatentActionModel, list[dic
         row.update({f"usage/{k}": float(f) for k, f in enumerate(u["fraction"])})
         return row
 
-    hist = _train_loop("lam", cfg, model, cfg.lam_steps, batch, loss, usage, lr=cfg.lam_lr)
+    def finish(m):  # out_norm="batch": evaluation statistics from the trained weights on training batches
+        if cfg.lam_recalibrate_batches > 0:  # 0: keep the running averages of training (BatchNorm's default)
+            recalibrate_out_norm(m, (batch() for _ in range(cfg.lam_recalibrate_batches)))
+
+    hist = _train_loop("lam", cfg, model, cfg.lam_steps, batch, loss, usage, lr=cfg.lam_lr, finish=finish)
     return model.eval(), hist
 
 
