@@ -49,6 +49,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--seed", type=int, default=1000, help="first episode seed")
     ap.add_argument("--budget", type=int, default=None, help="steps per episode (None: the profile's plan_budget)")
     ap.add_argument("--variants", nargs="+", default=["5:1:all"], help="horizon:receding:energy[:samples:elites:iters]")
+    ap.add_argument("--repeat", choices=["profile", "true", "false"], default="profile",
+                    help="CEM searches one action per block, repeated (profile: plan_repeat; swm: false)")
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
     J = profile().jepa
@@ -62,11 +64,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
         r = evaluate_planning(model, a.episodes, a.budget or J.plan_budget, kw["horizon"], kw["samples"],
                               kw["elites"], kw["iterations"], J.tr_size, seed=a.seed, progress=False,
                               goal="offset", goal_offset=J.goal_offset, receding=kw["receding"], energy=kw["energy"],
-                              repeat=J.plan_repeat)
+                              repeat=J.plan_repeat if a.repeat == "profile" else a.repeat == "true")
         row = {"variant": text, **{k: v for k, v in r.items() if k != "episodes"}, "seconds": time.time() - t}
         print(json.dumps(row), flush=True)
         rows.append(row)
-    print(f"\n{a.checkpoint}, {a.episodes} episodes from seed {a.seed}\n")
+    print(f"\n{a.checkpoint}, {a.episodes} episodes from seed {a.seed}, repeat={a.repeat}\n")
     print("| H:receding:energy[:S:E:I] | success planner | random | end distance planner (px) | random | "
           "planner - random (px) | s |")
     print("|---|---|---|---|---|---|---|")

@@ -235,6 +235,11 @@ _JEPA: dict[str, dict[str, Any]] = {
     # energy); rank_*: energy_ranking's episodes x random futures. cpu keeps "ema": "frozen" with the MSE predictor of
     # 3000 steps (38.8 % +- 5.4 % vs random 3.8 % +- 2.1 % over 80 scratch episodes) planned 21 % +- 8 % but ended
     # 183 px from the goal (random 99) in the idle notebook run, for 134 s more training (ema: 17 % +- 8 %, 111 px).
+    # planners: the models the notebook plans with (the first one is shown), from ac_recipes' runs, "frozen", or
+    # "lewm" = LeWM's recipe as published (wmkit.jepa.train.lewm_config: lewm_steps at batch lewm_batch, lewm_pool
+    # "mean" | "cls", lewm_proj SIGReg projections), which plans with LeWM's protocol (lewm_receding blocks executed
+    # per plan, lewm_energy). cpu: batch 64 (LeWM 128) for the budget; 80 paired episodes, seeds 1000-1079: batch 64
+    # 27.5 % +- 5.0 %, batch 128 30.0 % +- 5.1 % (random 3.8 % +- 2.1 %), both ending as far as random (+1 px).
     "smoke": dict(tr_episodes=8, tr_steps=16, tr_size=32, tr_policy="expert", test_episodes=4,
                   vjepa_model=dict(frames=4, size=32, patch=8, dim=32, depth=1, heads=2, pred_dim=16, pred_depth=1,
                                    pred_heads=2),
@@ -247,7 +252,7 @@ _JEPA: dict[str, dict[str, Any]] = {
                   plan_repeat=False, ac_residual=True, frozen_steps=3, frozen_loss="mse", rank_episodes=2,
                   rank_futures=4,
                   cem_samples=16, cem_elites=4, cem_iters=2, lewm_steps=3, lewm_batch=8, lewm_pool="mean",
-                  lewm_proj=64,
+                  lewm_proj=64, lewm_receding=2, lewm_energy="last", planners=("lewm", "frozen", "ema"),
                   pretrain_model=dict(frames=4, size=32, patch=8, dim=32, depth=1, heads=2, pred_dim=16,
                                       pred_depth=1, pred_heads=2),
                   bench_batch=2, bench_steps=1),
@@ -262,8 +267,8 @@ _JEPA: dict[str, dict[str, Any]] = {
                 plan_episodes=24, plan_budget=50, plan_horizon=5, plan_receding=1, goal_offset=25, plan_energy="all",
                 plan_repeat=False, ac_residual=True, frozen_steps=3000, frozen_loss="mse", rank_episodes=10,
                 rank_futures=16,
-                cem_samples=64, cem_elites=8, cem_iters=6, lewm_steps=300, lewm_batch=128, lewm_pool="mean",
-                lewm_proj=1024,
+                cem_samples=64, cem_elites=8, cem_iters=6, lewm_steps=300, lewm_batch=64, lewm_pool="mean",
+                lewm_proj=1024, lewm_receding=5, lewm_energy="last", planners=("lewm",),
                 pretrain_model=dict(frames=8, size=32, patch=8, dim=64, depth=2, heads=4, pred_dim=32,
                                     pred_depth=2, pred_heads=4),
                 bench_batch=16, bench_steps=3),
@@ -282,7 +287,7 @@ _JEPA: dict[str, dict[str, Any]] = {
                 plan_repeat=False, ac_residual=False, frozen_steps=20_000, frozen_loss="l1", rank_episodes=20,
                 rank_futures=32,
                 cem_samples=300, cem_elites=30, cem_iters=30, lewm_steps=20_000, lewm_batch=128, lewm_pool="cls",
-                lewm_proj=1024,
+                lewm_proj=1024, lewm_receding=5, lewm_energy="last", planners=("frozen", "ema", "sigreg"),
                 pretrain_model=dict(frames=16, size=224, patch=16, dim=1024, depth=24, heads=16, pred_dim=384,
                                     pred_depth=12, pred_heads=12),
                 bench_batch=32, bench_steps=5),
