@@ -56,6 +56,14 @@ def test_energy_is_zero_at_the_goals_own_state_and_grows_with_distance(wm):
     expected = latent_distance(feats, goal).mean()
     assert dreamer_energy(wm, start, goal, plan, block=5, mode="all")[0].item() == pytest.approx(expected.item(),
                                                                                                  abs=1e-6)
+    # the other targets: z only, and the decoded frame against a goal image (the frame this plan decodes to)
+    assert dreamer_energy(wm, start, goal, plan, block=5, target="stoch")[0].item() == pytest.approx(0.0, abs=1e-6)
+    with torch.no_grad():
+        img = wm.decoder(goal)["image"]  # (1, 64, 64, 3)
+    e_pix = dreamer_energy(wm, start, img, torch.cat([plan, others[:4]]), block=5, target="pixels")
+    assert e_pix[0].item() == pytest.approx(0.0, abs=1e-10) and (e_pix[1:] > 0).all()
+    with pytest.raises(ValueError, match="target must be"):
+        dreamer_energy(wm, start, goal, plan, block=5, target="embed")
     # l2 grows with the distance along a straight line from the goal's state in feature space
     line = goal + torch.linspace(0, 2, 5)[:, None] * torch.randn(1, goal.shape[-1])
     d = latent_distance(line, goal, "l2")

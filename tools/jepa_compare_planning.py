@@ -91,15 +91,19 @@ def run_dreamer(J, a, data, f_ac):
         k = steps[n]
         wm.load_state_dict(snaps[k][0])
         E = a.headline_episodes if n == a.headline else a.episodes
-        t = time.perf_counter()
-        r = evaluate_dreamer_planning(wm, E, **plan_kwargs(J, a), block=J.action_block, receding=J.plan_receding,
-                                      energy=J.plan_energy, distance=a.distance, progress=False)
-        losses = [h for h in hist if h["step"] < k]
-        row = {"model": f"DreamerV3 RSSM ({a.distance})", "steps": k, "flops": k * f_d, "flops_per_step": f_d,
-               "train_s": snaps[k][1], "eval_s": time.perf_counter() - t, "episodes": E, "window": L,
-               "final_loss": losses[-1]["wm_loss"], "dec_loss": losses[-1]["dec_loss"], **{x: r[x] for x in KEYS}}
-        emit(row)
-        rows.append(row)
+        for target in a.targets:
+            t = time.perf_counter()
+            r = evaluate_dreamer_planning(wm, E, **plan_kwargs(J, a), block=J.action_block, receding=J.plan_receding,
+                                          energy=J.plan_energy, distance=a.distance, target=target, progress=False)
+            losses = [h for h in hist if h["step"] < k]
+            name = f"DreamerV3 RSSM ({a.distance})" if target == "feat" else (
+                "DreamerV3 RSSM (decoded pixels)" if target == "pixels" else f"DreamerV3 RSSM (z only, {a.distance})")
+            row = {"model": name, "steps": k, "flops": k * f_d, "flops_per_step": f_d,
+                   "train_s": snaps[k][1], "eval_s": time.perf_counter() - t, "episodes": E, "window": L,
+                   "final_loss": losses[-1]["wm_loss"], "dec_loss": losses[-1]["dec_loss"],
+                   **{x: r[x] for x in KEYS}}
+            emit(row)
+            rows.append(row)
     return rows
 
 
@@ -196,6 +200,8 @@ def main(argv=None):
     p.add_argument("--models", nargs="+", default=["ac", "dreamer", "diffusion"],
                    choices=["ac", "dreamer", "diffusion"])
     p.add_argument("--distance", default="cosine", choices=["cosine", "l2"], help="the RSSM's latent distance")
+    p.add_argument("--targets", nargs="+", default=["feat"], choices=["feat", "stoch", "pixels"],
+                   help="what the RSSM's energy compares: the state [h, z] (LEXA), z only, or the decoded frame")
     p.add_argument("--dreamer-length", type=int, default=None,
                    help="RSSM training window in frames (None: the AC-JEPA window's span, (length - 1) x block + 1)")
     p.add_argument("--diffusion-iterations", type=int, default=1, help="CEM iterations timed for the diffusion model")
@@ -222,7 +228,8 @@ def main(argv=None):
             rows += run_dreamer(J, a, data, f_ac)
         if "diffusion" in a.models:
             rows.append(run_diffusion(J, a))
-        name = "results" if len(a.models) == 3 else "results_" + "_".join(a.models)
+        name = "results" if len(a.models) == 3 else "results_" + "_".join(a.models + [t for t in a.targets
+                                                                                      if t != "feat"])
         (out / f"{name}.json").write_text(json.dumps({"args": vars(a), "profile": P.name, "rows": rows}, indent=1))
     print(table(rows))
     plot(rows, out / "success_vs_compute.png")

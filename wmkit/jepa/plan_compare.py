@@ -49,6 +49,7 @@ __all__ = ["matched_steps", "dreamer_embed", "dreamer_obs_step", "dreamer_goal_f
            "summarise", "diffusion_plan_seconds"]
 
 DISTANCES = ("cosine", "l2")
+TARGETS = ("feat", "stoch", "pixels")
 
 
 def matched_steps(budget_flops: float, flops_per_step: float) -> int:
@@ -128,25 +129,39 @@ def dreamer_imagine(wm, start: tuple[torch.Tensor, torch.Tensor], actions: torch
 
 @torch.no_grad()
 def dreamer_energy(wm, start: tuple[torch.Tensor, torch.Tensor], goal: torch.Tensor, actions: torch.Tensor,
-                   block: int = 1, mode: str = "last", distance: str = "cosine") -> torch.Tensor:
+                   block: int = 1, mode: str = "last", distance: str = "cosine", target: str = "feat") -> torch.Tensor:
     """Energy of S plans (S, H, block * A) (H blocks of ``block`` environment actions, in the AC-JEPA's layout):
-    the latent distance to ``goal`` (1, F) of the imagined state after the last block (``last``) or the mean over the
-    states after every block (``all``, equal weights, as the AC planner's ``energy="all"``) -> (S,)."""
+    the distance to the goal of the imagined state after the last block (``last``) or the mean over the states after
+    every block (``all``, equal weights, as the AC planner's ``energy="all"``) -> (S,).
+
+    ``target``: what is compared. ``"feat"`` -- the whole state [h, z] against the goal state ``goal`` (1, F) (LEXA);
+    ``"stoch"`` -- only the categorical part z (the part computed from the image; h also carries the history, which
+    the goal state, one step from the initial state, lacks); ``"pixels"`` -- the decoded frame against ``goal`` given
+    as the goal image (1, 64, 64, 3) in Dreamer's [-0.5, 0.5] (mean squared error; ``distance`` is ignored)."""
     if mode not in ("last", "all"):
         raise ValueError(f"dreamer_energy: mode must be 'last' or 'all', got {mode!r}")
+    if target not in TARGETS:
+        raise ValueError(f"dreamer_energy: target must be one of {TARGETS}, got {target!r}")
     if actions.ndim != 3 or actions.shape[-1] % block:
         raise ValueError(f"dreamer_energy: actions must be (S, H, block * A) with block={block}, got "
                          f"{tuple(actions.shape)}")
     steps = rearrange(actions, "s h (k a) -> s (h k) a", k=block)  # (S, H*block, A)
     feat = dreamer_imagine(wm, start, steps)[:, block - 1::block]  # (S, H, F): the state after every block
-    d = latent_distance(feat, goal, distance)  # (S, H)
+    if target == "pixels":
+        img = wm.decoder(feat)["image"]  # (S, H, 64, 64, 3) in [-0.5, 0.5]
+        d = (img - goal[:, None]).square().flatten(2).mean(-1)  # (S, H)
+    elif target == "stoch":
+        D = wm.rssm.deter
+        d = latent_distance(feat[..., D:], goal[..., D:], distance)  # (S, H)
+    else:
+        d = latent_distance(feat, goal, distance)  # (S, H)
     return d[:, -1] if mode == "last" else d.mean(1)
 
 
 @torch.no_grad()
 def plan_episode_dreamer(wm, env: TwoRooms, budget: int, horizon: int, samples: int, elites: int, iterations: int,
                          generator: torch.Generator, block: int = 5, receding: int = 1, energy: str = "all",
-                         distance: str = "cosine") -> dict:
+                         distance: str = "cosine", target: str = "feat") -> dict:
     """One MPC episode with the RSSM from the env's current state (the loop of :func:`wmkit.jepa.plan.plan_episode`):
     CEM over ``horizon`` blocks of ``block`` actions, execute ``receding`` blocks, filter the posterior through every
     executed step, warm-start the next CEM with the unexecuted rest. Returns success, steps, final distance."""
@@ -154,11 +169,17 @@ def plan_episode_dreamer(wm, env: TwoRooms, budget: int, horizon: int, samples: 
         raise ValueError(f"plan_episode_dreamer: need 1 <= receding <= horizon, got {receding}, {horizon}")
     wm.eval()
     adim = 2
-    goal = dreamer_goal_feat(wm, env.goal_image())  # (1, F)
+    if target == "pixels":  # the goal image itself, as the decoder outputs frames: 64 x 64 in [-0.5, 0.5]
+        k = 64 // env.render_size
+        img = np.repeat(np.repeat(env.goal_image(), k, axis=0), k, axis=1)  # (64, 64, 3)
+        goal = torch.from_numpy(img)[None].float() / 255.0 - 0.5  # (1, 64, 64, 3)
+    else:
+        goal = dreamer_goal_feat(wm, env.goal_image())  # (1, F)
     state = dreamer_obs_step(wm, None, None, dreamer_embed(wm, env.render()[None]))
     mean, success, steps, dist = None, False, 0, env.info()["distance"]
     while steps < budget and not success:
-        out = cem(lambda a, s=state: dreamer_energy(wm, s, goal, a, block, energy, distance), horizon, block * adim,
+        out = cem(lambda a, s=state: dreamer_energy(wm, s, goal, a, block, energy, distance, target), horizon,
+                  block * adim,
                   samples=samples, elites=elites, iterations=iterations, mean=mean, generator=generator)
         plan = rearrange(out["plan"], "h (k a) -> (h k) a", k=block)  # (H*block, A)
         for action in plan[:receding * block]:
@@ -197,7 +218,7 @@ def summarise(rows: list[dict]) -> dict:
 def evaluate_dreamer_planning(wm, episodes: int, budget: int, horizon: int, samples: int, elites: int,
                               iterations: int, render_size: int, seed: int = 1000, goal_offset: int = 25,
                               block: int = 5, receding: int = 1, energy: str = "all", distance: str = "cosine",
-                              progress: bool = True) -> dict:
+                              target: str = "feat", progress: bool = True) -> dict:
     """The RSSM planner vs the random policy on the episodes of :func:`wmkit.jepa.plan.evaluate_planning` with the
     same ``seed``: the same starts, offset goals and random-policy actions (one numpy stream over the random episodes),
     so its random rows equal that function's and the planners are paired episode by episode."""
@@ -216,7 +237,7 @@ def evaluate_dreamer_planning(wm, episodes: int, budget: int, horizon: int, samp
         reset(e)
         start = env.info()["distance"]
         p = plan_episode_dreamer(wm, env, budget, horizon, samples, elites, iterations, g, block, receding, energy,
-                                 distance)
+                                 distance, target)
         reset(e)
         r = random_episode(env, budget, rng)
         rows.append({"episode": e, "start_distance": start, "plan_success": p["success"],
