@@ -137,7 +137,7 @@ def test_pooled_projector_batchnorm_spreads_the_initial_embeddings():
     for norm in (False, True):
         m = ACWorldModel(ACConfig(**TINY, pooled=True, regulariser="sigreg", loss="mse", normalize=False,
                                   projector_norm=norm))
-        spread[norm] = float(m.encode(frames).std(0).mean())  # across the batch, per channel
+        spread[norm] = float(m.encode(frames).std(0).mean().detach())  # across the batch, per channel
     assert spread[True] > 5 * spread[False]
 
 
@@ -353,3 +353,14 @@ def test_lewm_recipe_cli_trains_the_published_configuration(tmp_path, monkeypatc
     model.load_state_dict(load_state(ckpt)["model"])
     r = evaluate_planning(model, 2, 5, 2, 8, 2, 1, 32, progress=False, goal_offset=5, receding=2)
     assert 0.0 <= r["plan_success"] <= 1.0
+    import wmkit.jepa.plan
+
+    seen = {}
+
+    def fake(model, episodes, budget, horizon, samples, elites, iterations, size, **kw):
+        seen.update(size=size, **kw)
+        return {"episodes": [], "plan_success": 0.0}
+
+    monkeypatch.setattr(wmkit.jepa.plan, "evaluate_planning", fake)
+    jepa_main(["plan", "--checkpoint", str(ckpt), "--episodes", "1"])  # a LeWM checkpoint: LeWM's protocol
+    assert (seen["receding"], seen["energy"], seen["size"]) == (2, "last", 32)  # smoke lewm_receding, lewm_energy

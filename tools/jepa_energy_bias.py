@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> dict:
     J = profile().jepa
     model = ACWorldModel(ACConfig(**load_meta(a.checkpoint)["config"]["model"]))
     model.load_state_dict(load_state(a.checkpoint)["model"])
-    r = energy_bias(model, J.tr_size, a.episodes, a.futures, J.goal_offset, a.seed)
+    r = energy_bias(model, model.cfg.size, a.episodes, a.futures, J.goal_offset, a.seed)
     print(json.dumps(r))
     return r
 

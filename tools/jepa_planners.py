@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for text, kw in zip(a.variants, variants, strict=True):
         t = time.time()
         r = evaluate_planning(model, a.episodes, a.budget or J.plan_budget, kw["horizon"], kw["samples"],
-                              kw["elites"], kw["iterations"], J.tr_size, seed=a.seed, progress=False,
+                              kw["elites"], kw["iterations"], model.cfg.size, seed=a.seed, progress=False,
                               goal="offset", goal_offset=J.goal_offset, receding=kw["receding"], energy=kw["energy"],
                               repeat=J.plan_repeat if a.repeat == "profile" else a.repeat == "true")
         row = {"variant": text, **{k: v for k, v in r.items() if k != "episodes"}, "seconds": time.time() - t}

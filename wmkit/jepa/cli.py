@@ -80,13 +80,15 @@ class PlanArgs:
     goal: str = "offset"
     """offset (LeWM / swm: where the weak expert stands goal_offset steps on) | other_room (the env's own target)"""
     energy: str | None = None
-    """last (V-JEPA 2-AC, LeWM) | all (DINO-WM's mean over the predicted frames); None: the profile's plan_energy"""
+    """last (V-JEPA 2-AC, LeWM) | all (DINO-WM's mean over the predicted frames); None: the profile's plan_energy,
+    or lewm_energy for a LeWM checkpoint"""
     repeat: bool | None = None
     """CEM searches one action per block, repeated (None: the profile's plan_repeat; swm: False)"""
     horizon: int | None = None
     """CEM horizon in predictor blocks (None: the profile's plan_horizon; LeWM / swm: 5)"""
     receding: int | None = None
-    """blocks executed before replanning (None: the profile's plan_receding; LeWM / swm: 5 = the whole plan)"""
+    """blocks executed before replanning (None: the profile's plan_receding, or lewm_receding for a LeWM checkpoint;
+    LeWM / swm: 5 = the whole plan)"""
     energy_base: float = 1.0
     """with energy=all: frame i weighs base^i (1: equal weights; DINO-WM's default base is 2)"""
     elites: int | None = None
@@ -174,10 +176,12 @@ def plan_cmd(argv):
     meta = load_meta(a.checkpoint)
     model = ACWorldModel(ACConfig(**meta["config"]["model"]))
     model.load_state_dict(load_state(a.checkpoint)["model"])
+    lewm = model.cfg.pooled and model.cfg.pred_projector  # a LeWM checkpoint plans with LeWM's protocol by default
+    receding, energy = (P.lewm_receding, P.lewm_energy) if lewm else (P.plan_receding, P.plan_energy)
     r = evaluate_planning(model, a.episodes or P.plan_episodes, a.budget or P.plan_budget,
                           a.horizon or P.plan_horizon, a.samples or P.cem_samples, a.elites or P.cem_elites,
-                          a.iterations or P.cem_iters, P.tr_size, seed=a.seed, goal=a.goal, goal_offset=P.goal_offset,
-                          receding=a.receding or P.plan_receding, energy=a.energy or P.plan_energy,
+                          a.iterations or P.cem_iters, model.cfg.size, seed=a.seed, goal=a.goal,
+                          goal_offset=P.goal_offset, receding=a.receding or receding, energy=a.energy or energy,
                           energy_base=a.energy_base, repeat=P.plan_repeat if a.repeat is None else a.repeat,
                           progress=False)
     print(json.dumps({k: v for k, v in r.items() if k != "episodes"}))
