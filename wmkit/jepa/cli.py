@@ -45,6 +45,9 @@ class TrainACArgs:
     """with --recipe lewm: how the frame embedding is read (cls = LeWM's CLS token; None: the profile's lewm_pool)"""
     batch: int | None = None
     """windows per step (None: the profile's ac_batch, or lewm_batch with --recipe lewm; LeWM: 128)"""
+    bn_recalibrate: int = 8
+    """batches over which BatchNorm statistics are re-estimated after training (0: PyTorch's running averages, as
+    LeWM; only models with BatchNorm: --recipe lewm)"""
     encoder: str | None = None
     """V-JEPA checkpoint (runs/jepa/vjepa/ckpt/latest) whose target encoder to use: frozen under the predictor
     (regulariser=frozen, required) or fine-tuned with it (other recipes, at --encoder-lr-scale)"""
@@ -151,6 +154,7 @@ def train_ac_cmd(argv):
 
         cfg = lewm_config(sizes, P.action_block, a.steps or P.lewm_steps, batch=a.batch or P.lewm_batch,
                           pool=a.pool or P.lewm_pool, sigreg_proj=P.lewm_proj, seed=a.seed)
+        cfg.bn_recalibrate = a.bn_recalibrate
         d = _data(P, a.seed)
         _, hist = train_ac(cfg, d["frames"], d["actions"], encoder=encoder, run_dir=a.run_dir)
         print(json.dumps(hist[-1]))
