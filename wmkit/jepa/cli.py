@@ -45,6 +45,9 @@ class TrainACArgs:
     """with --recipe lewm: how the frame embedding is read (cls = LeWM's CLS token; None: the profile's lewm_pool)"""
     batch: int | None = None
     """windows per step (None: the profile's ac_batch, or lewm_batch with --recipe lewm; LeWM: 128)"""
+    size: int | None = None
+    """frame size in pixels of the recordings and the model, with --recipe lewm (None: the profile's tr_size; e.g. 64
+    draws the agent as a 4-pixel disc instead of 2)"""
     bn_recalibrate: int = 8
     """batches over which BatchNorm statistics are re-estimated after training (0: PyTorch's running averages, as
     LeWM; only models with BatchNorm: --recipe lewm)"""
@@ -100,10 +103,10 @@ class PlanArgs:
     """CEM iterations (None: the profile's cem_iters; V-JEPA 2-AC: 10)"""
 
 
-def _data(P, seed):
+def _data(P, seed, size=None):
     from wmkit.jepa.tworooms import collect
 
-    return collect(P.tr_episodes, P.tr_steps, P.tr_size, seed=seed, policy=P.tr_policy)
+    return collect(P.tr_episodes, P.tr_steps, size or P.tr_size, seed=seed, policy=P.tr_policy)
 
 
 def train_vjepa_cmd(argv):
@@ -152,10 +155,12 @@ def train_ac_cmd(argv):
     if a.recipe == "lewm":
         from wmkit.jepa.train import lewm_config
 
+        if a.size:
+            sizes["size"] = a.size
         cfg = lewm_config(sizes, P.action_block, a.steps or P.lewm_steps, batch=a.batch or P.lewm_batch,
                           pool=a.pool or P.lewm_pool, sigreg_proj=P.lewm_proj, seed=a.seed)
         cfg.bn_recalibrate = a.bn_recalibrate
-        d = _data(P, a.seed)
+        d = _data(P, a.seed, a.size)
         _, hist = train_ac(cfg, d["frames"], d["actions"], encoder=encoder, run_dir=a.run_dir)
         print(json.dumps(hist[-1]))
         return
