@@ -194,7 +194,7 @@ def recalibrate_batchnorm(model: ACWorldModel, batches: list[tuple[torch.Tensor,
     """Re-estimate every BatchNorm's running mean and variance as the equal-weight average over ``batches`` of
     (clips (B, T, C, H, W), actions (B, T-1, A)) at the current weights, through the same forward as the loss;
     returns how many BatchNorm layers were reset (0: nothing to do). The model is left in eval mode. ("Precise
-    BatchNorm", Wu & Johnson 2021, "Rethinking 'Batch' in BatchNorm", section 3.)"""
+    BatchNorm", Wu & Johnson 2021, "Rethinking 'Batch' in BatchNorm".)"""
     norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     if not norms:
         return 0
