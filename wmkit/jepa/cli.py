@@ -48,6 +48,8 @@ class TrainACArgs:
     size: int | None = None
     """frame size in pixels of the recordings and the model, with --recipe lewm (None: the profile's tr_size; e.g. 64
     draws the agent as a 4-pixel disc instead of 2)"""
+    episodes: int | None = None
+    """weak-expert episodes recorded for training, with --recipe lewm (None: the profile's tr_episodes)"""
     bn_recalibrate: int = 8
     """batches over which BatchNorm statistics are re-estimated after training (0: PyTorch's running averages, as
     LeWM; only models with BatchNorm: --recipe lewm)"""
@@ -103,10 +105,10 @@ class PlanArgs:
     """CEM iterations (None: the profile's cem_iters; V-JEPA 2-AC: 10)"""
 
 
-def _data(P, seed, size=None):
+def _data(P, seed, size=None, episodes=None):
     from wmkit.jepa.tworooms import collect
 
-    return collect(P.tr_episodes, P.tr_steps, size or P.tr_size, seed=seed, policy=P.tr_policy)
+    return collect(episodes or P.tr_episodes, P.tr_steps, size or P.tr_size, seed=seed, policy=P.tr_policy)
 
 
 def train_vjepa_cmd(argv):
@@ -160,7 +162,7 @@ def train_ac_cmd(argv):
         cfg = lewm_config(sizes, P.action_block, a.steps or P.lewm_steps, batch=a.batch or P.lewm_batch,
                           pool=a.pool or P.lewm_pool, sigreg_proj=P.lewm_proj, seed=a.seed)
         cfg.bn_recalibrate = a.bn_recalibrate
-        d = _data(P, a.seed, a.size)
+        d = _data(P, a.seed, a.size, a.episodes)
         _, hist = train_ac(cfg, d["frames"], d["actions"], encoder=encoder, run_dir=a.run_dir)
         print(json.dumps(hist[-1]))
         return
