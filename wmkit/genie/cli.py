@@ -58,6 +58,18 @@ def evaluate(cfg: T.GenieConfig) -> dict:
                "dyn_psnr_random": [float(v) for v in e_dyn["psnr_random"]],
                "dyn_psnr_tokenizer": [float(v) for v in e_dyn["psnr_tokenizer"]],
                "delta_psnr": e_dyn["delta_psnr"], "delta_psnr_t": e_dyn["horizon"], "samples": e_dyn["samples"]}
+    # what each code does: the scroll the LAM decoder and the dynamics model draw under it (the notebook's tables)
+    from wmkit.genie.play import distinct_effects, effect_table, lam_effect_table
+
+    lt = lam_effect_table(lam, data["heldout"], frames=P.effect_frames, seed=cfg.seed)
+    eff = effect_table(tok, dyn, data["heldout"], frames=P.effect_frames, seed=cfg.seed)
+    threshold = max(0.02, float(eff["resample"].max()))  # MaskGIT samples: above the resampling difference
+    summary.update({"lam_motion_confusion": e_lam["motion_confusion"].tolist(),
+                    "lam_decoder_draws": lt["motion"].tolist(),
+                    "lam_distinct_effects": distinct_effects(lt["pairwise"], 0.02),
+                    "dyn_draws": eff["motion"].tolist(),
+                    "dyn_distinct_effects": distinct_effects(eff["pairwise"], threshold),
+                    "dyn_effect_threshold": threshold})
     out = Path(cfg.run_dir) / "summary.json"
     out.write_text(json.dumps(summary, indent=1))
     print(json.dumps({k: v for k, v in summary.items() if k != "lam_confusion"}))

@@ -247,8 +247,10 @@ class LatentActionModel(nn.Module):
             for blk in self.encoder.blocks:
                 x = blk(x)  # (B, T, N+1, D): spatial, causal temporal, MLP
         a_e = self.encoder.out(self.encoder.norm(x[:, 1:, 0]))  # (B, T-1, d): action token of frames 2..T
+        # [eq:lam-out-norm]
         if self.out_norm is not None:  # standardise each dimension over the batch's transitions
             a_e = self.out_norm(a_e.reshape(-1, a_e.shape[-1])).reshape(a_e.shape)  # (B, T-1, d)
+        # [/eq:lam-out-norm]
         if isinstance(self.vq, FSQ):
             a_q, ids = self.vq(a_e)
             return a_e, a_q, ids, a_e.new_zeros(())
