@@ -160,6 +160,7 @@ def plot(rows, path):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, ax = plt.subplots(1, 3, figsize=(14, 3.8))
     models = sorted({r["model"] for r in rows if "steps" in r})
@@ -183,6 +184,7 @@ def plot(rows, path):
               title="success vs wall time")
     ax[2].set(xscale="log", xlabel="training FLOPs", ylabel="mean end distance, px", title="end distance to the goal")
     for axis in ax:
+        axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # only the decades: no overlapping labels
         axis.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
