@@ -13,6 +13,7 @@ from wmkit.genie.dynamics import DynamicsConfig, DynamicsModel
 from wmkit.genie.lam import LAMConfig, LatentActionModel, code_usage, confusion, recalibrate_out_norm
 from wmkit.genie.st_transformer import STTransformer, attention_cost
 from wmkit.genie.tokenizer import FSQ, TokenizerConfig, VectorQuantizer, VideoTokenizer, psnr, usage_stats
+from wmkit.nn import patchify as patchify_frames
 
 
 @pytest.fixture(autouse=True)
@@ -558,3 +559,26 @@ def test_dynamics_token_context_keeps_the_cached_generation_equal_to_the_plain_l
     full = dyn(torch.cat([ctx, cur[:, None]], 1), acts)[:, -1]
     fast = dyn.next_logits(dyn.context_cache(ctx, acts[:, :-1]), cur, acts[:, -1])
     assert torch.allclose(full, fast, atol=1e-5)
+
+
+def test_tokenizer_patch_encoder_gives_equal_tiles_equal_tokens():
+    """encoder='patch': a token depends on its own patch alone -- changing one patch changes only its token, and a
+    frame scrolled by one patch gets the scrolled token grid (exact shift equivariance on tile-aligned frames); the
+    ST encoder (Genie) mixes patches, so one changed patch moves other tokens' encoder outputs too."""
+    kw = dict(frame_size=16, patch=4, dim=16, enc_depth=2, dec_depth=1, heads=2, fsq_levels=(5, 5, 5), max_frames=2)
+    tok = VideoTokenizer(TokenizerConfig(**kw, encoder="patch")).eval()
+    big = torch.rand(1, 1, 3, 16, 20)
+    x = torch.cat([big[..., :16], big[..., 4:]], 1)  # (1, 2, 3, 16, 16): frame 2 = frame 1 scrolled by one patch
+    ids = tok.encode(x).reshape(2, 4, 4)
+    assert torch.equal(ids[1, :, :3], ids[0, :, 1:])
+    y = x.clone()
+    y[0, 0, :, 4:8, 8:12] = torch.rand(3, 4, 4)  # patch (1, 2) of frame 1
+    z_x, z_y = tok.encoder(patchify_frames(x, 4)), tok.encoder(patchify_frames(y, 4))
+    moved = (z_x - z_y).abs().sum(-1) > 0  # (1, 2, 16)
+    want = torch.zeros(1, 2, 16, dtype=torch.bool)
+    want[0, 0, 1 * 4 + 2] = True
+    assert torch.equal(moved, want)
+    st = VideoTokenizer(TokenizerConfig(**kw)).eval()
+    assert ((st.encoder(patchify_frames(x, 4)) - st.encoder(patchify_frames(y, 4))).abs().sum(-1) > 0).sum() > 1
+    with pytest.raises(ValueError, match="encoder"):
+        VideoTokenizer(TokenizerConfig(**kw, encoder="conv"))

@@ -74,6 +74,9 @@ class GenieConfig:
     """Tokenizer training steps."""
     tok_batch: int | None = None
     """Tokenizer clips per batch."""
+    tok_encoder: str | None = None
+    """Tokenizer encoder: 'st' (Genie's ST-transformer) or 'patch' (each token from its own patch alone;
+    TokenizerConfig.encoder). None: the profile's choice."""
     lam_patch: int | None = None
     """LAM patch size (Genie: 16)."""
     lam_size: int | None = None
@@ -245,7 +248,7 @@ def _optimizer(model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
 def tokenizer_config(cfg: GenieConfig) -> TokenizerConfig:
     return TokenizerConfig(frame_size=cfg.frame_size, patch=cfg.tok_patch, dim=cfg.tok_dim, enc_depth=cfg.tok_depth,
                            dec_depth=cfg.tok_depth, heads=cfg.heads, quantizer=cfg.tok_quantizer,
-                           max_frames=cfg.tok_clip_len)
+                           max_frames=cfg.tok_clip_len, encoder=cfg.tok_encoder or "st")
 
 
 def lam_config(cfg: GenieConfig) -> LAMConfig:
