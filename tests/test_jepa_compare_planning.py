@@ -13,6 +13,7 @@ from wmkit.jepa.plan import evaluate_planning
 from wmkit.jepa.plan_compare import (
     dreamer_embed,
     dreamer_energy,
+    dreamer_energy_ranking,
     dreamer_goal_feat,
     dreamer_imagine,
     dreamer_obs_step,
@@ -172,3 +173,10 @@ def test_carracing_goal_task_replays_its_start_and_maps_controls():
     assert frame_of(np.zeros((96, 96, 3), np.uint8), 16).shape == (16, 16, 3)
     with pytest.raises(ValueError, match="radius > 0"):
         GoalTask(radius=0)
+
+
+def test_dreamer_energy_ranking_shape_and_bad_input(wm):
+    r = dreamer_energy_ranking(wm, 32, episodes=2, futures=4, goal_offset=5, block=5, horizon=1)
+    assert len(r["rho"]) == 2 and all(-1 <= x <= 1 for x in r["rho"]) and r["mean"] == pytest.approx(np.mean(r["rho"]))
+    with pytest.raises(ValueError, match="episodes >= 2 and futures >= 3"):
+        dreamer_energy_ranking(wm, 32, episodes=1)

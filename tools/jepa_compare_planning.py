@@ -24,7 +24,12 @@ import torch
 from wmkit.jepa.ac import ACConfig
 from wmkit.jepa.compare import step_flops, train_dreamer_wm
 from wmkit.jepa.plan import evaluate_planning
-from wmkit.jepa.plan_compare import diffusion_plan_seconds, evaluate_dreamer_planning, matched_steps
+from wmkit.jepa.plan_compare import (
+    diffusion_plan_seconds,
+    dreamer_energy_ranking,
+    evaluate_dreamer_planning,
+    matched_steps,
+)
 from wmkit.jepa.train import ACTrainConfig, block_windows, to_video, train_ac
 from wmkit.jepa.tworooms import collect
 from wmkit.profiles import profile
@@ -92,6 +97,13 @@ def run_dreamer(J, a, data, f_ac):
         wm.load_state_dict(snaps[k][0])
         E = a.headline_episodes if n == a.headline else a.episodes
         for target in a.targets:
+            if a.ranking:  # Spearman(energy of the imagined last state, true final distance) over random futures
+                rk = dreamer_energy_ranking(wm, J.tr_size, a.ranking, 16, J.goal_offset, J.action_block,
+                                            J.plan_horizon, target, a.distance)
+                emit({"model": f"DreamerV3 RSSM ({target}, {a.distance})", "steps": k, "ranking_episodes": a.ranking,
+                      "spearman_mean": rk["mean"], "spearman_se": rk["se"]})
+                if a.ranking_only:
+                    continue
             t = time.perf_counter()
             r = evaluate_dreamer_planning(wm, E, **plan_kwargs(J, a), block=J.action_block, receding=J.plan_receding,
                                           energy=J.plan_energy, distance=a.distance, target=target, progress=False)
@@ -204,6 +216,9 @@ def main(argv=None):
     p.add_argument("--distance", default="cosine", choices=["cosine", "l2"], help="the RSSM's latent distance")
     p.add_argument("--targets", nargs="+", default=["feat"], choices=["feat", "stoch", "pixels"],
                    help="what the RSSM's energy compares: the state [h, z] (LEXA), z only, or the decoded frame")
+    p.add_argument("--ranking", type=int, default=0,
+                   help="episodes x 16 random futures: Spearman of the RSSM's energy with the true final distance")
+    p.add_argument("--ranking-only", action="store_true", help="with --ranking: skip the planning evaluation")
     p.add_argument("--dreamer-length", type=int, default=None,
                    help="RSSM training window in frames (None: the AC-JEPA window's span, (length - 1) x block + 1)")
     p.add_argument("--diffusion-iterations", type=int, default=1, help="CEM iterations timed for the diffusion model")

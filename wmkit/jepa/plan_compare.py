@@ -46,7 +46,7 @@ from wmkit.jepa.tworooms import TwoRooms
 
 __all__ = ["matched_steps", "dreamer_embed", "dreamer_obs_step", "dreamer_goal_feat", "latent_distance",
            "dreamer_imagine", "dreamer_energy", "plan_episode_dreamer", "evaluate_dreamer_planning",
-           "summarise", "diffusion_plan_seconds"]
+           "summarise", "dreamer_energy_ranking", "diffusion_plan_seconds"]
 
 DISTANCES = ("cosine", "l2")
 TARGETS = ("feat", "stoch", "pixels")
@@ -244,6 +244,47 @@ def evaluate_dreamer_planning(wm, episodes: int, budget: int, horizon: int, samp
                      "plan_final_distance": p["final_distance"], "random_success": r["success"],
                      "random_final_distance": r["final_distance"]})
     return summarise(rows)
+
+
+@torch.no_grad()
+def dreamer_energy_ranking(wm, render_size: int, episodes: int = 10, futures: int = 16, goal_offset: int = 25,
+                           block: int = 5, horizon: int = 5, target: str = "feat", distance: str = "cosine",
+                           seed: int = 5000) -> dict:
+    """Does the RSSM's planning energy rank futures as the true distance does (what CEM needs)? For each of
+    ``episodes`` starts and offset goals of the protocol, ``futures`` uniform random action sequences of ``horizon``
+    blocks are imagined from the start's posterior (energy of the last state, :func:`dreamer_energy`) and executed in
+    the environment (true final distance to the goal); returns the per-episode Spearman correlations (0 where nothing
+    can be ranked) with their mean and standard error (the RSSM counterpart of
+    :func:`wmkit.jepa.plan.energy_ranking`'s ``predicted``)."""
+    from wmkit.utils import spearman
+
+    if episodes < 2 or futures < 3:
+        raise ValueError(f"dreamer_energy_ranking: need episodes >= 2 and futures >= 3, got {episodes}, {futures}")
+    wm.eval()
+    env = TwoRooms(render_size=render_size, max_energy=10 * horizon * block)
+    rng = np.random.default_rng(seed)
+    rho = []
+    for e in range(episodes):
+        env.reset(seed=seed + e)
+        env.goal = offset_goal(env, goal_offset, np.random.default_rng(seed + e))
+        start_pos = env.agent.copy()
+        if target == "pixels":
+            k = 64 // render_size
+            goal = torch.from_numpy(np.repeat(np.repeat(env.goal_image(), k, 0), k, 1))[None].float() / 255.0 - 0.5
+        else:
+            goal = dreamer_goal_feat(wm, env.goal_image())  # (1, F)
+        state = dreamer_obs_step(wm, None, None, dreamer_embed(wm, env.render()[None]))
+        acts = rng.uniform(-1, 1, size=(futures, horizon * block, 2)).astype(np.float32)  # (F, H*blk, 2)
+        energy = dreamer_energy(wm, state, goal, rearrange(torch.from_numpy(acts), "f (h k) a -> f h (k a)", k=block),
+                                block, "last", distance, target).numpy()  # (F,)
+        final = []
+        for f in range(futures):
+            env.agent, env.energy = start_pos.copy(), env.max_energy
+            for a in acts[f]:
+                env.step(a)
+            final.append(float(np.linalg.norm(env.agent - env.goal)))
+        rho.append(float(np.nan_to_num(spearman(energy, np.array(final)))))
+    return {"rho": rho, "mean": float(np.mean(rho)), "se": float(np.std(rho, ddof=1) / math.sqrt(episodes))}
 
 
 # ---- the diffusion world model: what one CEM plan through pixel-space denoising rollouts costs -------------
