@@ -365,6 +365,6 @@ def test_lewm_recipe_cli_trains_the_published_configuration(tmp_path, monkeypatc
     jepa_main(["plan", "--checkpoint", str(ckpt), "--episodes", "1"])  # a LeWM checkpoint: LeWM's protocol
     assert (seen["receding"], seen["energy"], seen["size"]) == (2, "last", 32)  # smoke lewm_receding, lewm_energy
     jepa_main(["train-ac", "--recipe", "lewm", "--steps", "1", "--batch", "4", "--bn-recalibrate", "0", "--size", "16",
-               "--episodes", "3", "--run-dir", str(tmp_path / "lewm0")])
+               "--episodes", "3", "--patch", "4", "--run-dir", str(tmp_path / "lewm0")])
     cfg0 = load_meta(tmp_path / "lewm0" / "ckpt" / "latest")["config"]
-    assert cfg0["bn_recalibrate"] == 0 and cfg0["model"]["size"] == 16  # LeWM's statistics; 16 x 16 recordings
+    assert cfg0["bn_recalibrate"] == 0 and (cfg0["model"]["size"], cfg0["model"]["patch"]) == (16, 4)

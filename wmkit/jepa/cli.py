@@ -50,6 +50,9 @@ class TrainACArgs:
     draws the agent as a 4-pixel disc instead of 2)"""
     episodes: int | None = None
     """weak-expert episodes recorded for training, with --recipe lewm (None: the profile's tr_episodes)"""
+    patch: int | None = None
+    """encoder patch size in pixels, with --recipe lewm (None: the profile's; e.g. 16 at --size 64 keeps 16 tokens
+    per frame)"""
     bn_recalibrate: int = 8
     """batches over which BatchNorm statistics are re-estimated after training (0: PyTorch's running averages, as
     LeWM; only models with BatchNorm: --recipe lewm)"""
@@ -159,6 +162,8 @@ def train_ac_cmd(argv):
 
         if a.size:
             sizes["size"] = a.size
+        if a.patch:
+            sizes["patch"] = a.patch
         cfg = lewm_config(sizes, P.action_block, a.steps or P.lewm_steps, batch=a.batch or P.lewm_batch,
                           pool=a.pool or P.lewm_pool, sigreg_proj=P.lewm_proj, seed=a.seed)
         cfg.bn_recalibrate = a.bn_recalibrate
