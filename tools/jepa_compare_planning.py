@@ -135,6 +135,7 @@ def run_diffusion(J, a):
     replans = int(np.ceil(J.plan_budget / (J.plan_receding * J.action_block)))
     row = {"model": "diffusion (EDM, stage 3b cpu sizes)", "horizon_frames": H, "cem_samples": J.cem_samples,
            "iterations_timed": a.diffusion_iterations, "seconds_timed": r["seconds"],
+           "cpu_seconds_timed": r["cpu_seconds"], "cpu_plan_s": r["cpu_seconds"] / a.diffusion_iterations * J.cem_iters,
            "denoiser_calls_timed": r["denoiser_calls"], "plan_s": per_iter * J.cem_iters,
            "episode_s": per_iter * J.cem_iters * replans, "replans_per_episode": replans,
            "eval_s_for_episodes": per_iter * J.cem_iters * replans * a.episodes}
@@ -163,7 +164,9 @@ def table(rows):
                        f"frames x 3 denoising steps per iteration) costs {r['plan_s']:.0f} s "
                        f"({r['iterations_timed']} of the iterations timed: {r['seconds_timed']:.1f} s, "
                        f"{r['denoiser_calls_timed']} denoiser calls at batch {r['cem_samples']}); one episode "
-                       f"({r['replans_per_episode']} plans) ~{r['episode_s'] / 60:.0f} min.")
+                       f"({r['replans_per_episode']} plans) ~{r['episode_s'] / 60:.0f} min."
+                       + (f" CPU time: {r['cpu_seconds_timed']:.1f} s timed, {r['cpu_plan_s']:.0f} s per plan."
+                          if "cpu_seconds_timed" in r else ""))
     return "\n".join(out)
 
 

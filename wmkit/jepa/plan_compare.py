@@ -294,7 +294,8 @@ def diffusion_plan_seconds(model, goal: torch.Tensor, context: torch.Tensor, hor
     """Time one CEM plan whose energy rolls the EDM world model forward ``horizon_steps`` frames per sample
     (``denoise_steps`` sampler steps each, DIAMOND: 3) and takes the pixel MSE of the last frame to ``goal`` (3, S, S)
     in [-1, 1]; ``context`` (K, 3, S, S) in [-1, 1] are the past frames (zero past actions). Returns seconds and the
-    number of denoiser forward passes (each on a batch of ``samples`` frames)."""
+    wall-clock and CPU seconds (process time: what the load does not change) and the number of denoiser forward
+    passes (each on a batch of ``samples`` frames)."""
     K, A = model.net.context, model.net.action_dim
     if context.shape[0] != K or goal.shape != context.shape[1:]:
         raise ValueError(f"diffusion_plan_seconds: need context (K={K}, 3, S, S) and goal (3, S, S), got "
@@ -314,6 +315,7 @@ def diffusion_plan_seconds(model, goal: torch.Tensor, context: torch.Tensor, hor
             ctx = torch.cat([ctx[:, 1:], nxt[:, None]], 1)
         return (ctx[:, -1] - goal).square().flatten(1).mean(1)  # (S,)
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     cem(energy, horizon_steps, A, samples=samples, elites=elites, iterations=iterations, generator=g)
-    return {"seconds": time.perf_counter() - t0, "denoiser_calls": calls[0], "batch": samples}
+    return {"seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0,
+            "denoiser_calls": calls[0], "batch": samples}
