@@ -39,11 +39,24 @@ KEYS = ("plan_success", "plan_success_se", "plan_final_distance", "plan_final_di
         "distance_difference", "distance_difference_se", "start_distance")
 
 
+RECIPE = {"name": "ema"}  # --ac-recipe: "ema" (the notebook's AC-JEPA until session 7) or "lewm" (its planner now)
+
+
 def ac_train_config(J, steps: int) -> ACTrainConfig:
-    """The notebook's `ema` AC-JEPA (the cpu profile's planner)."""
+    """The `ema` AC-JEPA (patch tokens, EMA target), or LeWM's recipe at the profile's lewm_* settings."""
+    if RECIPE["name"] == "lewm":
+        from wmkit.jepa.train import lewm_config
+
+        return lewm_config(dict(J.ac_model), J.action_block, steps, batch=J.lewm_batch, pool=J.lewm_pool,
+                           sigreg_proj=J.lewm_proj)
     m = ACConfig(**J.ac_model, regulariser="ema", loss="l1", normalize=True, sigreg_proj=J.sigreg_proj,
                  action_block=J.action_block)
     return ACTrainConfig(model=m, steps=steps, batch=J.ac_batch, length=J.ac_length, log_every=max(1, steps // 10))
+
+
+def planner_setting(J):
+    """(receding, energy): LeWM's protocol for a LeWM model (the profile's lewm_*), else the cpu planner's."""
+    return (J.lewm_receding, J.lewm_energy) if RECIPE["name"] == "lewm" else (J.plan_receding, J.plan_energy)
 
 
 def ac_step_flops(J, data) -> int:
@@ -74,9 +87,11 @@ def run_ac(J, a, data, f_ac):
         train_s = time.perf_counter() - t
         E = a.headline_episodes if n == a.headline else a.episodes
         t = time.perf_counter()
-        r = evaluate_planning(model, E, **plan_kwargs(J, a), receding=J.plan_receding, energy=J.plan_energy,
+        receding, energy = planner_setting(J)
+        r = evaluate_planning(model, E, **plan_kwargs(J, a), receding=receding, energy=energy,
                               repeat=J.plan_repeat, progress=False)
-        row = {"model": "AC-JEPA ema", "steps": n, "flops": n * f_ac, "flops_per_step": f_ac, "train_s": train_s,
+        row = {"model": f"AC-JEPA {RECIPE['name']} ({receding}:{energy})",
+               "steps": n, "flops": n * f_ac, "flops_per_step": f_ac, "train_s": train_s,
                "eval_s": time.perf_counter() - t, "episodes": E, "final_loss": hist[-1]["loss"],
                "feature_std": hist[-1].get("feature_std"), **{k: r[k] for k in KEYS}}
         emit(row)
@@ -105,11 +120,14 @@ def run_dreamer(J, a, data, f_ac):
                 if a.ranking_only:
                     continue
             t = time.perf_counter()
-            r = evaluate_dreamer_planning(wm, E, **plan_kwargs(J, a), block=J.action_block, receding=J.plan_receding,
-                                          energy=J.plan_energy, distance=a.distance, target=target, progress=False)
+            receding, energy = planner_setting(J)
+            r = evaluate_dreamer_planning(wm, E, **plan_kwargs(J, a), block=J.action_block, receding=receding,
+                                          energy=energy, distance=a.distance, target=target, progress=False)
             losses = [h for h in hist if h["step"] < k]
             name = f"DreamerV3 RSSM ({a.distance})" if target == "feat" else (
                 "DreamerV3 RSSM (decoded pixels)" if target == "pixels" else f"DreamerV3 RSSM (z only, {a.distance})")
+            if RECIPE["name"] == "lewm":
+                name += f" ({receding}:{energy}, FLOPs of LeWM)"
             row = {"model": name, "steps": k, "flops": k * f_d, "flops_per_step": f_d,
                    "train_s": snaps[k][1], "eval_s": time.perf_counter() - t, "episodes": E, "window": L,
                    "final_loss": losses[-1]["wm_loss"], "dec_loss": losses[-1]["dec_loss"],
@@ -225,11 +243,16 @@ def main(argv=None):
     p.add_argument("--dreamer-length", type=int, default=None,
                    help="RSSM training window in frames (None: the AC-JEPA window's span, (length - 1) x block + 1)")
     p.add_argument("--diffusion-iterations", type=int, default=1, help="CEM iterations timed for the diffusion model")
+    p.add_argument("--ac-recipe", default="ema", choices=["ema", "lewm"],
+                   help="the AC-JEPA: ema (patch tokens, EMA target) or lewm (LeWM's recipe, the profile's lewm_*, "
+                        "planned with lewm_receding / lewm_energy); budgets count its steps, and the RSSM plans with "
+                        "the same setting")
     p.add_argument("--out", default="runs/jepa/compare_planning")
     p.add_argument("--merge", nargs="+", default=None, help="results.json files to table and plot (runs nothing)")
     a = p.parse_args(argv)
     if any(b < 1 for b in a.budgets) or a.episodes < 2 or a.headline_episodes < 2:
         p.error("--budgets must be >= 1 and --episodes / --headline-episodes >= 2")
+    RECIPE["name"] = a.ac_recipe
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     if a.merge:
@@ -250,6 +273,7 @@ def main(argv=None):
             rows.append(run_diffusion(J, a))
         name = "results" if len(a.models) == 3 else "results_" + "_".join(a.models + [t for t in a.targets
                                                                                       if t != "feat"])
+        name += "_lewm" if a.ac_recipe == "lewm" else ""
         (out / f"{name}.json").write_text(json.dumps({"args": vars(a), "profile": P.name, "rows": rows}, indent=1))
     print(table(rows))
     plot(rows, out / "success_vs_compute.png")
