@@ -195,7 +195,7 @@ def plot(rows, path):
     import matplotlib.pyplot as plt
     import matplotlib.ticker
 
-    fig, ax = plt.subplots(1, 3, figsize=(14, 3.8))
+    fig, ax = plt.subplots(1, 3, figsize=(14, 4.6))
     models = sorted({r["model"] for r in rows if "steps" in r})
     for m in models:
         rs = sorted((r for r in rows if r.get("model") == m), key=lambda r: r["flops"])
@@ -218,8 +218,12 @@ def plot(rows, path):
     ax[2].set(xscale="log", xlabel="training FLOPs", ylabel="mean end distance, px", title="end distance to the goal")
     for axis in ax:
         axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # only the decades: no overlapping labels
-        axis.legend(fontsize=7)
-    fig.tight_layout()
+    handles, labels = ax[0].get_legend_handles_labels()
+    h2, l2 = ax[2].get_legend_handles_labels()
+    extra = [(h, la) for h, la in zip(h2, l2, strict=True) if la not in labels]
+    fig.legend(handles + [h for h, _ in extra], labels + [la for _, la in extra], loc="lower center", ncol=4,
+               fontsize=7)  # one legend under the three panels
+    fig.tight_layout(rect=(0, 0.16, 1, 1))
     fig.savefig(path, dpi=110)
 
 
