@@ -22,7 +22,7 @@ import torch
 
 from wmkit.checkpoint import load_meta, load_state
 from wmkit.jepa.ac import ACConfig, ACWorldModel
-from wmkit.jepa.plan import evaluate_planning
+from wmkit.jepa.plan import energy_landscape, evaluate_planning
 from wmkit.profiles import profile
 
 
@@ -51,6 +51,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--variants", nargs="+", default=["5:1:all"], help="horizon:receding:energy[:samples:elites:iters]")
     ap.add_argument("--repeat", choices=["profile", "true", "false"], default="profile",
                     help="CEM searches one action per block, repeated (profile: plan_repeat; swm: false)")
+    ap.add_argument("--landscape", action="store_true",
+                    help="also print energy_landscape: Spearman(energy, distance) and the mean energy per distance bin")
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
     J = profile().jepa
@@ -58,6 +60,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
     meta = load_meta(a.checkpoint)
     model = ACWorldModel(ACConfig(**meta["config"]["model"]))
     model.load_state_dict(load_state(a.checkpoint)["model"])
+    if a.landscape:
+        land = energy_landscape(model, model.cfg.size)
+        bins = [0, 15, 45, 90, 150, 250, 800]
+        e, d = land["energy"], land["distance"]
+        means = {f"{lo}-{hi} px": round(float(e[(d >= lo) & (d < hi)].mean()), 4)
+                 for lo, hi in zip(bins, bins[1:], strict=False)}
+        print(json.dumps({"landscape_spearman": round(float(land["spearman"]), 3), "mean_energy": means}), flush=True)
     rows = []
     for text, kw in zip(a.variants, variants, strict=True):
         t = time.time()
