@@ -592,7 +592,9 @@ def load_models(run_dir: str | Path, device: str | None = None
 
     run_dir = Path(run_dir)
     meta = load_meta(run_dir / "dynamics" / "ckpt" / "latest")
-    cfg = fill(from_dict(GenieConfig, meta["config"]))
+    # a run folder written before a switch existed was trained with the switch's old behaviour, not the profile's
+    before = {"tok_encoder": "st", "lam_out_norm": "none", "dyn_token_context": 1}
+    cfg = fill(from_dict(GenieConfig, {**before, **meta["config"]}))
     tok = VideoTokenizer(tokenizer_config(cfg))
     lam = LatentActionModel(lam_config(cfg))
     tok.load_state_dict(load_state(run_dir / "tokenizer" / "ckpt" / "latest")["model"])
