@@ -141,7 +141,7 @@ _DATA: dict[str, dict[str, Any]] = {
 # "Session 4"; gpu keeps Genie's LAM (pixels in, uniform windows, lr = lr), not run. smoke/cpu also standardise the
 # LAM encoder's output over the batch (lam_out_norm; without it right, up and down got no code), compute each tokenizer
 # token from its own patch (tok_encoder="patch": a scroll is an exact shift of the token grid) and give each dynamics
-# input token its 3 x 3 neighbourhood (dyn_token_context); gpu keeps Genie's forms.
+# input token its 3 x 3 neighbourhood (dyn_token_context) and train the dynamics at lr 1e-3; gpu keeps Genie's forms.
 _GENIE: dict[str, dict[str, Any]] = {
     "smoke": dict(episodes=3, episode_steps=40, frame_size=56, tok_patch=8, tok_dim=32, tok_depth=1, tok_clip_len=2,
                   tok_steps=4, tok_batch=4, lam_patch=4, lam_size=28, lam_dim=32, lam_depth=1, lam_clip_len=2,
@@ -151,7 +151,7 @@ _GENIE: dict[str, dict[str, Any]] = {
                   bench_steps=2, effect_frames=2,
                   lam_lr=1e-3, lam_patch_context=3, lam_enc_correlation=True, lam_corr_temperature=0.002,
                   lam_enc_patches=False, lam_move_fraction=0.5, lam_out_norm="batch", tok_encoder="patch",
-                  dyn_token_context=3),
+                  dyn_token_context=3, dyn_lr=1e-3),
     "cpu": dict(episodes=10, episode_steps=200, frame_size=56, tok_patch=8, tok_dim=128, tok_depth=2, tok_clip_len=2,
                 tok_steps=400, tok_batch=16, lam_patch=4, lam_size=28, lam_dim=96, lam_depth=2, lam_clip_len=2,
                 lam_steps=1200, lam_batch=32, lam_var_weight=100.0, dyn_dim=128, dyn_depth=3, dyn_clip_len=4,
@@ -160,7 +160,7 @@ _GENIE: dict[str, dict[str, Any]] = {
                 cost_run_T=(4, 8, 16, 32), bench_batch=8, bench_steps=5, effect_frames=16,
                 lam_lr=1e-3, lam_patch_context=3, lam_enc_correlation=True, lam_corr_temperature=0.002,
                 lam_enc_patches=False, lam_move_fraction=0.5, lam_out_norm="batch", tok_encoder="patch",
-                dyn_token_context=3),
+                dyn_token_context=3, dyn_lr=1e-3),
     "gpu": dict(episodes=100, episode_steps=1000, frame_size=56, tok_patch=4, tok_dim=512, tok_depth=8,
                 tok_clip_len=16, tok_steps=30_000, tok_batch=48, lam_patch=8, lam_size=0, lam_dim=512, lam_depth=8,
                 lam_clip_len=16, lam_steps=30_000, lam_batch=36, lam_var_weight=100.0, dyn_dim=512, dyn_depth=12,
@@ -169,7 +169,7 @@ _GENIE: dict[str, dict[str, Any]] = {
                 cost_run_T=(4, 8, 16, 32, 64), bench_batch=36, bench_steps=10, effect_frames=64,
                 lam_lr=None, lam_patch_context=1, lam_enc_correlation=False, lam_corr_temperature=0.0,
                 lam_enc_patches=True, lam_move_fraction=0.0, lam_out_norm="none", tok_encoder="st",
-                dyn_token_context=1),
+                dyn_token_context=1, dyn_lr=None),
 }
 
 # ----------------------------------------------------------------------------------------------------

@@ -146,6 +146,8 @@ class GenieConfig:
     """Dynamics training steps."""
     dyn_batch: int | None = None
     """Dynamics clips per batch."""
+    dyn_lr: float | None = None
+    """Peak learning rate of the dynamics model (None: ``lr``)."""
     dyn_token_context: int | None = None
     """Dynamics input tokens hold their k x k neighbourhood (DynamicsConfig.token_context; 1 = Genie). None: the
     profile's choice."""
@@ -530,7 +532,7 @@ def train_dynamics(cfg: GenieConfig, tok_data: dict) -> tuple[DynamicsModel, lis
     def loss(m, b):
         return m.loss(b[0], b[1], generator=tg)
 
-    hist = _train_loop("dynamics", cfg, model, cfg.dyn_steps, batch, loss)
+    hist = _train_loop("dynamics", cfg, model, cfg.dyn_steps, batch, loss, lr=cfg.dyn_lr)
     return model.eval(), hist
 
 
