@@ -135,3 +135,24 @@ def test_lam_beta_reaches_the_lams_quantizer():
 
     assert lam_config(GenieConfig()).beta == 0.25  # the VQ-VAE value, LAMConfig's default
     assert lam_config(GenieConfig(lam_beta=0.05)).beta == 0.05
+
+
+def test_dyn_move_fraction_fills_its_share_with_scrolling_windows(tmp_path, monkeypatch):
+    """dyn_move_fraction=0.5 at batch 4: two windows of every dynamics batch end with a scroll. An episode of 12
+    static frames with one one-tile scroll (frames 6 -> 7) and tokens that number the frames: the last two windows of
+    each batch are the one window of length 3 that ends with that transition (frames 5, 6, 7)."""
+    world = np.random.default_rng(0).integers(0, 255, (40, 40, 3), dtype=np.uint8)
+    frames = np.stack([world[:16, :16]] * 7 + [world[:16, G.TILE:G.TILE + 16]] * 5)  # (12, 16, 16, 3)
+    assert G.observed_motion(frames).tolist() == [0] * 6 + [2] + [0] * 4
+    ep = {"frames": frames, "tokens": np.repeat(np.arange(12)[:, None], 4, 1), "latent": np.zeros(12, np.int64)}
+    seen = []
+    orig = G.DynamicsModel.loss
+    monkeypatch.setattr(G.DynamicsModel, "loss", lambda self, t, a, generator=None: (seen.append(t.clone()),
+                                                                                   orig(self, t, a, generator))[1])
+    cfg = _cfg(tmp_path, dyn_clip_len=3, dyn_batch=4, dyn_steps=3, dyn_move_fraction=0.5)
+    G.train_dynamics(cfg, {"train": [ep], "vocab": 12})
+    assert len(seen) == 3
+    for t in seen:
+        assert t[2:, :, 0].tolist() == [[5, 6, 7], [5, 6, 7]]
+    with pytest.raises(ValueError, match="dyn_move_fraction"):
+        G.train_dynamics(_cfg(tmp_path, dyn_move_fraction=1.5), {"train": [ep], "vocab": 12})

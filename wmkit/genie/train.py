@@ -146,6 +146,9 @@ class GenieConfig:
     """Dynamics training steps."""
     dyn_batch: int | None = None
     """Dynamics clips per batch."""
+    dyn_move_fraction: float = 0.0
+    """Share of each dynamics batch drawn from windows whose last transition scrolls the view (as
+    ``lam_move_fraction``; 0 = uniform windows, Genie)."""
     dyn_lr: float | None = None
     """Peak learning rate of the dynamics model (None: ``lr``)."""
     dyn_token_context: int | None = None
@@ -524,9 +527,20 @@ def train_dynamics(cfg: GenieConfig, tok_data: dict) -> tuple[DynamicsModel, lis
     model = DynamicsModel(dynamics_config(cfg, vocab, (side, side)))
     device = torch.device(cfg.device or pick_device())
 
+    if not 0.0 <= cfg.dyn_move_fraction <= 1.0:
+        raise ValueError(f"dyn_move_fraction: expected a share in [0, 1], got {cfg.dyn_move_fraction}")
+    L, n_move = cfg.dyn_clip_len, round(cfg.dyn_move_fraction * cfg.dyn_batch)
+    moving, p_move = moving_windows(tok_data["train"], L) if n_move else ([], None)  # last transition scrolls
+    if n_move and not moving:
+        raise ValueError("dyn_move_fraction > 0 but no training transition scrolls the view")
+
     def batch():
         lat_eps = [{"frames": e["tokens"], "actions": e["latent"]} for e in tok_data["train"]]
-        tokens, latent = sample_windows(lat_eps, cfg.dyn_clip_len, cfg.dyn_batch, g)
+        tokens, latent = sample_windows(lat_eps, L, cfg.dyn_batch - n_move, g)  # (B - n_move, L, N), (B - n_move, L)
+        if n_move:  # oversample the scrolls: n_move windows drawn uniformly from those whose last transition scrolls
+            wins = [moving[j] for j in g.choice(len(moving), size=n_move, p=p_move)]
+            tokens = np.concatenate([tokens, np.stack([lat_eps[i]["frames"][s:s + L] for i, s in wins])])
+            latent = np.concatenate([latent, np.stack([lat_eps[i]["actions"][s:s + L] for i, s in wins])])
         return torch.from_numpy(tokens).to(device), torch.from_numpy(latent[:, :-1]).to(device)
 
     def loss(m, b):
