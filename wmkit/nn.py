@@ -25,6 +25,8 @@ the linear layers for FP8 ones without touching this file.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -32,7 +34,8 @@ from einops import rearrange
 from torch import nn
 
 __all__ = ["RMSNorm", "MLP", "Attention", "attention_reference", "TransformerBlock", "STBlock",
-           "patchify", "unpatchify", "patchify_tubelets", "sincos_1d", "sincos_2d", "block_causal_mask"]
+           "patchify", "unpatchify", "patchify_tubelets", "sincos_1d", "sincos_2d", "block_causal_mask",
+           "precise_batchnorm"]
 
 
 class RMSNorm(nn.Module):
@@ -225,3 +228,21 @@ def block_causal_mask(T: int, N: int, device: torch.device | str | None = None) 
     """Bool (T*N, T*N): token i (frame i // N) may attend to token j iff frame(j) <= frame(i)."""
     frame = torch.arange(T * N, device=device) // N  # (T*N,)
     return frame[:, None] >= frame[None, :]
+
+
+@contextmanager
+def precise_batchnorm(norms: list[nn.modules.batchnorm._BatchNorm]) -> Iterator[None]:
+    """Re-estimate BatchNorm statistics at the current weights ("precise BatchNorm", Wu & Johnson 2021): inside the
+    block every forward through ``norms`` (put in training mode) adds its batch mean and variance to an equal-weight
+    average that replaces their running statistics, which lag behind weights that were still moving during training.
+    Their momentum is restored on exit; the caller sets the modes it wants afterwards."""
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the forwards inside the block
+        m.train()
+    try:
+        yield
+    finally:
+        for m, momentum in zip(norms, saved, strict=True):
+            m.momentum = momentum

@@ -40,7 +40,7 @@ from torch import nn
 
 from wmkit.genie.st_transformer import FullTransformer, STTransformer
 from wmkit.genie.tokenizer import FSQ, VectorQuantizer, usage_stats
-from wmkit.nn import block_causal_mask, patchify, sincos_2d, unpatchify
+from wmkit.nn import block_causal_mask, patchify, precise_batchnorm, sincos_2d, unpatchify
 
 __all__ = ["LAMConfig", "LatentActionModel", "code_usage", "confusion", "recalibrate_out_norm"]
 
@@ -316,24 +316,16 @@ class LatentActionModel(nn.Module):
 @torch.no_grad()
 def recalibrate_out_norm(lam: LatentActionModel, batches) -> None:
     """Re-estimate the ``out_norm="batch"`` statistics as the plain average over ``batches`` (clips (B, T, 3, H, W))
-    with the trained weights ("precise BatchNorm", Wu & Johnson 2021): the running averages kept during training
-    lag behind weights that were still moving. Only the normalisation runs in training mode, so the quantizer
-    neither counts usage nor restarts codes."""
+    with the trained weights (:func:`wmkit.nn.precise_batchnorm`). Only the normalisation runs in training mode, so
+    the quantizer neither counts usage nor restarts codes."""
     if lam.out_norm is None:
         return
     was = lam.training
     lam.eval()
-    bn = lam.out_norm
-    momentum = bn.momentum
-    bn.reset_running_stats()
-    bn.momentum = None  # cumulative average of the batches' statistics
-    bn.train()
-    for x in batches:
-        lam.encode(x)
-    bn.momentum = momentum
+    with precise_batchnorm([lam.out_norm]):
+        for x in batches:
+            lam.encode(x)
     lam.train(was)
-    if not was:
-        bn.eval()
 
 
 def code_usage(ids: torch.Tensor | np.ndarray, num_actions: int) -> dict:

@@ -534,8 +534,9 @@ def train_dynamics(cfg: GenieConfig, tok_data: dict) -> tuple[DynamicsModel, lis
     if n_move and not moving:
         raise ValueError("dyn_move_fraction > 0 but no training transition scrolls the view")
 
+    lat_eps = [{"frames": e["tokens"], "actions": e["latent"]} for e in tok_data["train"]]  # sample_windows' keys
+
     def batch():
-        lat_eps = [{"frames": e["tokens"], "actions": e["latent"]} for e in tok_data["train"]]
         tokens, latent = sample_windows(lat_eps, L, cfg.dyn_batch - n_move, g)  # (B - n_move, L, N), (B - n_move, L)
         if n_move:  # oversample the scrolls: n_move windows drawn uniformly from those whose last transition scrolls
             wins = [moving[j] for j in g.choice(len(moving), size=n_move, p=p_move)]

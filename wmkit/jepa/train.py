@@ -20,6 +20,7 @@ from wmkit.config import to_dict
 from wmkit.jepa.ac import ACConfig, ACWorldModel
 from wmkit.jepa.masks import VJEPA_MASKS, MultiBlock3D
 from wmkit.jepa.vjepa import VJEPA, VJEPAConfig, collapse_stats, lr_at, momentum_at
+from wmkit.nn import precise_batchnorm
 from wmkit.precision import autocast, prepare_model
 from wmkit.training import Logger, check_finite
 
@@ -200,18 +201,13 @@ def recalibrate_batchnorm(model: ACWorldModel, batches: list[tuple[torch.Tensor,
         return 0
     if not batches:
         raise ValueError("recalibrate_batchnorm: need at least one batch")
-    saved = [m.momentum for m in norms]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average over the calls below
     model.train()
-    for clip, act in batches:
-        z = model.encode(clip)  # (B, T, N, D)
-        model.predict(z[:, :-1], act)
-        if model.target_encoder is not None:
-            model.encode(clip, target=True)  # the EMA target projector's BatchNorm too
-    for m, mom in zip(norms, saved, strict=True):
-        m.momentum = mom
+    with precise_batchnorm(norms):  # equal-weight average of the batches' statistics
+        for clip, act in batches:
+            z = model.encode(clip)  # (B, T, N, D)
+            model.predict(z[:, :-1], act)
+            if model.target_encoder is not None:
+                model.encode(clip, target=True)  # the EMA target projector's BatchNorm too
     model.eval()
     return len(norms)
 
