@@ -368,3 +368,55 @@ def test_lewm_recipe_cli_trains_the_published_configuration(tmp_path, monkeypatc
                "--episodes", "3", "--patch", "4", "--run-dir", str(tmp_path / "lewm0")])
     cfg0 = load_meta(tmp_path / "lewm0" / "ckpt" / "latest")["config"]
     assert cfg0["bn_recalibrate"] == 0 and (cfg0["model"]["size"], cfg0["model"]["patch"]) == (16, 4)
+
+
+def test_lr_schedule_known_answers_and_the_trainer_follows_it():
+    """Linear warm-up to the peak, then constant or LeWM's half cosine to 0 at the last step; train_ac sets exactly
+    these rates (read back from the optimiser through a hook on ``step``), and a bad schedule is refused."""
+    from wmkit.jepa.train import ACTrainConfig, lewm_config, lr_factor, train_ac
+
+    assert [lr_factor(s, 10, 2, "constant") for s in (0, 1, 5, 9)] == [0.5, 1.0, 1.0, 1.0]
+    cos = [lr_factor(s, 10, 2, "cosine") for s in range(10)]  # after warm-up: progress (s - 2) / 7
+    assert cos[:3] == [0.5, 1.0, 1.0] and cos[9] == pytest.approx(0.0, abs=1e-12)
+    assert cos[5] == pytest.approx(0.5 * (1 + math.cos(math.pi * 3 / 7)))
+    assert all(a >= b for a, b in zip(cos[2:], cos[3:], strict=False))
+    with pytest.raises(ValueError, match="lr_schedule"):
+        lr_factor(0, 10, 2, "linear")
+    assert lewm_config({"size": 16, "patch": 4}, 5, 10).lr_schedule == "cosine"  # LeWM's published schedule
+    d = collect(2, 20, 16, seed=0, policy="expert")
+    cfg = lewm_config(dict(size=16, patch=8, dim=16, depth=1, heads=2, pred_dim=16, pred_depth=1, pred_heads=2), 5,
+                      6, batch=4, sigreg_proj=16, lr=1e-2)
+    cfg.warmup, cfg.bn_recalibrate = 2, 0
+    seen = []
+    orig = torch.optim.AdamW.step
+
+    def spy(self, *a, **k):
+        seen.append(self.param_groups[0]["lr"])
+        return orig(self, *a, **k)
+
+    torch.optim.AdamW.step = spy
+    try:
+        train_ac(cfg, d["frames"], d["actions"], progress=False)
+    finally:
+        torch.optim.AdamW.step = orig
+    assert seen == pytest.approx([1e-2 * lr_factor(s, 6, 2, "cosine") for s in range(6)])
+    assert isinstance(ACTrainConfig().lr_schedule, str) and ACTrainConfig().lr_schedule == "constant"
+
+
+def test_walltime_04_counts_the_planners_the_notebook_trains():
+    """`wmkit walltime 04` counts LeWM's training when the profile plans with it (cpu, smoke, and now gpu), and the
+    frozen-encoder predictor only where the notebook trains it; the gpu profile's planners include lewm."""
+    from wmkit.profiles import profile
+    from wmkit.walltime import measure, plan
+
+    for name in ("smoke", "cpu", "gpu"):
+        P = profile(name)
+        phases = plan("04", P)[0]
+        lewm = [p for p in phases if p.name.startswith("LeWM")]
+        assert len(lewm) == 1 and lewm[0].steps == P.jepa.lewm_steps
+        assert any("frozen" in p.name for p in phases) == ("frozen" in P.jepa.planners)
+    assert "lewm" in profile("gpu").jepa.planners and profile("gpu").jepa.lewm_steps == 20_000
+    assert "frozen" not in profile("cpu").jepa.planners and len(plan("04", profile("cpu"))[0]) == 3
+    row = measure([p for p in plan("04", profile("smoke"))[0] if p.name.startswith("LeWM")], "cpu", repeat=1,
+                  warmup=0)[0]
+    assert row["error"] is None and row["seconds"] == pytest.approx(row["seconds_per_step"] * 3)

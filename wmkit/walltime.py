@@ -357,9 +357,23 @@ def _plan_04(P: Profile) -> tuple[list[Phase], list[str]]:
             act = torch.randn(J.ac_batch, J.ac_length - 1, m.cfg.action_dim * J.action_block, device=device)
             return _update(m, lambda: m.loss(fr, act)["loss"])
         return make
+    def lewm(device):  # LeWM's recipe as the notebook trains it (wmkit.jepa.train.lewm_config): windows of 4 frames
+        from wmkit.jepa.ac import ACWorldModel
+        from wmkit.jepa.train import lewm_config
+        cfg = lewm_config({**J.ac_model, **J.lewm_model}, J.action_block, J.lewm_steps, batch=J.lewm_batch,
+                          pool=J.lewm_pool, sigreg_proj=J.lewm_proj)
+        m = ACWorldModel(cfg.model).to(device)
+        S = m.cfg.size
+        fr = torch.rand(cfg.batch, cfg.length, 3, S, S, device=device)                      # (B, 4, 3, H, W)
+        act = torch.randn(cfg.batch, cfg.length - 1, m.cfg.action_dim * J.action_block, device=device)
+        return _update(m, lambda: m.loss(fr, act)["loss"])
     phases = [Phase(f"V-JEPA pretraining, B{J.vjepa_batch}", J.vjepa_steps, vjepa)]
     phases += [Phase(f"AC-JEPA ({r}), B{J.ac_batch} x {J.ac_length} frames", J.ac_steps, ac(r)) for r in J.ac_recipes]
-    phases.append(Phase(f"AC predictor on the frozen V-JEPA encoder, B{J.ac_batch}", J.frozen_steps, ac("frozen")))
+    if "frozen" in J.planners:  # the notebook trains the frozen-encoder planner only when it plans with it
+        phases.append(Phase(f"AC predictor on the frozen V-JEPA encoder, B{J.ac_batch}", J.frozen_steps,
+                            ac("frozen")))
+    if "lewm" in J.planners:
+        phases.append(Phase(f"LeWM (pooled embedding, SIGReg), B{J.lewm_batch} x 4 frames", J.lewm_steps, lewm))
     return phases, ["collecting Two-Rooms episodes", "the compared models trained to matched FLOPs (DreamerV3, "
                     "the Genie tokenizer, the diffusion U-Net: about as long again as one AC-JEPA run)",
                     f"probes ({J.probe_steps} steps), the collapse demonstration ({J.collapse_steps} steps)",

@@ -53,6 +53,10 @@ class TrainACArgs:
     patch: int | None = None
     """encoder patch size in pixels, with --recipe lewm (None: the profile's; e.g. 16 at --size 64 keeps 16 tokens
     per frame)"""
+    lr: float | None = None
+    """peak learning rate, with --recipe lewm (None: 1e-3; LeWM 5e-5 over 100 GPU epochs)"""
+    lr_schedule: Literal["constant", "cosine"] | None = None
+    """after the warm-up, with --recipe lewm: cosine to 0 (LeWM's) or constant (None: the profile's lewm_schedule)"""
     bn_recalibrate: int = 8
     """batches over which BatchNorm statistics are re-estimated after training (0: PyTorch's running averages, as
     LeWM; only models with BatchNorm: --recipe lewm)"""
@@ -160,14 +164,16 @@ def train_ac_cmd(argv):
     if a.recipe == "lewm":
         from wmkit.jepa.train import lewm_config
 
+        sizes.update(P.lewm_model)  # the profile's LeWM sizes (e.g. a larger frame than the other recipes')
         if a.size:
             sizes["size"] = a.size
         if a.patch:
             sizes["patch"] = a.patch
         cfg = lewm_config(sizes, P.action_block, a.steps or P.lewm_steps, batch=a.batch or P.lewm_batch,
-                          pool=a.pool or P.lewm_pool, sigreg_proj=P.lewm_proj, seed=a.seed)
+                          pool=a.pool or P.lewm_pool, sigreg_proj=P.lewm_proj, seed=a.seed, lr=a.lr or 1e-3,
+                          lr_schedule=a.lr_schedule or P.lewm_schedule)
         cfg.bn_recalibrate = a.bn_recalibrate
-        d = _data(P, a.seed, a.size, a.episodes)
+        d = _data(P, a.seed, sizes["size"], a.episodes)
         _, hist = train_ac(cfg, d["frames"], d["actions"], encoder=encoder, run_dir=a.run_dir)
         print(json.dumps(hist[-1]))
         return

@@ -7,6 +7,7 @@ safetensors checkpoint (``wmkit.checkpoint``), log the collapse monitors (featur
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from wmkit.training import Logger, check_finite
 
 __all__ = ["VJEPATrainConfig", "ACTrainConfig", "sample_windows", "block_windows", "to_video", "train_vjepa",
            "train_ac", "recalibrate_batchnorm",
-           "lewm_config"]
+           "lewm_config", "lr_factor"]
 
 
 @dataclass
@@ -74,9 +75,12 @@ class ACTrainConfig:
     length: int = 6
     """predictor frames per training window, each ``model.action_block`` environment steps apart"""
     lr: float = 1e-3
-    """learning rate (constant after a linear warm-up)"""
+    """peak learning rate, reached after a linear warm-up"""
     warmup: int = 20
     """warm-up steps"""
+    lr_schedule: str = "constant"
+    """after the warm-up: constant (V-JEPA 2-AC's cpu stand-in) | cosine (LeWM's LinearWarmupCosineAnnealingLR: a
+    half cosine from ``lr`` down to 0 at the last step)"""
     weight_decay: float = 0.04
     """AdamW weight decay (V-JEPA 2-AC: 0.04)"""
     precision: str = "fp32"
@@ -98,21 +102,34 @@ class ACTrainConfig:
 
 
 def lewm_config(sizes: dict, action_block: int, steps: int, batch: int = 128, pool: str = "mean",
-                sigreg_proj: int = 1024, lr: float = 1e-3, seed: int = 0) -> ACTrainConfig:
+                sigreg_proj: int = 1024, lr: float = 1e-3, seed: int = 0,
+                lr_schedule: str = "cosine") -> ACTrainConfig:
     """LeWM's recipe as published (``lucas-maes/le-wm``: ``config/train/lewm.yaml``, ``model/lewm.yaml``,
     ``data/tworoom.yaml``, ``train.py``) at the encoder ``sizes`` (an ACConfig's size/patch/dim/depth/heads/pred_*):
     one embedding per frame through the projector MLP with BatchNorm (``pool``: "cls" = LeWM's CLS token, "mean"),
     the predictor's ``pred_proj`` MLP, history 3 and one prediction (windows of 4 frames, frameskip
     ``action_block``), next-embedding MSE + 0.09 SIGReg (17 knots, 1024 projections, one test per time step over the
     batch), no EMA, no stop-gradient, no rollout term, no layer norm on the embeddings, batch 128, AdamW weight decay
-    1e-3, gradient clipping 1.0. Not LeWM's: ``lr`` (LeWM 5e-5 with a cosine over 100 epochs of 1000+ episodes; a
-    run of a few hundred CPU steps needs 1e-3) and the BatchNorm statistics re-estimated after training
-    (``bn_recalibrate``)."""
+    1e-3, gradient clipping 1.0, a linear warm-up then a cosine to 0 (``lr_schedule="cosine"``; "constant" keeps
+    the peak rate). Not LeWM's: ``lr`` (LeWM 5e-5 over 100 epochs of 1000+ episodes; a run of a few hundred CPU
+    steps needs 1e-3) and the BatchNorm statistics re-estimated after training (``bn_recalibrate``)."""
     model = ACConfig(**sizes, regulariser="sigreg", loss="mse", normalize=False, pooled=True, pool=pool,
                      projector_norm=True, pred_projector=True, history=3, rollout_steps=0, sigreg_weight=0.09,
                      sigreg_proj=sigreg_proj, sigreg_samples="time", action_block=action_block)
     return ACTrainConfig(model=model, steps=steps, batch=batch, length=4, lr=lr, weight_decay=1e-3, seed=seed,
-                         log_every=max(1, steps // 30))
+                         log_every=max(1, steps // 30), lr_schedule=lr_schedule)
+
+
+def lr_factor(step: int, steps: int, warmup: int, schedule: str) -> float:
+    """The learning rate at optimiser step ``step`` (0-based) of ``steps`` as a fraction of the peak: linear warm-up
+    over ``warmup`` steps ((step + 1) / warmup), then 1 (``constant``) or a half cosine from 1 at the end of the
+    warm-up to 0 at the last step (``cosine``, LeWM)."""
+    if schedule not in ("constant", "cosine"):
+        raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {schedule!r}")
+    if step < warmup or schedule == "constant":
+        return min(1.0, (step + 1) / max(1, warmup))
+    progress = (step - warmup) / max(1, steps - 1 - warmup)  # 0 after the warm-up, 1 at the last step
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def to_video(frames: np.ndarray) -> torch.Tensor:
@@ -239,7 +256,7 @@ def train_ac(cfg: ACTrainConfig, frames: np.ndarray, actions: np.ndarray, encode
     history = []
     for step in tqdm(range(cfg.steps), desc=f"AC ({cfg.model.regulariser})", disable=not progress):
         for group in opt.param_groups:
-            group["lr"] = group["lr_scale"] * cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup))
+            group["lr"] = group["lr_scale"] * cfg.lr * lr_factor(step, cfg.steps, cfg.warmup, cfg.lr_schedule)
         clip, act = block_windows(video, acts, sample_windows(cfg.batch, video.shape[0], acts.shape[1], span, g),
                                   cfg.length, blk)
         with autocast(cfg.precision, "cpu"):
