@@ -145,3 +145,21 @@ def test_smoke_end_to_end_with_closed_loop(tmp_path, one_thread):
     assert out["drive"][0]["steps"] == 20
     with pytest.raises(ValueError, match="model | random | data"):
         ft.drive("planner", 1, 5, 0)
+
+
+def test_token_norm_statistics_are_the_encoder_token_moments(one_thread):
+    """The probe reads the tokens through BatchNorm (no affine); _precise_norm sets its running statistics to the
+    mean and (unbiased) variance of the current encoder's tokens over the calibration clips."""
+    torch.manual_seed(0)
+    data = fake_data()
+    model = ft.DrivingHead(VideoViT(SMOKE))
+    assert model.token_norm.affine is False
+    y = torch.from_numpy(data["targets"])
+    idx = ft._windows(data["frames"], data["train"], SMOKE.frames)
+    ft._precise_norm(model, data["frames"], y, idx, SMOKE.frames)
+    with torch.no_grad():
+        tokens = model.encoder(ft._batch(data["frames"], y, idx, SMOKE.frames)[0]).flatten(1)  # (M, N*D)
+    assert torch.allclose(model.token_norm.running_mean, tokens.mean(0), atol=1e-5)
+    assert torch.allclose(model.token_norm.running_var, tokens.var(0), rtol=1e-3, atol=1e-7)
+    assert not model.training and ft.DrivingHead(VideoViT(SMOKE), token_norm="none").token_norm.__class__.__name__ \
+        == "Identity"

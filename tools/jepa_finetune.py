@@ -37,12 +37,14 @@ def main(argv=None) -> dict:
     p.add_argument("--labeled", type=int, default=None, help="labelled training episodes (default: all)")
     p.add_argument("--encoder-lr-scale", type=float, default=0.1)
     p.add_argument("--curve-every", type=int, default=0)
+    p.add_argument("--raw-tokens", action="store_true", help="probe the raw tokens (official), no BatchNorm")
     p.add_argument("--drive-episodes", type=int, default=None, help="closed-loop tracks (default: the preset's)")
     p.add_argument("--out", default="runs/jepa/finetune/table.json")
     a = p.parse_args(argv)
     torch.set_num_threads(1)
     base = dict(encoder=a.encoder, preset=a.preset, steps=a.steps, labeled=a.labeled,
-                encoder_lr_scale=a.encoder_lr_scale, curve_every=a.curve_every, drive_episodes=a.drive_episodes)
+                encoder_lr_scale=a.encoder_lr_scale, curve_every=a.curve_every, drive_episodes=a.drive_episodes,
+                token_norm="none" if a.raw_tokens else "batchnorm")
     cfg0 = FinetuneConfig(mode="scratch", **base)
     data = driving_data(cfg0)
     runs, drives = [], {}
@@ -68,6 +70,7 @@ def main(argv=None) -> dict:
         row["r2_mean"] = mean_se([np.mean([r[f"r2_heldout_{t}"] for t in TARGETS]) for r in rs])
         row["start_effective_rank"] = mean_se([r["start_effective_rank"] for r in rs])
         row["start_feature_std"] = mean_se([r["start_feature_std"] for r in rs])
+        row["start_token_std"] = mean_se([r["start_token_std"] for r in rs])
         row["train_seconds"] = mean_se([r["train_seconds"] for r in rs])
         if cfg0.drive_episodes:
             tiles = np.array([[d["tiles"] for d in r["drive"]] for r in rs]).mean(0)  # (tracks,) mean over seeds
