@@ -39,6 +39,7 @@ def main(argv=None) -> dict:
     p.add_argument("--curve-every", type=int, default=0)
     p.add_argument("--raw-tokens", action="store_true", help="probe the raw tokens (official), no BatchNorm")
     p.add_argument("--drive-episodes", type=int, default=None, help="closed-loop tracks (default: the preset's)")
+    p.add_argument("--skip-baselines", action="store_true", help="do not drive the random and data policies")
     p.add_argument("--out", default="runs/jepa/finetune/table.json")
     a = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -60,7 +61,7 @@ def main(argv=None) -> dict:
                                      cfg.every)
             runs.append(out)
             print(json.dumps({k: v for k, v in out.items() if k not in ("drive", "curve")}), flush=True)
-    if cfg0.drive_episodes:
+    if cfg0.drive_episodes and not a.skip_baselines:
         for pol in ("random", "data"):
             drives[pol] = drive(pol, cfg0.drive_episodes, cfg0.drive_steps, cfg0.drive_seed)
     rows = {}
@@ -75,8 +76,10 @@ def main(argv=None) -> dict:
         if cfg0.drive_episodes:
             tiles = np.array([[d["tiles"] for d in r["drive"]] for r in rs]).mean(0)  # (tracks,) mean over seeds
             rets = np.array([[d["return"] for d in r["drive"]] for r in rs]).mean(0)
-            rand = np.array([d["tiles"] for d in drives["random"]])
-            row.update(tiles=mean_se(tiles), ret=mean_se(rets), tiles_minus_random=mean_se(tiles - rand))
+            row.update(tiles=mean_se(tiles), ret=mean_se(rets))
+            if "random" in drives:
+                rand = np.array([d["tiles"] for d in drives["random"]])
+                row["tiles_minus_random"] = mean_se(tiles - rand)
         rows[mode] = row
     for pol, ds in drives.items():
         rows[pol] = {"tiles": mean_se([d["tiles"] for d in ds]), "ret": mean_se([d["return"] for d in ds])}

@@ -43,6 +43,8 @@ from wmkit.config import parse_config, to_dict
 from wmkit.jepa.probes import AttentiveProbe, r2_score
 from wmkit.jepa.vjepa import VideoViT, VJEPAConfig, collapse_stats
 from wmkit.nn import precise_batchnorm
+from wmkit.precision import autocast
+from wmkit.utils import pick_device
 
 __all__ = ["FinetuneConfig", "PRESETS", "TARGETS", "MODES", "driving_data", "export_opendv", "load_encoder",
            "DrivingHead", "make_optimizer", "finetune", "drive", "main"]
@@ -51,9 +53,12 @@ MODES = ("scratch", "frozen", "finetune")
 TARGETS = ("steer", "gas", "speed")
 # sizes per preset; "cpu" is what the book's table was measured with, "gpu" is sized for a 32 GB card (not run here)
 PRESETS = {
-    "smoke": dict(episodes=4, episode_steps=60, heldout=1, steps=4, batch=4, drive_episodes=1, drive_steps=20),
-    "cpu": dict(episodes=40, episode_steps=350, heldout=8, steps=300, batch=32, drive_episodes=8, drive_steps=350),
-    "gpu": dict(episodes=400, episode_steps=1000, heldout=40, steps=20_000, batch=64, drive_episodes=50,
+    "smoke": dict(frame_size=32, episodes=4, episode_steps=60, heldout=1, steps=4, batch=4, drive_episodes=1,
+                  drive_steps=20),
+    "cpu": dict(frame_size=32, episodes=40, episode_steps=350, heldout=8, steps=300, batch=32, drive_episodes=8,
+                drive_steps=350),
+    # ViT-L/16 (the profile's pretrain_model) on 16 frames of 224 x 224: 1568 tokens per clip, so a small batch
+    "gpu": dict(frame_size=224, episodes=200, episode_steps=1000, heldout=20, steps=5000, batch=16, drive_episodes=50,
                 drive_steps=1000),
 }
 
@@ -70,8 +75,11 @@ class FinetuneConfig:
     preset: str = "cpu"
     """sizes of the fields left at None (smoke | cpu | gpu), and the encoder sizes of a scratch run without
     --encoder (the profile's jepa.pretrain_model)"""
+    frame_size: int | None = None
+    """frame height = width of the recorded drives (the encoder's size: cpu 32; gpu 224, upsampled from CarRacing's
+    96 x 96 render as the profile's ViT-L/16 expects)"""
     episodes: int | None = None
-    """driving episodes recorded (wmkit.data.driving_clips, track seeds 0..episodes-1, 32 x 32 frames)"""
+    """driving episodes recorded (wmkit.data.driving_clips, track seeds 0..episodes-1)"""
     episode_steps: int | None = None
     """50 Hz env steps per recorded episode"""
     heldout: int | None = None
@@ -109,6 +117,10 @@ class FinetuneConfig:
     """first track seed of the closed-loop episodes (not among the recorded ones)"""
     export_opendv: str | None = None
     """write the training episodes as OpenDV frame folders under this root, then exit (for the pretrain run)"""
+    device: str = "auto"
+    """auto | cpu | cuda | mps (wmkit.utils.pick_device)"""
+    precision: str = "fp32"
+    """fp32 | bf16 (wmkit.precision.autocast around the forward passes of training)"""
     run_dir: str = "runs/jepa/finetune/run"
     """metrics.json and the trained head + encoder (safetensors) go here"""
 
@@ -135,7 +147,7 @@ def driving_data(cfg: FinetuneConfig, progress: bool = False) -> dict:
     the means over the `every` env steps after each kept frame), plus the train / held-out episode indices."""
     from wmkit.data import driving_clips
 
-    clips = driving_clips(episodes=cfg.episodes, steps=cfg.episode_steps, size=32, progress=progress)
+    clips = driving_clips(episodes=cfg.episodes, steps=cfg.episode_steps, size=cfg.frame_size, progress=progress)
     k = cfg.every
     T = min(len(c) for c in clips) // k
     if T < 2:
@@ -254,13 +266,16 @@ def _precise_norm(model: DrivingHead, frames: np.ndarray, yn: torch.Tensor, idx:
         model.eval()
         with precise_batchnorm([model.token_norm]):
             for i in range(0, len(idx), 256):
-                model.token_norm(model.encoder(_batch(frames, yn, idx[i:i + 256], L)[0]).flatten(1))
+                video = _batch(frames, yn, idx[i:i + 256], L)[0].to(model.token_norm.running_mean.device)
+                model.token_norm(model.encoder(video).flatten(1))
     model.eval()
 
 
 @torch.no_grad()
 def _score(model: DrivingHead, frames: np.ndarray, yn: torch.Tensor, idx: list[tuple[int, int]], L: int) -> dict:
-    pred = torch.cat([model(_batch(frames, yn, idx[i:i + 256], L)[0]) for i in range(0, len(idx), 256)])  # (M, 3)
+    dev = next(model.probe.parameters()).device
+    pred = torch.cat([model(_batch(frames, yn, idx[i:i + 256], L)[0].to(dev)).cpu()
+                      for i in range(0, len(idx), 256)])  # (M, 3)
     true = torch.stack([yn[e, t] for e, t in idx])  # (M, 3)
     return {name: r2_score(pred[:, j:j + 1], true[:, j:j + 1]) for j, name in enumerate(TARGETS)}
 
@@ -284,7 +299,8 @@ def finetune(cfg: FinetuneConfig, data: dict | None = None, encoder: VideoViT | 
                          f"the driving data has {H} x {H}")
     L = encoder.cfg.frames
     torch.manual_seed(cfg.seed)  # the same head initialisation in every mode
-    model = DrivingHead(encoder, heads=cfg.probe_heads, token_norm=cfg.token_norm)
+    device = pick_device(cfg.device)
+    model = DrivingHead(encoder, heads=cfg.probe_heads, token_norm=cfg.token_norm).to(device)
     opt = make_optimizer(model, cfg.mode, cfg.lr, cfg.weight_decay, cfg.encoder_lr_scale)
     y = torch.from_numpy(data["targets"])  # (E, T, 3)
     ytr = y[data["train"]].reshape(-1, 3)
@@ -293,7 +309,7 @@ def finetune(cfg: FinetuneConfig, data: dict | None = None, encoder: VideoViT | 
     labeled = data["train"][: cfg.labeled] if cfg.labeled else data["train"]
     train, held = _windows(data["frames"], labeled, L), _windows(data["frames"], data["heldout"], L)
     with torch.no_grad():  # collapse check of the starting encoder on held-out clips: std over samples, RankMe
-        tokens = model.encoder.eval()(_batch(data["frames"], yn, held[:: max(1, len(held) // 128)], L)[0])
+        tokens = model.encoder.eval()(_batch(data["frames"], yn, held[:: max(1, len(held) // 128)], L)[0].to(device))
         start = collapse_stats(tokens.mean(1))  # pooled (B, D)
         start["token_std"] = float(tokens.std(0).mean())  # (N, D) std over clips, averaged
     curve, calib = [], train[:: max(1, len(train) // 512)]  # clips that re-estimate the token norm's statistics
@@ -305,7 +321,9 @@ def finetune(cfg: FinetuneConfig, data: dict | None = None, encoder: VideoViT | 
             group["lr"] = cosine_lr(step, cfg.steps, cfg.lr) * group["lr_scale"]
         pick = torch.randint(0, len(train), (cfg.batch,), generator=g).tolist()
         video, target = _batch(data["frames"], yn, [train[i] for i in pick], L)
-        loss = (model(video) - target).square().mean()
+        with autocast(cfg.precision, device):
+            pred = model(video.to(device)).float()  # (B, 3)
+        loss = (pred - target.to(device)).square().mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -354,8 +372,9 @@ def drive(policy: str, episodes: int, steps: int, seed: int, model: DrivingHead 
                 history.append(frame_of(obs, model.encoder.cfg.size))
                 L = model.encoder.cfg.frames
                 clip = ([history[0]] * L + history)[-L:]  # pad the start with the first frame
-                video = torch.from_numpy(np.stack(clip)).permute(0, 3, 1, 2).float()[None] / 255.0
-                steer, gas, _ = (model(video)[0] * norm[1] + norm[0]).tolist()
+                video = torch.from_numpy(np.stack(clip)).permute(0, 3, 1, 2).float()[None] / 255.0  # (1, T, 3, H, W)
+                dev = next(model.probe.parameters()).device
+                steer, gas, _ = (model(video.to(dev))[0].cpu() * norm[1] + norm[0]).tolist()
                 action = np.array([np.clip(steer, -1, 1), np.clip(gas, 0, 1), 0.0], np.float32)
             obs, r, term, trunc, _ = env.step(action)
             ret += float(r)
