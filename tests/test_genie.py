@@ -334,6 +334,15 @@ def test_dynamics_loss_masks_only_later_frames():
     assert float(out["mask_frac"]) == pytest.approx(0.75, abs=0.05)  # E[U(0.5, 1)] = 0.75
 
 
+def test_dynamics_mask_min_sets_the_training_masking_rate():
+    g = torch.Generator().manual_seed(0)
+    tok = torch.randint(0, 12, (256, 3, 9))
+    out = _tiny_dynamics(mask_min=0.9).loss(tok, torch.randint(0, 4, (256, 2)), generator=g)
+    assert float(out["mask_frac"]) == pytest.approx(0.95, abs=0.02)  # E[U(0.9, 1)] = 0.95
+    with pytest.raises(ValueError, match="mask_min"):
+        _tiny_dynamics(mask_min=1.0)
+
+
 @pytest.mark.parametrize("steps", [1, 4, pytest.param(25, marks=pytest.mark.slow)])
 def test_maskgit_fills_every_token_in_exactly_the_configured_steps(steps):
     m = _tiny_dynamics()

@@ -35,18 +35,13 @@ def shifted(a: np.ndarray, b: np.ndarray, motion: int) -> tuple[np.ndarray, np.n
 
 
 @torch.no_grad()
-def main(argv: list[str] | None = None) -> None:
-    torch.set_num_threads(1)
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if len(argv) != 1:
-        raise SystemExit("usage: genie_dynamics_check.py RUN_DIR (a folder written by `wmkit genie train`)")
-    tok, lam, dyn, cfg = G.load_models(argv[0], "cpu")
-    data = G.load_episodes(cfg)
-    held = G.tokenize_episodes(tok, lam, data["heldout"])
+def motion_table(tok, dyn, tok_eps: list[dict], episodes: list[dict]) -> list[dict]:
+    """Per observed motion: transitions, greedy all-masked token accuracy, copying accuracy, how often the prediction
+    equals frame t, and the tokenizer's shift equivariance (in view). ``tok_eps`` from ``tokenize_episodes``."""
     h, w = tok.grid
-    acc = np.zeros((len(G.MOTIONS), 5))  # tokens, pred == real, copy == real, pred == copy, (in-view, shift == real)
-    view = np.zeros((len(G.MOTIONS), 2))
-    for e, ep in zip(held, data["heldout"]):
+    acc = np.zeros((len(G.MOTIONS), 4))  # tokens, pred == real, copy == real, pred == copy
+    view = np.zeros((len(G.MOTIONS), 2))  # in-view tokens, shifted frame t == frame t+1
+    for e, ep in zip(tok_eps, episodes):
         z = torch.from_numpy(e["tokens"])  # (T, N)
         a = torch.from_numpy(e["latent"])[:-1]  # (T-1,): the last latent is a filler
         m = G.observed_motion(ep["frames"])  # (T-1,)
@@ -64,14 +59,30 @@ def main(argv: list[str] | None = None) -> None:
         for t, j in enumerate(m):
             x, y = shifted(grid[t], grid[t + 1], int(j))
             view[j] += [x.size, int((x == y).sum())]
-    print(f"run {argv[0]}: tokenizer encoder {cfg.tok_encoder}, dynamics token_context {cfg.dyn_token_context}")
+    return [{"motion": name, "transitions": int(acc[j, 0]) // (h * w), "accuracy": acc[j, 1] / acc[j, 0],
+             "copy": acc[j, 2] / acc[j, 0], "pred_is_t": acc[j, 3] / acc[j, 0],
+             "shift_equivariance": view[j, 1] / max(view[j, 0], 1)}
+            for j, name in enumerate(G.MOTIONS) if acc[j, 0]]
+
+
+def print_table(rows: list[dict]) -> None:
     print("motion | transitions | masked next frame: accuracy | copying frame t | prediction = frame t | "
           "shifted frame t = frame t+1 (in view)")
-    for j, name in enumerate(G.MOTIONS):
-        n = acc[j, 0]
-        if n:
-            print(f"{name} | {int(n) // (h * w)} | {acc[j, 1] / n:.3f} | {acc[j, 2] / n:.3f} | {acc[j, 3] / n:.3f} | "
-                  f"{view[j, 1] / max(view[j, 0], 1):.3f}")
+    for r in rows:
+        print(f"{r['motion']} | {r['transitions']} | {r['accuracy']:.3f} | {r['copy']:.3f} | {r['pred_is_t']:.3f} | "
+              f"{r['shift_equivariance']:.3f}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    torch.set_num_threads(1)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if len(argv) != 1:
+        raise SystemExit("usage: genie_dynamics_check.py RUN_DIR (a folder written by `wmkit genie train`)")
+    tok, lam, dyn, cfg = G.load_models(argv[0], "cpu")
+    data = G.load_episodes(cfg)
+    held = G.tokenize_episodes(tok, lam, data["heldout"])
+    print(f"run {argv[0]}: tokenizer encoder {cfg.tok_encoder}, dynamics token_context {cfg.dyn_token_context}")
+    print_table(motion_table(tok, dyn, held, data["heldout"]))
 
 
 if __name__ == "__main__":

@@ -87,6 +87,8 @@ class DynamicsModel(nn.Module):
         self.num_tokens = cfg.grid[0] * cfg.grid[1]
         self.mask_id = cfg.vocab  # one extra embedding row for [MASK]
         self.token_embed = nn.Embedding(cfg.vocab + 1, cfg.dim)
+        if not 0.0 <= cfg.mask_min < 1.0:
+            raise ValueError(f"mask_min: expected a rate in [0, 1), got {cfg.mask_min}")
         k = cfg.token_context
         if k < 1 or k % 2 == 0:
             raise ValueError(f"token_context: expected an odd number >= 1, got {k}")

@@ -151,6 +151,8 @@ class GenieConfig:
     ``lam_move_fraction``; 0 = uniform windows, Genie)."""
     dyn_lr: float | None = None
     """Peak learning rate of the dynamics model (None: ``lr``)."""
+    dyn_mask_min: float = 0.5
+    """Lower end of the dynamics training masking rate U[dyn_mask_min, 1) (Genie and Jafar: 0.5)."""
     dyn_token_context: int | None = None
     """Dynamics input tokens hold their k x k neighbourhood (DynamicsConfig.token_context; 1 = Genie). None: the
     profile's choice."""
@@ -272,7 +274,8 @@ def lam_config(cfg: GenieConfig) -> LAMConfig:
 def dynamics_config(cfg: GenieConfig, vocab: int, grid: tuple[int, int]) -> DynamicsConfig:
     return DynamicsConfig(vocab=vocab, grid=grid, num_actions=cfg.lam_actions, dim=cfg.dyn_dim, depth=cfg.dyn_depth,
                           heads=cfg.heads, max_frames=cfg.dyn_clip_len, maskgit_steps=cfg.maskgit_steps,
-                          temperature=cfg.temperature, token_context=cfg.dyn_token_context or 1)
+                          temperature=cfg.temperature, token_context=cfg.dyn_token_context or 1,
+                          mask_min=cfg.dyn_mask_min)
 
 
 def _train_loop(name: str, cfg: GenieConfig, model: torch.nn.Module, steps: int, batch_fn, loss_fn, extra_log=None,
