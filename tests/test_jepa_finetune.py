@@ -163,3 +163,14 @@ def test_token_norm_statistics_are_the_encoder_token_moments(one_thread):
     assert torch.allclose(model.token_norm.running_var, tokens.var(0), rtol=1e-3, atol=1e-7)
     assert not model.training and ft.DrivingHead(VideoViT(SMOKE), token_norm="none").token_norm.__class__.__name__ \
         == "Identity"
+
+
+def test_random_frozen_is_the_scratch_encoders_initial_weights_frozen(one_thread):
+    torch.manual_seed(0)
+    pre = VideoViT(SMOKE)
+    out = ft.finetune(cfg("random_frozen", seed=3), fake_data(), encoder=pre)
+    torch.manual_seed(3 + 1)
+    init = VideoViT(SMOKE)
+    enc = out["model"].encoder
+    assert enc is not pre and all(torch.equal(a, b) for a, b in zip(enc.parameters(), init.parameters(), strict=True))
+    assert not any(p.requires_grad for p in enc.parameters())

@@ -11,7 +11,8 @@ same downstream steps, batches and head:
 
 * ``scratch``  -- the same encoder architecture, randomly initialised, trained end to end with the head (lr x 1);
 * ``frozen``   -- the pretrained target encoder frozen (no gradient, eval mode), only the probe trains;
-* ``finetune`` -- the pretrained encoder trained end to end at ``encoder_lr_scale`` x the head's rate.
+* ``finetune`` -- the pretrained encoder trained end to end at ``encoder_lr_scale`` x the head's rate;
+* ``random_frozen`` -- the control: the scratch encoder's random weights, frozen (what pretraining adds to them).
 
     minimise  E || g_psi( E_theta(x_{t-T+1..t}) ) - y_t ||^2,   y_t = standardised (steer, gas, speed)
     lr_psi(s) = lr * (1 + cos(pi s / S)) / 2,   lr_theta(s) = encoder_lr_scale * lr_psi(s)   (finetune)
@@ -49,7 +50,7 @@ from wmkit.utils import pick_device
 __all__ = ["FinetuneConfig", "PRESETS", "TARGETS", "MODES", "driving_data", "export_opendv", "load_encoder",
            "DrivingHead", "make_optimizer", "finetune", "drive", "main"]
 
-MODES = ("scratch", "frozen", "finetune")
+MODES = ("scratch", "frozen", "finetune", "random_frozen")
 TARGETS = ("steer", "gas", "speed")
 # sizes per preset; "cpu" is what the book's table was measured with, "gpu" is sized for a 32 GB card (not run here)
 PRESETS = {
@@ -68,7 +69,8 @@ class FinetuneConfig:
     """Fine-tune / probe a (pretrained) V-JEPA encoder on the CarRacing driving task; R^2 on held-out episodes."""
 
     mode: str = "frozen"
-    """scratch (random encoder, end to end) | frozen (pretrained, probe only) | finetune (pretrained, end to end)"""
+    """scratch (random encoder, end to end) | frozen (pretrained, probe only) | finetune (pretrained, end to end) |
+    random_frozen (the scratch encoder's random weights, frozen: what the probe reads without any pretraining)"""
     encoder: str | None = None
     """pretrain checkpoint (torchrun -m wmkit.jepa.pretrain: <run_dir>/ckpt/latest); its target encoder is loaded.
     Required for frozen / finetune; with scratch only its architecture is used"""
@@ -134,7 +136,7 @@ class FinetuneConfig:
             raise ValueError(f"--token-norm: expected batchnorm or none, got {self.token_norm!r}")
         if self.mode not in MODES:
             raise ValueError(f"--mode: expected one of {MODES}, got {self.mode!r}")
-        if self.mode != "scratch" and self.encoder is None and self.export_opendv is None:
+        if self.mode in ("frozen", "finetune") and self.encoder is None and self.export_opendv is None:
             raise ValueError(f"--mode {self.mode} needs --encoder <pretrain checkpoint>")
         if not 1 <= self.heldout < self.episodes:
             raise ValueError(f"--heldout must be in [1, episodes={self.episodes}), got {self.heldout}")
@@ -231,7 +233,7 @@ def make_optimizer(model: DrivingHead, mode: str, lr: float, weight_decay: float
     """AdamW with a head group (rate lr) and, unless frozen, an encoder group at lr (scratch) or
     encoder_lr_scale * lr (finetune). Each group keeps its ratio to the base rate in ``lr_scale``."""
     groups = [{"params": list(model.probe.parameters()), "lr": lr, "lr_scale": 1.0, "name": "head"}]
-    if mode == "frozen":
+    if mode in ("frozen", "random_frozen"):
         model.freeze_encoder()
     else:
         scale = 1.0 if mode == "scratch" else encoder_lr_scale
@@ -290,7 +292,7 @@ def finetune(cfg: FinetuneConfig, data: dict | None = None, encoder: VideoViT | 
             from wmkit.profiles import profile
 
             encoder = VideoViT(VJEPAConfig(**profile(cfg.preset).jepa.pretrain_model))
-    if cfg.mode == "scratch":  # same architecture, fresh weights
+    if cfg.mode in ("scratch", "random_frozen"):  # same architecture, fresh weights
         torch.manual_seed(cfg.seed + 1)
         encoder = VideoViT(encoder.cfg)
     H = data["frames"].shape[2]
