@@ -351,7 +351,8 @@ def test_lewm_recipe_cli_trains_the_published_configuration(tmp_path, monkeypatc
     assert (cfg["length"], cfg["batch"], cfg["weight_decay"], cfg["bn_recalibrate"]) == (4, 6, 1e-3, 8)
     model = ACWorldModel(ACConfig(**m))
     model.load_state_dict(load_state(ckpt)["model"])
-    r = evaluate_planning(model, 2, 5, 2, 8, 2, 1, 32, progress=False, goal_offset=5, receding=2)
+    assert (m["size"], m["patch"], m["depth"]) == (16, 4, 1)  # the smoke profile's lewm_model over its ac_model
+    r = evaluate_planning(model, 2, 5, 2, 8, 2, 1, 16, progress=False, goal_offset=5, receding=2)
     assert 0.0 <= r["plan_success"] <= 1.0
     import wmkit.jepa.plan
 
@@ -363,11 +364,13 @@ def test_lewm_recipe_cli_trains_the_published_configuration(tmp_path, monkeypatc
 
     monkeypatch.setattr(wmkit.jepa.plan, "evaluate_planning", fake)
     jepa_main(["plan", "--checkpoint", str(ckpt), "--episodes", "1"])  # a LeWM checkpoint: LeWM's protocol
-    assert (seen["receding"], seen["energy"], seen["size"]) == (2, "last", 32)  # smoke lewm_receding, lewm_energy
+    assert (seen["receding"], seen["energy"], seen["size"]) == (2, "last", 16)  # smoke lewm_receding, lewm_energy
     jepa_main(["train-ac", "--recipe", "lewm", "--steps", "1", "--batch", "4", "--bn-recalibrate", "0", "--size", "16",
-               "--episodes", "3", "--patch", "4", "--run-dir", str(tmp_path / "lewm0")])
+               "--episodes", "3", "--patch", "8", "--depth", "2", "--lr-schedule", "constant",
+               "--run-dir", str(tmp_path / "lewm0")])
     cfg0 = load_meta(tmp_path / "lewm0" / "ckpt" / "latest")["config"]
-    assert cfg0["bn_recalibrate"] == 0 and (cfg0["model"]["size"], cfg0["model"]["patch"]) == (16, 4)
+    assert cfg0["bn_recalibrate"] == 0 and (cfg0["model"]["size"], cfg0["model"]["patch"]) == (16, 8)
+    assert cfg0["model"]["depth"] == 2 and cfg0["lr_schedule"] == "constant" and cfg["lr_schedule"] == "cosine"
 
 
 def test_lr_schedule_known_answers_and_the_trainer_follows_it():

@@ -46,8 +46,8 @@ class TrainACArgs:
     batch: int | None = None
     """windows per step (None: the profile's ac_batch, or lewm_batch with --recipe lewm; LeWM: 128)"""
     size: int | None = None
-    """frame size in pixels of the recordings and the model, with --recipe lewm (None: the profile's tr_size; e.g. 64
-    draws the agent as a 4-pixel disc instead of 2)"""
+    """frame size in pixels of the recordings and the model, with --recipe lewm (None: the profile's lewm_model size,
+    else tr_size; 64 draws the agent as a 4-pixel disc, 32 as a 2-pixel one)"""
     episodes: int | None = None
     """weak-expert episodes recorded for training, with --recipe lewm (None: the profile's tr_episodes)"""
     patch: int | None = None
@@ -57,6 +57,8 @@ class TrainACArgs:
     """peak learning rate, with --recipe lewm (None: 1e-3; LeWM 5e-5 over 100 GPU epochs)"""
     lr_schedule: Literal["constant", "cosine"] | None = None
     """after the warm-up, with --recipe lewm: cosine to 0 (LeWM's) or constant (None: the profile's lewm_schedule)"""
+    depth: int | None = None
+    """encoder blocks, with --recipe lewm (None: the profile's lewm_model / ac_model; cpu: 1 at 64 x 64)"""
     bn_recalibrate: int = 8
     """batches over which BatchNorm statistics are re-estimated after training (0: PyTorch's running averages, as
     LeWM; only models with BatchNorm: --recipe lewm)"""
@@ -169,6 +171,8 @@ def train_ac_cmd(argv):
             sizes["size"] = a.size
         if a.patch:
             sizes["patch"] = a.patch
+        if a.depth:
+            sizes["depth"] = a.depth
         cfg = lewm_config(sizes, P.action_block, a.steps or P.lewm_steps, batch=a.batch or P.lewm_batch,
                           pool=a.pool or P.lewm_pool, sigreg_proj=P.lewm_proj, seed=a.seed, lr=a.lr or 1e-3,
                           lr_schedule=a.lr_schedule or P.lewm_schedule)
