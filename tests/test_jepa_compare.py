@@ -39,3 +39,29 @@ def test_probes_known_answers():
     noise = linear_probe(torch.randn(300, 5), y[:300], torch.randn(100, 5), y[300:])
     assert noise["r2"] < 0.1  # features unrelated to the target: about chance (0)
     assert r2_score(y, y) == 1.0 and r2_score(y.mean(0).expand_as(y), y) == pytest.approx(0.0)
+
+
+def test_goals_energy_tool_frame_energy_known_answer_and_bad_input():
+    """tools/jepa_compare_goals_energy.py: the energy of the goal frame to itself is 0, it grows with a perturbation
+    of the frame (L1 on target features, as the planner), and bad sizes are refused."""
+    import numpy as np
+    import pytest
+    import torch
+    from conftest import load_tool
+
+    from wmkit.jepa.ac import ACConfig, ACWorldModel
+    from wmkit.jepa.train import to_video
+
+    tool = load_tool("jepa_compare_goals_energy")
+    torch.manual_seed(0)
+    model = ACWorldModel(ACConfig(size=16, patch=8, dim=16, depth=1, heads=2, pred_dim=16, pred_depth=1, pred_heads=2,
+                                  regulariser="ema", loss="l1", action_dim=3)).eval()
+    rng = np.random.default_rng(0)
+    goal_frame = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    goal = model.encode(to_video(goal_frame)[None, None], target=True)[:, 0]
+    other = goal_frame.copy()
+    other[:8, :8] = 255 - other[:8, :8]
+    e = tool.frame_energy(model, np.stack([goal_frame, other]), goal)
+    assert e[0] == pytest.approx(0.0, abs=1e-7) and e[1] > 1e-4
+    with pytest.raises(SystemExit):
+        tool.main(["--episodes", "1"])
