@@ -65,3 +65,13 @@ def test_goals_energy_tool_frame_energy_known_answer_and_bad_input():
     assert e[0] == pytest.approx(0.0, abs=1e-7) and e[1] > 1e-4
     with pytest.raises(SystemExit):
         tool.main(["--episodes", "1"])
+
+
+def test_to_control_clips_gas_and_brake_and_can_drop_the_brake():
+    import torch
+
+    from wmkit.jepa.goals import to_control
+
+    a = torch.tensor([[-0.5, -0.3, 0.7], [0.9, 0.4, -0.2]])
+    assert torch.equal(to_control(a), torch.tensor([[-0.5, 0.0, 0.7], [0.9, 0.4, 0.0]]))
+    assert torch.equal(to_control(a, brake=False), torch.tensor([[-0.5, 0.0, 0.0], [0.9, 0.4, 0.0]]))

@@ -35,6 +35,8 @@ def main(argv=None):
     p.add_argument("--offset", type=int, default=50, help="goal = where the data policy is this many steps on")
     p.add_argument("--budget", type=int, default=100, help="steps to reach the goal")
     p.add_argument("--radius", type=float, default=3.0, help="success radius, world units (track width 6.7)")
+    p.add_argument("--horizon", type=int, default=None, help="CEM horizon in blocks (None: the profile's plan_horizon)")
+    p.add_argument("--no-brake", action="store_true", help="CEM searches steering and gas only (brake 0)")
     p.add_argument("--out", default="runs/jepa/compare_goals")
     a = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -58,8 +60,9 @@ def main(argv=None):
                       "final": {k: hist[-1][k] for k in ("loss", "feature_std")}}), flush=True)
     task = GoalTask(size=J.tr_size, offset=a.offset, budget=a.budget, radius=a.radius)
     t = time.perf_counter()
-    r = evaluate_driving(model, task, a.episodes, J.plan_horizon, J.cem_samples, J.cem_elites, J.cem_iters,
-                         receding=J.plan_receding, energy=J.plan_energy, progress=False)
+    r = evaluate_driving(model, task, a.episodes, a.horizon or J.plan_horizon, J.cem_samples, J.cem_elites,
+                         J.cem_iters, receding=J.plan_receding, energy=J.plan_energy, progress=False,
+                         brake=not a.no_brake)
     eval_s = time.perf_counter() - t
     row = {k: v for k, v in r.items() if k != "episodes"}
     row.update(eval_s=eval_s, episodes=a.episodes, radius=a.radius, offset=a.offset, budget=a.budget)

@@ -64,6 +64,7 @@ def main(argv=None):
     p.add_argument("--after", type=int, default=50, help="path steps recorded beyond the goal")
     p.add_argument("--futures", type=int, default=16, help="CEM-like action sequences per episode")
     p.add_argument("--seed", type=int, default=0, help="seed of the futures")
+    p.add_argument("--no-brake", action="store_true", help="futures with the brake at 0 (CEM without the brake)")
     a = p.parse_args(argv)
     if a.episodes < 2 or a.futures < 3:
         raise SystemExit("--episodes must be >= 2 and --futures >= 3")
@@ -108,7 +109,7 @@ def main(argv=None):
             path_d.append(float(np.linalg.norm(task.position() - info["position"])))
         e_path = frame_energy(model, np.stack(path_f), goal)
         # CEM-like futures from the start, executed in the game and rolled out by the predictor
-        acts = to_control(torch.randn(a.futures, H * blk, 3, generator=g).clamp(-1, 1))  # (F, H*blk, 3)
+        acts = to_control(torch.randn(a.futures, H * blk, 3, generator=g).clamp(-1, 1), not a.no_brake)  # (F, H*blk, 3)
         final_f, final_d = [], []
         for f in range(a.futures):
             obs = task.start(e)

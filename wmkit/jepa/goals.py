@@ -59,9 +59,13 @@ class DataPolicy:
         return np.array([steer, gas, float(self.rng.random() < 0.02) * 0.5], np.float32)
 
 
-def to_control(a: torch.Tensor) -> torch.Tensor:
-    """CEM's samples in [-1, 1]^3 -> CarRacing controls: steer as is, gas and brake clipped to [0, 1]. (..., 3)"""
-    return torch.cat([a[..., :1], a[..., 1:].clamp(0.0, 1.0)], -1)
+def to_control(a: torch.Tensor, brake: bool = True) -> torch.Tensor:
+    """CEM's samples in [-1, 1]^3 -> CarRacing controls: steer as is, gas and brake clipped to [0, 1]. (..., 3)
+
+    ``brake=False`` sets the brake to 0 (CEM then searches steering and gas only): CEM's first samples, N(0, 1)
+    clipped, brake on half of the steps (mean 0.4), and 25 such steps move the car ~1 world unit."""
+    ctrl = torch.cat([a[..., :1], a[..., 1:].clamp(0.0, 1.0)], -1)
+    return ctrl if brake else torch.cat([ctrl[..., :2], torch.zeros_like(ctrl[..., 2:])], -1)
 
 
 def frame_of(obs: np.ndarray, size: int) -> np.ndarray:
@@ -135,7 +139,7 @@ class GoalTask:
 
 @torch.no_grad()
 def plan_drive(model: ACWorldModel, task: GoalTask, e: int, horizon: int, samples: int, elites: int, iterations: int,
-               generator: torch.Generator, receding: int = 1, energy: str = "all") -> dict:
+               generator: torch.Generator, receding: int = 1, energy: str = "all", brake: bool = True) -> dict:
     """The AC-JEPA planner on episode e (MPC as :func:`wmkit.jepa.plan.plan_episode`, controls through
     :func:`to_control`)."""
     if not 1 <= receding <= horizon:
@@ -148,10 +152,11 @@ def plan_drive(model: ACWorldModel, task: GoalTask, e: int, horizon: int, sample
     def act(obs, _t):
         if not state["queue"]:
             z0 = model.encode(to_video(frame_of(obs, task.size))[None, None])  # (1, 1, N, D)
-            out = cem(lambda a: model.energy(z0, goal, to_control(a.unflatten(-1, (blk, adim))).flatten(-2), energy),
+            out = cem(lambda a: model.energy(z0, goal, to_control(a.unflatten(-1, (blk, adim)), brake).flatten(-2),
+                                             energy),
                       horizon, blk * adim, samples=samples, elites=elites, iterations=iterations,
                       mean=state["mean"], generator=generator)
-            plan = to_control(rearrange(out["plan"], "h (k a) -> (h k) a", k=blk))  # (H*blk, A)
+            plan = to_control(rearrange(out["plan"], "h (k a) -> (h k) a", k=blk), brake)  # (H*blk, A)
             state["queue"] = list(plan[:receding * blk].numpy())
             state["mean"] = torch.cat([out["plan"][receding:], torch.zeros(receding, blk * adim)])
         return state["queue"].pop(0)
@@ -161,7 +166,7 @@ def plan_drive(model: ACWorldModel, task: GoalTask, e: int, horizon: int, sample
 
 def evaluate_driving(model: ACWorldModel, task: GoalTask, episodes: int, horizon: int, samples: int, elites: int,
                      iterations: int, receding: int = 1, energy: str = "all", seed: int = 0,
-                     progress: bool = True) -> dict:
+                     progress: bool = True, brake: bool = True) -> dict:
     """Planner, uniform random policy and the data policy (fresh noise) on the same ``episodes`` starts and goals.
     Returns the summary of :func:`wmkit.jepa.plan_compare.summarise` (planner vs random) plus the data policy's
     success and distances and the start distances."""
@@ -172,7 +177,7 @@ def evaluate_driving(model: ACWorldModel, task: GoalTask, episodes: int, horizon
     rows = []
     for e in tqdm(range(episodes), desc="driving goals", disable=not progress):
         info = task.goal(e)
-        p = plan_drive(model, task, e, horizon, samples, elites, iterations, g, receding, energy)
+        p = plan_drive(model, task, e, horizon, samples, elites, iterations, g, receding, energy, brake)
         r = task.run(task.start(e), lambda _o, _t: np.array([rng.uniform(-1, 1), rng.uniform(0, 1),
                                                              rng.uniform(0, 1)]), e)
         follower = DataPolicy(np.random.default_rng(10_000_019 + seed + e), task.noise)
