@@ -1,11 +1,11 @@
 """From a pretrained V-JEPA encoder to a driving task: behaviour cloning and speed regression on CarRacing.
 
-Bardes et al. 2024 (V-JEPA), section 4.1 "frozen evaluation" and appendix C: the pretrained encoder's *target*
+Bardes et al. 2024 (V-JEPA), section 4 and its appendix on evaluation ("frozen evaluation"): the pretrained *target*
 encoder (official ``checkpoint_key: target_encoder``) is frozen and an attentive probe (one learnable query
 cross-attending to all tokens, then a linear head) is trained on top; official ``facebookresearch/jepa``
 ``configs/evals/vitl16_k400_16x8x3.yaml``: AdamW, lr 1e-3 cosine-decayed to 0 with no warm-up
 (``start_lr = lr = 0.001, final_lr = 0, warmup = 0``), weight decay 0.01, 20 epochs. V-JEPA 2 (Assran et al. 2025,
-``facebookresearch/vjepa2`` ``configs/eval/vitl/*.yaml``) keeps the encoder frozen too and trains several probes at
+``facebookresearch/vjepa2`` ``configs/eval/vitl/ssv2.yaml``) keeps the encoder frozen too and trains several probes at
 once over a grid (lr 5e-3 .. 1e-4 x weight decay 0.01 .. 0.8, 4 probe blocks). Here three modes are compared at the
 same downstream steps, batches and head:
 
