@@ -137,16 +137,9 @@ def pretrained_encoder(path):
     """The EMA target encoder of a V-JEPA checkpoint written by ``wmkit jepa train-vjepa`` (metadata
     ``config.model``) or by ``torchrun -m wmkit.jepa.pretrain`` (metadata ``model``): the fine-tuning recipe's
     starting point (V-JEPA 2-AC: pretrained on video, frozen under a new action-conditioned predictor)."""
-    from wmkit.checkpoint import load_meta, load_state
-    from wmkit.jepa.vjepa import VJEPA, VJEPAConfig
+    from wmkit.jepa.finetune import load_encoder
 
-    meta = load_meta(path)
-    model_cfg = meta.get("model") or meta.get("config", {}).get("model")
-    if not isinstance(model_cfg, dict):
-        raise SystemExit(f"--encoder {path}: no V-JEPA model config in its metadata (keys {sorted(meta)})")
-    v = VJEPA(VJEPAConfig(**model_cfg))
-    v.load_state_dict(load_state(path)["model"])
-    return v.target_encoder
+    return load_encoder(path)
 
 
 def train_ac_cmd(argv):
