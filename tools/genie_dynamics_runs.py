@@ -10,7 +10,8 @@ configuration plus the changes asked for, then measured two ways:
 - the effect table of the notebook (``wmkit.genie.play.effect_table``, Genie's decoding: 25 MaskGIT steps,
   temperature 2): which scroll each action draws, and how many distinct effects there are.
 
-Variants: ``--steps N``, ``--mask-min R`` (training masking rate U[R, 1); Genie 0.5), ``--episodes E`` (more
+Variants: ``--augment`` (the dynamics model's training episodes in all 8 symmetries of the tile grid),
+``--steps N``, ``--mask-min R`` (training masking rate U[R, 1); Genie 0.5), ``--episodes E`` (more
 recorded Crafter episodes: more scroll transitions per direction) and ``--true-motion``: the action of each
 transition is its observed scroll (0-4) instead of the LAM's code -- the dynamics side of the oracle test that
 tools/genie_lam_runs.py --oracle-decoder runs for the LAM decoder: can the dynamics model draw the scrolls at all
@@ -36,6 +37,14 @@ from wmkit.genie import train as G
 from wmkit.genie.play import distinct_effects, effect_table
 
 
+def sym(frames: np.ndarray, k: int) -> np.ndarray:
+    """Symmetry k (0-7) of the square grid applied to frames (T, H, W, 3): k % 4 quarter turns, then a mirror if
+    k >= 4. Crafter's view is a grid of square tiles, so a transformed clip is a clip of a transformed world (the
+    sprites turn with it); a scroll becomes a scroll in the transformed direction."""
+    out = np.rot90(frames, k % 4, axes=(1, 2))
+    return np.ascontiguousarray(out[:, :, ::-1] if k >= 4 else out)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run_dir", help="a folder written by `wmkit genie train` (tokenizer and LAM are reused)")
@@ -44,6 +53,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--mask-min", type=float, default=None, help="masking rate U[r, 1) (default: the run's)")
     ap.add_argument("--episodes", type=int, default=None, help="recorded Crafter episodes (default: the run's)")
     ap.add_argument("--true-motion", action="store_true", help="actions = the observed scroll, not the LAM code")
+    ap.add_argument("--augment", action="store_true",
+                    help="add the 7 other symmetries of the square tile grid (rotations, mirrors) of every training "
+                         "episode; their latent actions are inferred by the LAM on the transformed frames")
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
     tok, lam, _, cfg = G.load_models(a.run_dir, "cpu")
@@ -54,6 +66,9 @@ def main(argv: list[str] | None = None) -> None:
         if not (Path(a.out) / part).exists():
             shutil.copytree(Path(a.run_dir) / part, Path(a.out) / part)
     data = G.load_episodes(cfg)
+    if a.augment:
+        data["train"] = [dict(ep, frames=sym(ep["frames"], k), episode=f"{ep['episode']}-sym{k}")
+                         for ep in data["train"] for k in range(8)]
     tok_data = {k: G.tokenize_episodes(tok, lam, v) for k, v in data.items()}
     if a.true_motion:
         if len(G.MOTIONS) > cfg.lam_actions:
