@@ -10,7 +10,7 @@ configuration plus the changes asked for, then measured two ways:
 - the effect table of the notebook (``wmkit.genie.play.effect_table``, Genie's decoding: 25 MaskGIT steps,
   temperature 2): which scroll each action draws, and how many distinct effects there are.
 
-Variants: ``--augment`` (the dynamics model's training episodes in all 8 symmetries of the tile grid),
+Variants: ``--lr``, ``--augment`` (the dynamics model's training episodes in all 8 symmetries of the tile grid),
 ``--steps N``, ``--mask-min R`` (training masking rate U[R, 1); Genie 0.5), ``--episodes E`` (more
 recorded Crafter episodes: more scroll transitions per direction) and ``--true-motion``: the action of each
 transition is its observed scroll (0-4) instead of the LAM's code -- the dynamics side of the oracle test that
@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("run_dir", help="a folder written by `wmkit genie train` (tokenizer and LAM are reused)")
     ap.add_argument("out", help="new run folder for the retrained dynamics model")
     ap.add_argument("--steps", type=int, default=None, help="dynamics training steps (default: the run's)")
+    ap.add_argument("--lr", type=float, default=None, help="peak dynamics learning rate (default: the run's dyn_lr)")
     ap.add_argument("--mask-min", type=float, default=None, help="masking rate U[r, 1) (default: the run's)")
     ap.add_argument("--episodes", type=int, default=None, help="recorded Crafter episodes (default: the run's)")
     ap.add_argument("--true-motion", action="store_true", help="actions = the observed scroll, not the LAM code")
@@ -59,8 +60,8 @@ def main(argv: list[str] | None = None) -> None:
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
     tok, lam, _, cfg = G.load_models(a.run_dir, "cpu")
-    changes = {k: v for k, v in (("dyn_steps", a.steps), ("dyn_mask_min", a.mask_min), ("episodes", a.episodes))
-               if v is not None}
+    asked = (("dyn_steps", a.steps), ("dyn_lr", a.lr), ("dyn_mask_min", a.mask_min), ("episodes", a.episodes))
+    changes = {k: v for k, v in asked if v is not None}
     cfg = dataclasses.replace(cfg, run_dir=a.out, **changes)
     for part in ("tokenizer", "lam"):
         if not (Path(a.out) / part).exists():
