@@ -67,6 +67,23 @@ def test_goals_energy_tool_frame_energy_known_answer_and_bad_input():
         tool.main(["--episodes", "1"])
 
 
+def test_driving_ac_config_follows_the_profile_and_refuses_an_unknown_recipe():
+    """wmkit.jepa.goals.driving_ac_config: the goal tools' AC model on the drives, from the profile's sizes."""
+    import pytest
+
+    from wmkit.jepa.goals import driving_ac_config
+    from wmkit.profiles import profile
+
+    J = profile("smoke").jepa
+    ema = driving_ac_config(J)
+    assert (ema.steps, ema.model.size, ema.model.action_dim) == (J.ac_steps, J.tr_size, 3)
+    assert (ema.model.regulariser, ema.model.loss, ema.model.action_block) == ("ema", "l1", J.action_block)
+    lewm = driving_ac_config(J, "lewm", steps=7)
+    assert (lewm.steps, lewm.model.action_dim, lewm.model.size) == (7, 3, J.tr_size)
+    with pytest.raises(ValueError, match="recipe"):
+        driving_ac_config(J, "pixels")
+
+
 def test_to_control_clips_gas_and_brake_and_can_drop_the_brake():
     import torch
 

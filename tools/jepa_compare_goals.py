@@ -18,10 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from wmkit.data import driving_clips
-from wmkit.jepa.ac import ACConfig
-from wmkit.jepa.goals import GoalTask, evaluate_driving
-from wmkit.jepa.train import ACTrainConfig, train_ac
+from wmkit.jepa.goals import GoalTask, driving_ac_config, evaluate_driving, training_drives
+from wmkit.jepa.train import train_ac
 from wmkit.profiles import profile
 
 
@@ -44,19 +42,14 @@ def main(argv=None):
     J = P.jepa
     print(f"# {P.name} profile; load {Path('/proc/loadavg').read_text().split()[:3]}", flush=True)
     t = time.perf_counter()
-    clips = driving_clips(episodes=a.clips, steps=a.steps, seed=0, size=J.tr_size, progress=False)
-    T = min(len(c.frames) for c in clips)
-    frames = np.stack([c.frames[:T] for c in clips])  # (E, T, S, S, 3)
-    actions = np.stack([c.extras["control"][:T - 1] for c in clips]).astype(np.float32)  # (E, T-1, 3)
+    frames, actions = training_drives(a.clips, a.steps, J.tr_size)
+    T = frames.shape[1]
     data_s = time.perf_counter() - t
-    m = ACConfig(**{**J.ac_model, "size": J.tr_size}, regulariser="ema", loss="l1", normalize=True,
-                 sigreg_proj=J.sigreg_proj, action_dim=3, action_block=J.action_block)
-    steps = a.train_steps or J.ac_steps
-    cfg = ACTrainConfig(model=m, steps=steps, batch=J.ac_batch, length=J.ac_length, log_every=max(1, steps // 10))
+    cfg = driving_ac_config(J, "ema", a.train_steps)
     t = time.perf_counter()
     model, hist = train_ac(cfg, frames, actions, progress=False)
     train_s = time.perf_counter() - t
-    print(json.dumps({"clips": a.clips, "frames": T, "data_s": data_s, "train_steps": steps, "train_s": train_s,
+    print(json.dumps({"clips": a.clips, "frames": T, "data_s": data_s, "train_steps": cfg.steps, "train_s": train_s,
                       "final": {k: hist[-1][k] for k in ("loss", "feature_std")}}), flush=True)
     task = GoalTask(size=J.tr_size, offset=a.offset, budget=a.budget, radius=a.radius)
     t = time.perf_counter()

@@ -24,24 +24,17 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from einops import rearrange
 
-from wmkit.data import driving_clips
-from wmkit.jepa.ac import ACConfig
-from wmkit.jepa.goals import DataPolicy, GoalTask, frame_of, to_control
+from wmkit.jepa.goals import DataPolicy, GoalTask, driving_ac_config, frame_of, to_control, training_drives
 from wmkit.jepa.plan import spearman
-from wmkit.jepa.train import ACTrainConfig, lewm_config, to_video, train_ac
+from wmkit.jepa.train import to_video, train_ac
 from wmkit.profiles import profile
-
-
-def _mean_se(x) -> tuple[float, float]:
-    x = np.asarray([v for v in x if np.isfinite(v)], float)
-    return float(x.mean()), float(x.std(ddof=1) / np.sqrt(len(x))) if len(x) > 1 else float("nan")
+from wmkit.utils import mean_and_se
 
 
 @torch.no_grad()
@@ -72,19 +65,8 @@ def main(argv=None):
     P = profile()
     J = P.jepa
     print(f"# {P.name} profile; load {Path('/proc/loadavg').read_text().split()[:3]}", flush=True)
-    clips = driving_clips(episodes=a.clips, steps=a.steps, seed=0, size=J.tr_size, progress=False)
-    T = min(len(c.frames) for c in clips)
-    frames = np.stack([c.frames[:T] for c in clips])  # (E, T, S, S, 3)
-    actions = np.stack([c.extras["control"][:T - 1] for c in clips]).astype(np.float32)  # (E, T-1, 3)
-    if a.recipe == "ema":
-        m = ACConfig(**{**J.ac_model, "size": J.tr_size}, regulariser="ema", loss="l1", normalize=True,
-                     sigreg_proj=J.sigreg_proj, action_dim=3, action_block=J.action_block)
-        steps = a.train_steps or J.ac_steps
-        cfg = ACTrainConfig(model=m, steps=steps, batch=J.ac_batch, length=J.ac_length, log_every=max(1, steps // 10))
-    else:
-        cfg = lewm_config({**J.ac_model, "size": J.tr_size}, J.action_block, a.train_steps or J.lewm_steps,
-                          batch=J.lewm_batch, pool=J.lewm_pool, sigreg_proj=J.lewm_proj, lr_schedule=J.lewm_schedule)
-        cfg.model = replace(cfg.model, action_dim=3)
+    frames, actions = training_drives(a.clips, a.steps, J.tr_size)
+    cfg = driving_ac_config(J, a.recipe, a.train_steps)
     t = time.perf_counter()
     model, hist = train_ac(cfg, frames, actions, progress=False)
     model.eval()
@@ -127,7 +109,8 @@ def main(argv=None):
                "start_distance": float(np.linalg.norm(info["start_position"] - info["position"]))}
         print(json.dumps(row), flush=True)
         rows.append(row)
-    out = {k: _mean_se([r[k] for r in rows]) for k in rows[0] if k != "episode"}
+    # a Spearman is NaN where an energy is constant (no order): left out of the mean
+    out = {k: mean_and_se([r[k] for r in rows if np.isfinite(r[k])]) for k in rows[0] if k != "episode"}
     print(json.dumps({"recipe": a.recipe, "episodes": a.episodes, "mean_se": out}), flush=True)
 
 

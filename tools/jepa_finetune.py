@@ -20,11 +20,7 @@ import numpy as np
 import torch
 
 from wmkit.jepa.finetune import MODES, TARGETS, FinetuneConfig, drive, driving_data, finetune
-
-
-def mean_se(x) -> tuple[float, float]:
-    x = np.asarray(x, np.float64)
-    return float(x.mean()), float(x.std(ddof=1) / np.sqrt(len(x))) if len(x) > 1 else 0.0
+from wmkit.utils import mean_and_se
 
 
 def main(argv=None) -> dict:
@@ -67,22 +63,22 @@ def main(argv=None) -> dict:
     rows = {}
     for mode in a.modes:
         rs = [r for r in runs if r["mode"] == mode]
-        row = {f"r2_{t}": mean_se([r[f"r2_heldout_{t}"] for r in rs]) for t in TARGETS}
-        row["r2_mean"] = mean_se([np.mean([r[f"r2_heldout_{t}"] for t in TARGETS]) for r in rs])
-        row["start_effective_rank"] = mean_se([r["start_effective_rank"] for r in rs])
-        row["start_feature_std"] = mean_se([r["start_feature_std"] for r in rs])
-        row["start_token_std"] = mean_se([r["start_token_std"] for r in rs])
-        row["train_seconds"] = mean_se([r["train_seconds"] for r in rs])
+        row = {f"r2_{t}": mean_and_se([r[f"r2_heldout_{t}"] for r in rs]) for t in TARGETS}
+        row["r2_mean"] = mean_and_se([np.mean([r[f"r2_heldout_{t}"] for t in TARGETS]) for r in rs])
+        row["start_effective_rank"] = mean_and_se([r["start_effective_rank"] for r in rs])
+        row["start_feature_std"] = mean_and_se([r["start_feature_std"] for r in rs])
+        row["start_token_std"] = mean_and_se([r["start_token_std"] for r in rs])
+        row["train_seconds"] = mean_and_se([r["train_seconds"] for r in rs])
         if cfg0.drive_episodes:
             tiles = np.array([[d["tiles"] for d in r["drive"]] for r in rs]).mean(0)  # (tracks,) mean over seeds
             rets = np.array([[d["return"] for d in r["drive"]] for r in rs]).mean(0)
-            row.update(tiles=mean_se(tiles), ret=mean_se(rets))
+            row.update(tiles=mean_and_se(tiles), ret=mean_and_se(rets))
             if "random" in drives:
                 rand = np.array([d["tiles"] for d in drives["random"]])
-                row["tiles_minus_random"] = mean_se(tiles - rand)
+                row["tiles_minus_random"] = mean_and_se(tiles - rand)
         rows[mode] = row
     for pol, ds in drives.items():
-        rows[pol] = {"tiles": mean_se([d["tiles"] for d in ds]), "ret": mean_se([d["return"] for d in ds])}
+        rows[pol] = {"tiles": mean_and_se([d["tiles"] for d in ds]), "ret": mean_and_se([d["return"] for d in ds])}
     result = {"args": vars(a), "rows": rows, "runs": runs, "baselines": drives}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(result, indent=1))

@@ -93,6 +93,12 @@ def process_pool(workers: int):
     return ProcessPoolExecutor(workers, mp_context=ctx, initializer=torch.set_num_threads, initargs=(1,))
 
 
+def mean_and_se(x) -> tuple[float, float]:
+    """Mean and standard error of the mean (sample std / sqrt(n)); the error is NaN for fewer than 2 values."""
+    x = np.asarray(x, np.float64)
+    return float(x.mean()), float(x.std(ddof=1) / np.sqrt(len(x))) if len(x) > 1 else float("nan")
+
+
 def spearman(x, y) -> float:
     """Spearman rank correlation (ties get their average rank): do two scores order things alike?
     NaN when either is constant (no order to compare)."""

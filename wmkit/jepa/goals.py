@@ -24,17 +24,19 @@ goal images on Two-Rooms, PushT, mazes; V-JEPA 2-AC on robot arms), follows LeWM
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import torch
 from einops import rearrange
 from tqdm.auto import tqdm
 
-from wmkit.jepa.ac import ACWorldModel, cem
+from wmkit.jepa.ac import ACConfig, ACWorldModel, cem
 from wmkit.jepa.plan_compare import summarise
-from wmkit.jepa.train import to_video
+from wmkit.jepa.train import ACTrainConfig, lewm_config, to_video
 
-__all__ = ["DataPolicy", "to_control", "frame_of", "GoalTask", "plan_drive", "evaluate_driving"]
+__all__ = ["DataPolicy", "to_control", "frame_of", "GoalTask", "plan_drive", "evaluate_driving", "training_drives",
+           "driving_ac_config"]
 
 TRACK_WIDTH = 40 / 6  # gymnasium car_racing.py: TRACK_WIDTH = 40 / SCALE, SCALE = 6
 
@@ -192,3 +194,32 @@ def evaluate_driving(model: ACWorldModel, task: GoalTask, episodes: int, horizon
     p = out["data_policy_success"]
     out["data_policy_success_se"] = math.sqrt(p * (1 - p) / episodes)
     return out
+
+
+def training_drives(clips: int, steps: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The planner's training data: ``clips`` recorded drives (:func:`wmkit.data.driving_clips`, seed 0) of ``steps``
+    frames at ``size`` px, cut to the shortest: frames uint8 (E, T, S, S, 3) and the raw controls (steer, gas,
+    brake) float32 (E, T-1, 3) as actions."""
+    from wmkit.data import driving_clips
+
+    cl = driving_clips(episodes=clips, steps=steps, seed=0, size=size, progress=False)
+    T = min(len(c.frames) for c in cl)
+    frames = np.stack([c.frames[:T] for c in cl])  # (E, T, S, S, 3)
+    actions = np.stack([c.extras["control"][:T - 1] for c in cl]).astype(np.float32)  # (E, T-1, 3)
+    return frames, actions
+
+
+def driving_ac_config(J, recipe: str = "ema", steps: int | None = None) -> ACTrainConfig:
+    """The AC-JEPA trained on the drives with the profile's sizes ``J`` (``wmkit.profile().jepa``): ``"ema"`` =
+    the Two-Rooms AC recipe (L1, EMA target, ``J.ac_steps``), ``"lewm"`` = LeWM's (``J.lewm_steps``); 3-d actions."""
+    if recipe == "ema":
+        m = ACConfig(**{**J.ac_model, "size": J.tr_size}, regulariser="ema", loss="l1", normalize=True,
+                     sigreg_proj=J.sigreg_proj, action_dim=3, action_block=J.action_block)
+        steps = steps or J.ac_steps
+        return ACTrainConfig(model=m, steps=steps, batch=J.ac_batch, length=J.ac_length, log_every=max(1, steps // 10))
+    if recipe == "lewm":
+        cfg = lewm_config({**J.ac_model, "size": J.tr_size}, J.action_block, steps or J.lewm_steps,
+                          batch=J.lewm_batch, pool=J.lewm_pool, sigreg_proj=J.lewm_proj, lr_schedule=J.lewm_schedule)
+        cfg.model = replace(cfg.model, action_dim=3)
+        return cfg
+    raise ValueError(f"recipe: expected 'ema' or 'lewm', got {recipe!r}")

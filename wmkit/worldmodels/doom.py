@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from wmkit.utils import process_pool, spearman  # noqa: F401  (spearman: re-exported)
+from wmkit.utils import mean_and_se, process_pool, spearman  # noqa: F401  (spearman: re-exported)
 from wmkit.worldmodels.data import Episode, EpisodeFormatError, load_episode, save_episode
 from wmkit.worldmodels.mdnrnn import MDNRNN
 
@@ -371,12 +371,6 @@ def _play_batches(params, seeds, vae, m, max_steps, record, policy, skip_dead, b
     for e in pool:
         e.close()
     return steps, (np.stack(frames_out) if frames_out else None)
-
-
-def mean_and_se(x: np.ndarray) -> tuple[float, float]:
-    """Mean and standard error of the mean (sample std / sqrt(n))."""
-    x = np.asarray(x, np.float64)
-    return float(x.mean()), float(x.std(ddof=1) / np.sqrt(len(x))) if len(x) > 1 else float("nan")
 
 
 def policy_table(m: MDNRNN, init_mu: torch.Tensor, init_logvar: torch.Tensor, seeds: list[int], dreams: int = 32,
