@@ -570,6 +570,80 @@ def test_dynamics_token_context_keeps_the_cached_generation_equal_to_the_plain_l
     assert torch.allclose(full, fast, atol=1e-5)
 
 
+@pytest.mark.parametrize("token_context", [1, 3])
+def test_dynamics_prev_window_reads_exactly_the_previous_frames_window(token_context):
+    """prev_window=3: changing token q of frame t changes what frame t+1 reads (``read_previous``) at exactly the
+    positions whose 3 x 3 window holds q (with token_context=1; token_context=3 widens it to 5 x 5 because q's own
+    embedding already moved its neighbours'), at frame t only the queries whose own input moved, and nothing at
+    frame t+2 or earlier than t;
+    prev_window=1 reads nothing (Genie)."""
+    cfg = DynamicsConfig(vocab=11, grid=(4, 5), num_actions=3, dim=8, depth=1, heads=2, max_frames=4,
+                         token_context=token_context, prev_window=3)
+    dyn = DynamicsModel(cfg)
+    tok, act = torch.randint(0, 11, (2, 4, 20)), torch.randint(0, 3, (2, 3))
+
+    def read(t):  # what read_previous adds, (2, 4, 20)-shaped per-token change
+        e = dyn.embed(t)
+        x = torch.cat([e[:, :1], e[:, 1:] + dyn.action_embed(act)[:, :, None]], 1)
+        return dyn.read_previous(x, e) - x
+
+    base = read(tok)
+    assert torch.equal(base[:, 0], torch.zeros_like(base[:, 0]))  # frame 1 has no previous frame
+    reach = 1 + token_context // 2
+    for r, c in [(0, 0), (2, 3), (3, 4)]:
+        t2 = tok.clone()
+        t2[1, 1, r * 5 + c] = (tok[1, 1, r * 5 + c] + 1) % 11
+        changed = (read(t2) - base).abs().sum(-1) > 0  # (2, 4, 20)
+        want = torch.zeros(2, 4, 4, 5, dtype=torch.bool)
+        want[1, 2, max(r - reach, 0): r + reach + 1, max(c - reach, 0): c + reach + 1] = True
+        q = reach - 1  # frame t's own queries move where its input embeddings moved
+        want[1, 1, max(r - q, 0): r + q + 1, max(c - q, 0): c + q + 1] = True
+        assert torch.equal(changed, want.reshape(2, 4, 20)), (r, c)
+    off = DynamicsModel(DynamicsConfig(vocab=11, grid=(4, 5), num_actions=3, dim=8, depth=1, heads=2, max_frames=4))
+    assert off.prev_read is None
+    e = off.embed(tok)
+    assert torch.equal(off.read_previous(e, e), e)
+    with pytest.raises(ValueError, match="prev_window"):
+        DynamicsModel(DynamicsConfig(vocab=11, grid=(4, 5), prev_window=2))
+
+
+def test_dynamics_prev_window_action_picks_the_neighbour():
+    """The mechanism prev_window exists for, as a known answer: with the query equal to the embedding of offset d
+    (scaled up) and the values reading only the offset, the read returns offset d's value -- an action can select
+    "the token one to the left" without spatial attention."""
+    from wmkit.genie.dynamics import PrevFrameWindow
+    torch.manual_seed(0)
+    m = PrevFrameWindow(dim=16, heads=1, grid=(3, 3), k=3)
+    with torch.no_grad():
+        m.offset.copy_(torch.eye(9, 16) * 30)  # offset j is the basis vector j
+        m.kv.weight.zero_()
+        m.kv.weight[:16] = torch.eye(16)  # keys = the window's (normed) content + offset
+        m.kv.weight[16:] = torch.eye(16)  # values = the same
+        m.q.weight.copy_(torch.eye(16))
+        m.norm_q.weight.fill_(0)  # query = LayerNorm's bias, set below
+        m.proj.weight.copy_(torch.eye(16))
+        m.proj.bias.zero_()
+    prev = torch.zeros(1, 9, 16)  # empty content: every key is its offset alone
+    for d in range(9):
+        with torch.no_grad():
+            m.norm_q.bias.copy_(torch.eye(16)[d] * 30)
+        out = m(torch.randn(1, 9, 16), prev)  # (1, 9, 16)
+        assert torch.allclose(out[0, 4], torch.eye(16)[d] * 30, atol=1e-3)  # the centre token reads offset d
+
+
+def test_dynamics_prev_window_keeps_the_cached_generation_equal_to_the_plain_loop():
+    """With prev_window=3 (and token_context 1 or 3) the context cache gives the logits of the whole-clip forward:
+    the new frame reads the last context frame's embeddings, which the cache keeps."""
+    for tc in (1, 3):
+        cfg = DynamicsConfig(vocab=11, grid=(3, 4), num_actions=3, dim=16, depth=2, heads=2, max_frames=4,
+                             token_context=tc, prev_window=3)
+        dyn = DynamicsModel(cfg).eval()
+        ctx, cur, acts = torch.randint(0, 11, (2, 3, 12)), torch.randint(0, 12, (2, 12)), torch.randint(0, 3, (2, 3))
+        full = dyn(torch.cat([ctx, cur[:, None]], 1), acts)[:, -1]
+        fast = dyn.next_logits(dyn.context_cache(ctx, acts[:, :-1]), cur, acts[:, -1])
+        assert torch.allclose(full, fast, atol=1e-5)
+
+
 def test_tokenizer_patch_encoder_gives_equal_tiles_equal_tokens():
     """encoder='patch': a token depends on its own patch alone -- changing one patch changes only its token, and a
     frame scrolled by one patch gets the scrolled token grid (exact shift equivariance on tile-aligned frames); the

@@ -10,8 +10,10 @@ configuration plus the changes asked for, then measured two ways:
 - the effect table of the notebook (``wmkit.genie.play.effect_table``, Genie's decoding: 25 MaskGIT steps,
   temperature 2): which scroll each action draws, and how many distinct effects there are.
 
-Variants: ``--lr``, ``--augment`` (the dynamics model's training episodes in all 8 symmetries of the tile grid),
-``--steps N``, ``--mask-min R`` (training masking rate U[R, 1); Genie 0.5), ``--episodes E`` (more
+Variants: ``--prev-window K`` and ``--token-context K`` (the dynamics model's two neighbourhood switches),
+``--clip-len``, ``--batch``, ``--move-fraction``, ``--lr``, ``--augment`` (the dynamics model's training episodes in
+all 8 symmetries of the tile grid), ``--steps N``,
+``--mask-min R`` (training masking rate U[R, 1); Genie 0.5), ``--episodes E`` (more
 recorded Crafter episodes: more scroll transitions per direction) and ``--true-motion``: the action of each
 transition is its observed scroll (0-4) instead of the LAM's code -- the dynamics side of the oracle test that
 tools/genie_lam_runs.py --oracle-decoder runs for the LAM decoder: can the dynamics model draw the scrolls at all
@@ -53,6 +55,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--lr", type=float, default=None, help="peak dynamics learning rate (default: the run's dyn_lr)")
     ap.add_argument("--mask-min", type=float, default=None, help="masking rate U[r, 1) (default: the run's)")
     ap.add_argument("--episodes", type=int, default=None, help="recorded Crafter episodes (default: the run's)")
+    ap.add_argument("--prev-window", type=int, default=None,
+                    help="dynamics tokens read the k x k window of the previous frame (DynamicsConfig.prev_window)")
+    ap.add_argument("--token-context", type=int, default=None,
+                    help="dynamics input tokens hold their k x k neighbourhood (DynamicsConfig.token_context)")
+    ap.add_argument("--clip-len", type=int, default=None, help="frames per dynamics training clip (dyn_clip_len)")
+    ap.add_argument("--batch", type=int, default=None, help="dynamics clips per batch (dyn_batch)")
+    ap.add_argument("--move-fraction", type=float, default=None,
+                    help="share of each batch from windows whose last transition scrolls (dyn_move_fraction)")
     ap.add_argument("--true-motion", action="store_true", help="actions = the observed scroll, not the LAM code")
     ap.add_argument("--augment", action="store_true",
                     help="add the 7 other symmetries of the square tile grid (rotations, mirrors) of every training "
@@ -60,7 +70,9 @@ def main(argv: list[str] | None = None) -> None:
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
     tok, lam, _, cfg = G.load_models(a.run_dir, "cpu")
-    asked = (("dyn_steps", a.steps), ("dyn_lr", a.lr), ("dyn_mask_min", a.mask_min), ("episodes", a.episodes))
+    asked = (("dyn_steps", a.steps), ("dyn_lr", a.lr), ("dyn_mask_min", a.mask_min), ("episodes", a.episodes),
+             ("dyn_prev_window", a.prev_window), ("dyn_token_context", a.token_context),
+             ("dyn_clip_len", a.clip_len), ("dyn_batch", a.batch), ("dyn_move_fraction", a.move_fraction))
     changes = {k: v for k, v in asked if v is not None}
     cfg = dataclasses.replace(cfg, run_dir=a.out, **changes)
     for part in ("tokenizer", "lam"):

@@ -29,7 +29,7 @@ from torch import nn
 
 from wmkit.genie.st_transformer import STTransformer
 
-__all__ = ["DynamicsConfig", "DynamicsModel", "sample_categorical"]
+__all__ = ["DynamicsConfig", "DynamicsModel", "PrevFrameWindow", "sample_categorical", "token_windows"]
 
 
 @dataclass
@@ -65,6 +65,12 @@ class DynamicsConfig:
     frame t, which the causal temporal attention brings to it: the scroll becomes a per-token choice among 9 inputs
     that the action selects, instead of a move the spatial attention has to learn from positions (the LAM's
     ``patch_context``, same reason; not in Genie)."""
+    prev_window: int = 1
+    """Before the transformer, each token of frame t+1 reads the k x k window of frame t's tokens around its position
+    by attention (:class:`PrevFrameWindow`): its query holds the latent action, each key a neighbour's embedding plus a
+    learned embedding of its offset, so an action can pick "the token one to the left" directly and the decoding of
+    the picked token into logits is the one copying (no scroll) already trains (1 = off, Genie: a token of frame t+1
+    sees frame t only at its own position, and a scroll has to be routed through spatial attention; not in Genie)."""
 
 
 def sample_categorical(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -76,6 +82,40 @@ def sample_categorical(probs: torch.Tensor, generator: torch.Generator | None = 
     cdf = probs.cumsum(-1)  # (K, V)
     u = torch.rand(len(cdf), 1, generator=generator).to(cdf.device) * cdf[:, -1:]  # (K, 1) in [0, total)
     return torch.searchsorted(cdf, u, right=True)[:, 0].clamp_max(cdf.shape[-1] - 1)  # (K,)
+
+
+def token_windows(x: torch.Tensor, grid: tuple[int, int], k: int) -> torch.Tensor:
+    """x (M, N, D) on an (h, w) grid -> (M, N, k*k, D): each token's k x k window (row-major offsets, zeros past the
+    border)."""
+    h, w = grid
+    g = rearrange(x, "m (h w) d -> m d h w", h=h, w=w)  # (M, D, h, w)
+    win = F.unfold(g, kernel_size=k, padding=k // 2)  # (M, D k k, N): channel-major, then window row, column
+    return rearrange(win, "m (d kk) n -> m n kk d", kk=k * k)  # (M, N, k k, D)
+
+
+class PrevFrameWindow(nn.Module):
+    """Each token of frame t+1 attends over the k x k window of frame t's tokens around its position (one layer,
+    multi-head, pre-norm; the output is added to the token's input). DynamicsConfig.prev_window explains why."""
+
+    def __init__(self, dim: int, heads: int, grid: tuple[int, int], k: int):
+        super().__init__()
+        if k < 3 or k % 2 == 0:
+            raise ValueError(f"prev_window: expected an odd window >= 3 (1 = off), got {k}")
+        self.grid, self.k, self.heads = tuple(grid), k, heads
+        self.norm_q, self.norm_kv = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.q = nn.Linear(dim, dim, bias=False)
+        self.kv = nn.Linear(dim, 2 * dim, bias=False)
+        self.offset = nn.Parameter(0.02 * torch.randn(k * k, dim))  # (k k, D): "which neighbour", learned
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, query: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
+        """query (M, N, D): frame t+1's inputs (token + action); prev (M, N, D): frame t's token embeddings."""
+        win = token_windows(self.norm_kv(prev), self.grid, self.k) + self.offset  # (M, N, kk, D)
+        q = rearrange(self.q(self.norm_q(query)), "m n (h d) -> m n h d", h=self.heads)  # (M, N, H, d)
+        k, v = rearrange(self.kv(win), "m n kk (two h d) -> two m n h kk d", two=2, h=self.heads)  # (M, N, H, kk, d)
+        att = torch.einsum("mnhd,mnhkd->mnhk", q, k) / math.sqrt(q.shape[-1])  # (M, N, H, kk)
+        out = torch.einsum("mnhk,mnhkd->mnhd", att.softmax(-1), v)  # (M, N, H, d)
+        return self.proj(rearrange(out, "m n h d -> m n (h d)"))  # (M, N, D)
 
 
 class DynamicsModel(nn.Module):
@@ -94,6 +134,8 @@ class DynamicsModel(nn.Module):
             raise ValueError(f"token_context: expected an odd number >= 1, got {k}")
         self.context_proj = nn.Linear(k * k * cfg.dim, cfg.dim) if k > 1 else None  # (k k D) -> D
         self.action_embed = nn.Embedding(cfg.num_actions, cfg.dim)
+        self.prev_read = (PrevFrameWindow(cfg.dim, cfg.heads, cfg.grid, cfg.prev_window) if cfg.prev_window != 1
+                          else None)
         self.transformer = STTransformer(cfg.dim, cfg.depth, cfg.heads, tuple(cfg.grid), cfg.max_frames,
                                          None, cfg.vocab, causal_time=True)
 
@@ -117,22 +159,30 @@ class DynamicsModel(nn.Module):
         x = self.token_embed(tokens)  # (..., N, D)
         if self.context_proj is None:
             return x
-        (h, w), k, D = self.cfg.grid, self.cfg.token_context, x.shape[-1]
-        g = rearrange(x.reshape(-1, h * w, D), "m (h w) d -> m d h w", h=h)  # (M, D, h, w)
-        win = F.unfold(g, kernel_size=k, padding=k // 2)  # (M, D k k, N): channel-major, then window row, column
-        win = rearrange(win, "m (d kk) n -> m n (kk d)", kk=k * k)  # (M, N, k k D)
-        return self.context_proj(win).reshape(x.shape)  # (..., N, D)
+        N, D = x.shape[-2:]
+        win = token_windows(x.reshape(-1, N, D), self.cfg.grid, self.cfg.token_context)  # (M, N, k k, D)
+        return self.context_proj(win.flatten(-2)).reshape(x.shape)  # (..., N, D)
 
     def forward(self, tokens: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         self._check(tokens, actions)
         if mask is not None:
             tokens = torch.where(mask, torch.full_like(tokens, self.mask_id), tokens)  # (B, T, N)
-        x = self.embed(tokens)  # (B, T, N, D)
+        e = self.embed(tokens)  # (B, T, N, D)
         # [eq:action-add]
         a = self.action_embed(actions)[:, :, None, :]  # (B, T-1, 1, D): a~_t drives frame t+1
-        x = torch.cat([x[:, :1], x[:, 1:] + a], dim=1)  # (B, T, N, D)
+        x = torch.cat([e[:, :1], e[:, 1:] + a], dim=1)  # (B, T, N, D)
         # [/eq:action-add]
+        x = self.read_previous(x, e)  # (B, T, N, D)
         return self.transformer(x)  # (B, T, N, vocab)
+
+    def read_previous(self, x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+        """With ``prev_window`` k > 1: frames 2..T of x (B, T, N, D) add what they read from the k x k windows of the
+        previous frame's embeddings e (B, T, N, D); frame 1 has no previous frame. k = 1: x unchanged."""
+        if self.prev_read is None or x.shape[1] < 2:
+            return x
+        B, T = x.shape[:2]
+        r = self.prev_read(x[:, 1:].flatten(0, 1), e[:, :-1].flatten(0, 1)).unflatten(0, (B, T - 1))  # (B,T-1,N,D)
+        return torch.cat([x[:, :1], x[:, 1:] + r], dim=1)  # (B, T, N, D)
 
     def loss(self, tokens: torch.Tensor, actions: torch.Tensor, generator: torch.Generator | None = None
              ) -> dict[str, torch.Tensor]:
@@ -156,13 +206,15 @@ class DynamicsModel(nn.Module):
     # step; with the cache, each step runs the new frame's N tokens alone against the context's stored temporal keys
     # and values: (c + 1) times less work for c context frames, the same logits (a test checks it).
     @torch.no_grad()
-    def context_cache(self, context: torch.Tensor, actions: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Per ST block, the temporal keys and values (B*N, heads, c, D/heads) of the context frames (B, c, N);
-        ``actions`` (B, c - 1) are the context's own transitions."""
+    def context_cache(self, context: torch.Tensor, actions: torch.Tensor
+                      ) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
+        """Per ST block, the temporal keys and values (B*N, heads, c, D/heads) of the context frames (B, c, N), and
+        the last context frame's embeddings (B, N, D) (read by ``prev_window``); ``actions`` (B, c - 1) are the
+        context's own transitions."""
         tr, B = self.transformer, context.shape[0]
-        x = self.embed(context)  # (B, c, N, D)
-        x = torch.cat([x[:, :1], x[:, 1:] + self.action_embed(actions)[:, :, None, :]], dim=1)  # (B, c, N, D)
-        x = tr.add_positions(x)
+        e = self.embed(context)  # (B, c, N, D)
+        x = torch.cat([e[:, :1], e[:, 1:] + self.action_embed(actions)[:, :, None, :]], dim=1)  # (B, c, N, D)
+        x = tr.add_positions(self.read_previous(x, e))
         cache = []
         for blk in tr.blocks:
             s = rearrange(blk.norm_s(x), "b t n d -> (b t) n d")  # (B c, N, D)
@@ -175,16 +227,19 @@ class DynamicsModel(nn.Module):
             o = blk.temporal.proj(rearrange(o, "b h l d -> b l (h d)"))  # (B N, c, D)
             x = x + rearrange(o, "(b n) t d -> b t n d", b=B)
             x = x + blk.mlp(blk.norm_m(x))  # (B, c, N, D)
-        return cache
+        return cache, e[:, -1]
 
     @torch.no_grad()
-    def next_logits(self, cache: list[tuple[torch.Tensor, torch.Tensor]], tokens: torch.Tensor, action: torch.Tensor
-                    ) -> torch.Tensor:
+    def next_logits(self, cache: tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor], tokens: torch.Tensor,
+                    action: torch.Tensor) -> torch.Tensor:
         """Logits (B, N, V) of the frame after the cached context: its current tokens (B, N) ([MASK] where unknown)
         and the action (B,) leading to it. Equal to ``self(cat(context, tokens), actions)[:, -1]``."""
         tr, B = self.transformer, tokens.shape[0]
+        cache, last = cache
         c = cache[0][0].shape[2]
         x = self.embed(tokens) + self.action_embed(action)[:, None, :]  # (B, N, D)
+        if self.prev_read is not None:
+            x = x + self.prev_read(x, last)  # (B, N, D): the new frame reads the last context frame
         x = x + tr.pos_t[c].to(x.dtype) + tr.pos_s.to(x.dtype)  # the new frame sits at time index c
         for blk, (k_c, v_c) in zip(tr.blocks, cache):
             x = x + blk.spatial(blk.norm_s(x))  # (B, N, D)

@@ -156,6 +156,9 @@ class GenieConfig:
     dyn_token_context: int | None = None
     """Dynamics input tokens hold their k x k neighbourhood (DynamicsConfig.token_context; 1 = Genie). None: the
     profile's choice."""
+    dyn_prev_window: int | None = None
+    """Dynamics tokens of frame t+1 read the k x k window of frame t by attention before the transformer
+    (DynamicsConfig.prev_window; 1 = Genie). None: the profile's choice."""
     heads: int = 4
     """Attention heads of every transformer."""
     lr: float = 3e-4
@@ -275,7 +278,7 @@ def dynamics_config(cfg: GenieConfig, vocab: int, grid: tuple[int, int]) -> Dyna
     return DynamicsConfig(vocab=vocab, grid=grid, num_actions=cfg.lam_actions, dim=cfg.dyn_dim, depth=cfg.dyn_depth,
                           heads=cfg.heads, max_frames=cfg.dyn_clip_len, maskgit_steps=cfg.maskgit_steps,
                           temperature=cfg.temperature, token_context=cfg.dyn_token_context or 1,
-                          mask_min=cfg.dyn_mask_min)
+                          prev_window=cfg.dyn_prev_window or 1, mask_min=cfg.dyn_mask_min)
 
 
 def _train_loop(name: str, cfg: GenieConfig, model: torch.nn.Module, steps: int, batch_fn, loss_fn, extra_log=None,
@@ -613,7 +616,7 @@ def load_models(run_dir: str | Path, device: str | None = None
     run_dir = Path(run_dir)
     meta = load_meta(run_dir / "dynamics" / "ckpt" / "latest")
     # a run folder written before a switch existed was trained with the switch's old behaviour, not the profile's
-    before = {"tok_encoder": "st", "lam_out_norm": "none", "dyn_token_context": 1}
+    before = {"tok_encoder": "st", "lam_out_norm": "none", "dyn_token_context": 1, "dyn_prev_window": 1}
     cfg = fill(from_dict(GenieConfig, {**before, **meta["config"]}))
     tok = VideoTokenizer(tokenizer_config(cfg))
     lam = LatentActionModel(lam_config(cfg))
