@@ -607,6 +607,18 @@ def test_dynamics_prev_window_reads_exactly_the_previous_frames_window(token_con
         DynamicsModel(DynamicsConfig(vocab=11, grid=(4, 5), prev_window=2))
 
 
+def test_token_windows_equal_unfold():
+    """The index-gathered windows are F.unfold's k x k patches with zero padding, token by token."""
+    from einops import rearrange
+
+    from wmkit.genie.dynamics import token_windows
+    x = torch.randn(3, 4 * 5, 6)
+    for k in (1, 3, 5):
+        ref = torch.nn.functional.unfold(rearrange(x, "m (h w) d -> m d h w", h=4), kernel_size=k, padding=k // 2)
+        ref = rearrange(ref, "m (d kk) n -> m n kk d", kk=k * k)  # (M, N, kk, D)
+        assert torch.equal(token_windows(x, (4, 5), k), ref)
+
+
 def test_dynamics_prev_window_action_picks_the_neighbour():
     """The mechanism prev_window exists for, as a known answer: with the query equal to the embedding of offset d
     (scaled up) and the values reading only the offset, the read returns offset d's value -- an action can select

@@ -131,7 +131,7 @@ _DATA: dict[str, dict[str, Any]] = {
 # ----------------------------------------------------------------------------------------------------
 # Stage 3a: Genie-style video world model (wmkit.genie).
 # Frames: the 7 x 7 Crafter tiles around the player, 56 x 56 (wmkit.genie.train.crop_tiles); patch 8 = one tile.
-# cpu: 49 tokens per frame, 2-frame tokenizer/LAM clips, 4-frame dynamics clips; the LAM sees 28 x 28 (patch 4 =
+# cpu: 49 tokens per frame, 2-frame tokenizer/LAM clips, 2-frame dynamics clips; the LAM sees 28 x 28 (patch 4 =
 # one tile, 48 pixel values per token < its width, so a move is an exact copy of the neighbouring token).
 # gpu: the widths and depths of Genie's CoinRun case study (appendix F) as re-implemented by Jafar: tokenizer
 # 8 blocks d512 patch 4 (196 tokens/frame), LAM 8 blocks d512, dynamics 12 blocks d512, 16-frame clips.
@@ -140,27 +140,30 @@ _DATA: dict[str, dict[str, Any]] = {
 # 1200 steps -- the first combination whose held-out codes followed moves (left and right; not up or down), book page
 # "Session 4"; gpu keeps Genie's LAM (pixels in, uniform windows, lr = lr), not run. smoke/cpu also standardise the
 # LAM encoder's output over the batch (lam_out_norm; without it right, up and down got no code), compute each tokenizer
-# token from its own patch (tok_encoder="patch": a scroll is an exact shift of the token grid) and give each dynamics
-# input token its 3 x 3 neighbourhood (dyn_token_context) and train the dynamics at lr 1e-3; gpu keeps Genie's forms.
+# token from its own patch (tok_encoder="patch": a scroll is an exact shift of the token grid); the dynamics model reads
+# the previous frame's 3 x 3 window by attention (dyn_prev_window), trains on 2-frame clips (every target frame has an
+# unmasked previous frame), half of each batch from windows that end with a scroll (dyn_move_fraction), at lr 1e-3 --
+# the combination with which every direction got an action of its own (book page, "How the dynamics model learned to
+# draw every scroll"); gpu keeps Genie's forms.
 _GENIE: dict[str, dict[str, Any]] = {
     "smoke": dict(episodes=3, episode_steps=40, frame_size=56, tok_patch=8, tok_dim=32, tok_depth=1, tok_clip_len=2,
                   tok_steps=4, tok_batch=4, lam_patch=4, lam_size=28, lam_dim=32, lam_depth=1, lam_clip_len=2,
-                  lam_steps=4, lam_batch=4, lam_var_weight=100.0, dyn_dim=32, dyn_depth=1, dyn_clip_len=4,
-                  dyn_steps=4, dyn_batch=4, maskgit_steps=4, eval_horizon=4, eval_starts=2, play_frames=6,
+                  lam_steps=4, lam_batch=4, lam_var_weight=100.0, dyn_dim=32, dyn_depth=1, dyn_clip_len=2,
+                  dyn_steps=4, dyn_batch=8, maskgit_steps=4, eval_horizon=4, eval_starts=2, play_frames=6,
                   cost_T=(2, 4, 8), cost_N=16, cost_dim=32, cost_depth=1, cost_run_T=(2, 4), bench_batch=2,
                   bench_steps=2, effect_frames=2,
                   lam_lr=1e-3, lam_patch_context=3, lam_enc_correlation=True, lam_corr_temperature=0.002,
                   lam_enc_patches=False, lam_move_fraction=0.5, lam_out_norm="batch", tok_encoder="patch",
-                  dyn_token_context=3, dyn_lr=1e-3),
+                  dyn_token_context=1, dyn_prev_window=3, dyn_move_fraction=0.5, dyn_lr=1e-3),
     "cpu": dict(episodes=10, episode_steps=200, frame_size=56, tok_patch=8, tok_dim=128, tok_depth=2, tok_clip_len=2,
                 tok_steps=400, tok_batch=16, lam_patch=4, lam_size=28, lam_dim=96, lam_depth=2, lam_clip_len=2,
-                lam_steps=1200, lam_batch=32, lam_var_weight=100.0, dyn_dim=128, dyn_depth=3, dyn_clip_len=4,
-                dyn_steps=600, dyn_batch=16, maskgit_steps=25, eval_horizon=4, eval_starts=8, play_frames=48,
+                lam_steps=1200, lam_batch=32, lam_var_weight=100.0, dyn_dim=128, dyn_depth=3, dyn_clip_len=2,
+                dyn_steps=600, dyn_batch=32, maskgit_steps=25, eval_horizon=4, eval_starts=8, play_frames=48,
                 cost_T=(4, 8, 16, 32, 64, 128, 256, 512), cost_N=64, cost_dim=128, cost_depth=2,
                 cost_run_T=(4, 8, 16, 32), bench_batch=8, bench_steps=5, effect_frames=16,
                 lam_lr=1e-3, lam_patch_context=3, lam_enc_correlation=True, lam_corr_temperature=0.002,
                 lam_enc_patches=False, lam_move_fraction=0.5, lam_out_norm="batch", tok_encoder="patch",
-                dyn_token_context=3, dyn_lr=1e-3),
+                dyn_token_context=1, dyn_prev_window=3, dyn_move_fraction=0.5, dyn_lr=1e-3),
     "gpu": dict(episodes=100, episode_steps=1000, frame_size=56, tok_patch=4, tok_dim=512, tok_depth=8,
                 tok_clip_len=16, tok_steps=30_000, tok_batch=48, lam_patch=8, lam_size=0, lam_dim=512, lam_depth=8,
                 lam_clip_len=16, lam_steps=30_000, lam_batch=36, lam_var_weight=100.0, dyn_dim=512, dyn_depth=12,
@@ -169,7 +172,7 @@ _GENIE: dict[str, dict[str, Any]] = {
                 cost_run_T=(4, 8, 16, 32, 64), bench_batch=36, bench_steps=10, effect_frames=64,
                 lam_lr=None, lam_patch_context=1, lam_enc_correlation=False, lam_corr_temperature=0.0,
                 lam_enc_patches=True, lam_move_fraction=0.0, lam_out_norm="none", tok_encoder="st",
-                dyn_token_context=1, dyn_lr=None),
+                dyn_token_context=1, dyn_prev_window=1, dyn_move_fraction=0.0, dyn_lr=None),
 }
 
 # ----------------------------------------------------------------------------------------------------

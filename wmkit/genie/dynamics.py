@@ -29,7 +29,8 @@ from torch import nn
 
 from wmkit.genie.st_transformer import STTransformer
 
-__all__ = ["DynamicsConfig", "DynamicsModel", "PrevFrameWindow", "sample_categorical", "token_windows"]
+__all__ = ["DynamicsConfig", "DynamicsModel", "PrevFrameWindow", "sample_categorical", "token_windows",
+           "window_index"]
 
 
 @dataclass
@@ -84,13 +85,21 @@ def sample_categorical(probs: torch.Tensor, generator: torch.Generator | None = 
     return torch.searchsorted(cdf, u, right=True)[:, 0].clamp_max(cdf.shape[-1] - 1)  # (K,)
 
 
+def window_index(grid: tuple[int, int], k: int) -> torch.Tensor:
+    """(N, k*k) index of each token's k x k window on an (h, w) grid, row-major offsets; N (one past the last token)
+    where the window leaves the grid."""
+    (h, w), o = grid, torch.arange(k) - k // 2
+    r = torch.arange(h)[:, None, None, None] + o[None, None, :, None]  # (h, 1, k, 1)
+    c = torch.arange(w)[None, :, None, None] + o[None, None, None, :]  # (1, w, 1, k)
+    inside = (r >= 0) & (r < h) & (c >= 0) & (c < w)  # (h, w, k, k)
+    return torch.where(inside, r * w + c, h * w).reshape(h * w, k * k)  # (N, k k)
+
+
 def token_windows(x: torch.Tensor, grid: tuple[int, int], k: int) -> torch.Tensor:
     """x (M, N, D) on an (h, w) grid -> (M, N, k*k, D): each token's k x k window (row-major offsets, zeros past the
-    border)."""
-    h, w = grid
-    g = rearrange(x, "m (h w) d -> m d h w", h=h, w=w)  # (M, D, h, w)
-    win = F.unfold(g, kernel_size=k, padding=k // 2)  # (M, D k k, N): channel-major, then window row, column
-    return rearrange(win, "m (d kk) n -> m n kk d", kk=k * k)  # (M, N, k k, D)
+    border), gathered by index (faster on the CPU than ``F.unfold``, the same numbers: a test checks it)."""
+    padded = torch.cat([x, x.new_zeros(x.shape[0], 1, x.shape[-1])], dim=1)  # (M, N + 1, D): row N is the zero token
+    return padded[:, window_index(grid, k).to(x.device)]  # (M, N, k k, D)
 
 
 class PrevFrameWindow(nn.Module):
@@ -110,9 +119,12 @@ class PrevFrameWindow(nn.Module):
 
     def forward(self, query: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
         """query (M, N, D): frame t+1's inputs (token + action); prev (M, N, D): frame t's token embeddings."""
-        win = token_windows(self.norm_kv(prev), self.grid, self.k) + self.offset  # (M, N, kk, D)
+        # keys/values of the window: kv(content + offset). kv is linear without bias, so project each token once and
+        # then gather its window (k*k times fewer FLOPs than projecting the gathered windows; zeros past the border
+        # stay zeros): kv(win) + kv(offset).
+        kv = token_windows(self.kv(self.norm_kv(prev)), self.grid, self.k) + self.kv(self.offset)  # (M, N, kk, 2D)
         q = rearrange(self.q(self.norm_q(query)), "m n (h d) -> m n h d", h=self.heads)  # (M, N, H, d)
-        k, v = rearrange(self.kv(win), "m n kk (two h d) -> two m n h kk d", two=2, h=self.heads)  # (M, N, H, kk, d)
+        k, v = rearrange(kv, "m n kk (two h d) -> two m n h kk d", two=2, h=self.heads)  # (M, N, H, kk, d)
         att = torch.einsum("mnhd,mnhkd->mnhk", q, k) / math.sqrt(q.shape[-1])  # (M, N, H, kk)
         out = torch.einsum("mnhk,mnhkd->mnhd", att.softmax(-1), v)  # (M, N, H, d)
         return self.proj(rearrange(out, "m n h d -> m n (h d)"))  # (M, N, D)

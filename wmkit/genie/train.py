@@ -146,9 +146,9 @@ class GenieConfig:
     """Dynamics training steps."""
     dyn_batch: int | None = None
     """Dynamics clips per batch."""
-    dyn_move_fraction: float = 0.0
+    dyn_move_fraction: float | None = None
     """Share of each dynamics batch drawn from windows whose last transition scrolls the view (as
-    ``lam_move_fraction``; 0 = uniform windows, Genie)."""
+    ``lam_move_fraction``; 0 = uniform windows, Genie). None: the profile's choice."""
     dyn_lr: float | None = None
     """Peak learning rate of the dynamics model (None: ``lr``)."""
     dyn_mask_min: float = 0.5
