@@ -157,7 +157,7 @@ _GENIE: dict[str, dict[str, Any]] = {
                   dyn_token_context=1, dyn_prev_window=3, dyn_move_fraction=0.5, dyn_lr=1e-3),
     "cpu": dict(episodes=10, episode_steps=200, frame_size=56, tok_patch=8, tok_dim=128, tok_depth=2, tok_clip_len=2,
                 tok_steps=400, tok_batch=16, lam_patch=4, lam_size=28, lam_dim=96, lam_depth=2, lam_clip_len=2,
-                lam_steps=1200, lam_batch=32, lam_var_weight=100.0, dyn_dim=128, dyn_depth=3, dyn_clip_len=2,
+                lam_steps=900, lam_batch=32, lam_var_weight=100.0, dyn_dim=128, dyn_depth=3, dyn_clip_len=2,
                 dyn_steps=600, dyn_batch=32, maskgit_steps=25, eval_horizon=4, eval_starts=8, play_frames=48,
                 cost_T=(4, 8, 16, 32, 64, 128, 256, 512), cost_N=64, cost_dim=128, cost_depth=2,
                 cost_run_T=(4, 8, 16, 32), bench_batch=8, bench_steps=5, effect_frames=16,

@@ -15,6 +15,10 @@ later frame. Generation (MaskGIT's iterative decoding, google-research/maskgit `
 ``floor(N cos(pi/2 * s/S))`` stay masked (clamped to keep at least one and fix at least one per step), with Gumbel
 noise of scale ``temperature * (1 - s/S)`` added to the log-confidences; the last step fills every token. Genie
 uses S = 25 steps and temperature 2.
+
+Not in Genie (switches, off by default): ``token_context`` (each input token holds its k x k neighbourhood) and
+``prev_window`` (:class:`PrevFrameWindow`: each token of frame t+1 attends over the k x k window of frame t before the
+transformer, so that a latent action can select the neighbour a scroll brings in); the cpu profile uses the second.
 """
 
 from __future__ import annotations
