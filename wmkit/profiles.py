@@ -138,7 +138,8 @@ _DATA: dict[str, dict[str, Any]] = {
 # LAM switches (wmkit.genie.train.GenieConfig): smoke/cpu use the encoder that reads only the softmax cost volume
 # (which neighbour each patch matches), neighbourhood tokens, half of each batch from scrolling windows, lr 1e-3,
 # 1200 steps -- the first combination whose held-out codes followed moves (left and right; not up or down), book page
-# "Session 4"; gpu keeps Genie's LAM (pixels in, uniform windows, lr = lr), not run. smoke/cpu also standardise the
+# "Session 4"; 900 steps since the standardised output below (every motion had a code at 600); gpu keeps Genie's
+# LAM (pixels in, uniform windows, lr = lr), not run. smoke/cpu also standardise the
 # LAM encoder's output over the batch (lam_out_norm; without it right, up and down got no code), compute each tokenizer
 # token from its own patch (tok_encoder="patch": a scroll is an exact shift of the token grid); the dynamics model reads
 # the previous frame's 3 x 3 window by attention (dyn_prev_window), trains on 2-frame clips (every target frame has an
