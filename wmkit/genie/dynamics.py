@@ -99,11 +99,13 @@ def window_index(grid: tuple[int, int], k: int) -> torch.Tensor:
     return torch.where(inside, r * w + c, h * w).reshape(h * w, k * k)  # (N, k k)
 
 
-def token_windows(x: torch.Tensor, grid: tuple[int, int], k: int) -> torch.Tensor:
+def token_windows(x: torch.Tensor, grid: tuple[int, int], k: int, index: torch.Tensor | None = None) -> torch.Tensor:
     """x (M, N, D) on an (h, w) grid -> (M, N, k*k, D): each token's k x k window (row-major offsets, zeros past the
-    border), gathered by index (faster on the CPU than ``F.unfold``, the same numbers: a test checks it)."""
+    border), gathered by index (faster on the CPU than ``F.unfold``, the same numbers: a test checks it). ``index``:
+    ``window_index(grid, k)`` computed once by the caller (the modules keep it as a buffer)."""
+    index = window_index(grid, k) if index is None else index
     padded = torch.cat([x, x.new_zeros(x.shape[0], 1, x.shape[-1])], dim=1)  # (M, N + 1, D): row N is the zero token
-    return padded[:, window_index(grid, k).to(x.device)]  # (M, N, k k, D)
+    return padded[:, index.to(x.device)]  # (M, N, k k, D)
 
 
 class PrevFrameWindow(nn.Module):
@@ -120,13 +122,15 @@ class PrevFrameWindow(nn.Module):
         self.kv = nn.Linear(dim, 2 * dim, bias=False)
         self.offset = nn.Parameter(0.02 * torch.randn(k * k, dim))  # (k k, D): "which neighbour", learned
         self.proj = nn.Linear(dim, dim)
+        self.register_buffer("index", window_index(self.grid, k), persistent=False)  # (N, k k)
 
     def forward(self, query: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
         """query (M, N, D): frame t+1's inputs (token + action); prev (M, N, D): frame t's token embeddings."""
         # keys/values of the window: kv(content + offset). kv is linear without bias, so project each token once and
         # then gather its window (k*k times fewer FLOPs than projecting the gathered windows; zeros past the border
         # stay zeros): kv(win) + kv(offset).
-        kv = token_windows(self.kv(self.norm_kv(prev)), self.grid, self.k) + self.kv(self.offset)  # (M, N, kk, 2D)
+        kv = token_windows(self.kv(self.norm_kv(prev)), self.grid, self.k, self.index)  # (M, N, kk, 2D)
+        kv = kv + self.kv(self.offset)  # (M, N, kk, 2D)
         q = rearrange(self.q(self.norm_q(query)), "m n (h d) -> m n h d", h=self.heads)  # (M, N, H, d)
         k, v = rearrange(kv, "m n kk (two h d) -> two m n h kk d", two=2, h=self.heads)  # (M, N, H, kk, d)
         att = torch.einsum("mnhd,mnhkd->mnhk", q, k) / math.sqrt(q.shape[-1])  # (M, N, H, kk)
@@ -149,6 +153,7 @@ class DynamicsModel(nn.Module):
         if k < 1 or k % 2 == 0:
             raise ValueError(f"token_context: expected an odd number >= 1, got {k}")
         self.context_proj = nn.Linear(k * k * cfg.dim, cfg.dim) if k > 1 else None  # (k k D) -> D
+        self.register_buffer("context_index", window_index(tuple(cfg.grid), k), persistent=False)  # (N, k k)
         self.action_embed = nn.Embedding(cfg.num_actions, cfg.dim)
         self.prev_read = (PrevFrameWindow(cfg.dim, cfg.heads, cfg.grid, cfg.prev_window) if cfg.prev_window != 1
                           else None)
@@ -176,7 +181,7 @@ class DynamicsModel(nn.Module):
         if self.context_proj is None:
             return x
         N, D = x.shape[-2:]
-        win = token_windows(x.reshape(-1, N, D), self.cfg.grid, self.cfg.token_context)  # (M, N, k k, D)
+        win = token_windows(x.reshape(-1, N, D), self.cfg.grid, self.cfg.token_context, self.context_index)
         return self.context_proj(win.flatten(-2)).reshape(x.shape)  # (..., N, D)
 
     def forward(self, tokens: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
