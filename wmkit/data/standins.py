@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from wmkit.crafter_seeding import crafter_reproducible  # noqa: F401  (re-exported: record_crafter's docs name it)
 from wmkit.data.clip import ActionSpace, Clip, ClipFormatError, load_clip, save_clip
 from wmkit.data.dataset import resize_frames
 
@@ -161,32 +162,6 @@ class CrafterExplorer:
         if abs(dx) >= abs(dy):
             return (int(np.sign(dx)), 0)
         return (0, int(np.sign(dy)))
-
-
-def crafter_reproducible() -> None:
-    """Make Crafter episodes depend on the seed alone, not on the process.
-
-    Crafter keeps each chunk's objects in a ``set`` and, when a chunk holds too many creatures, despawns
-    ``creatures[random.randint(len(creatures))]`` of the list built from that set (``Env._balance_object``). Objects
-    hash by memory address, so the set's order, the despawned creature and everything after it differed from process
-    to process with the same seed (measured: 5 of 10 cpu-profile episodes changed length between three processes).
-    This gives every object a hash equal to its creation index in its world (objects still compare by identity, so
-    the sets hold the same objects); the order then follows the seed. Idempotent; changes nothing else in Crafter.
-    """
-    from crafter import objects
-
-    if getattr(objects.Object, "_wmkit_reproducible", False):
-        return
-    init = objects.Object.__init__
-
-    def __init__(self, world, pos):
-        world._wmkit_objects = getattr(world, "_wmkit_objects", 0) + 1  # per world: one Env records the same way
-        self._wmkit_index = world._wmkit_objects
-        init(self, world, pos)
-
-    objects.Object.__init__ = __init__
-    objects.Object.__hash__ = lambda self: self._wmkit_index
-    objects.Object._wmkit_reproducible = True
 
 
 def record_crafter(seed: int, steps: int, random_prob: float = 0.3, size: int = 64) -> Clip:

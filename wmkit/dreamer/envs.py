@@ -296,7 +296,11 @@ class Crafter(Env):
     def _reset(self, seed):
         import crafter
 
-        # A fresh crafter.Env per episode, seeded, so any episode can be rebuilt exactly.
+        from wmkit.crafter_seeding import crafter_reproducible
+
+        # A fresh crafter.Env per episode, seeded, so any episode can be rebuilt exactly -- in any process: without
+        # crafter_reproducible, which creature Crafter despawns depends on memory addresses.
+        crafter_reproducible()
         self._env = crafter.Env(area=(64, 64), size=SIZE, length=self.length, seed=seed)
         self._unlocked: set[str] = set()
         return {"image": self._env.reset()}
