@@ -15,7 +15,9 @@ FSDP2 (whose shards are gathered and re-sharded by ``torch.distributed.checkpoin
 Data (``--data``): ``tworooms`` (the Two-Rooms random-walk recordings, in memory), ``crafter`` (wmkit.data's
 Crafter stand-in through ``ClipDataset``), ``opendv:ROOT`` (OpenDV-YouTube frame folders through
 ``wmkit.data.load_opendv``), ``shards:DIR`` (WebDataset shards through ``wmkit.data.ShardDataset``, split over
-ranks by the dataset itself; a resumed shard stream restarts its epoch, so resume is exact only for the others).
+ranks by the dataset itself, mixed in a ``--shuffle-buffer`` of samples, a random window of ``frames`` from each;
+a sample of the wrong size or length is an error naming its shard; a resumed shard stream restarts its epoch, so
+resume is exact only for the other sources).
 """
 
 from __future__ import annotations
@@ -66,6 +68,9 @@ class PretrainConfig:
     """model sizes from this profile's jepa block (smoke | cpu | gpu)"""
     data: str = "tworooms"
     """tworooms | crafter | opendv:ROOT | shards:DIR"""
+    shuffle_buffer: int = 256
+    """shards:DIR only: samples mixed in a WebDataset-style buffer before batching (0 = each shard's order, so a
+    batch holds neighbouring windows of one episode)"""
     precision: str = "fp32"
     """fp32 | bf16 | fp8 (wmkit.precision)"""
     lr: float = 6.25e-4
@@ -90,8 +95,9 @@ def _model_config(size: str) -> VJEPAConfig:
     return VJEPAConfig(**profile(size).jepa.pretrain_model)
 
 
-def make_source(spec: str, cfg: VJEPAConfig, rank: int, world: int, seed: int):
-    """A function (step, batch) -> clips (B, T, 3, H, W) in [0, 1] for this rank."""
+def make_source(spec: str, cfg: VJEPAConfig, rank: int, world: int, seed: int, shuffle_buffer: int = 0):
+    """A function (step, batch) -> clips (B, T, 3, H, W) in [0, 1] for this rank. ``shuffle_buffer`` (``shards:``
+    only): samples mixed in a buffer of this size before they are batched (0 = each shard's order)."""
     from wmkit.jepa.train import to_video
 
     if spec == "tworooms":
@@ -119,24 +125,39 @@ def make_source(spec: str, cfg: VJEPAConfig, rank: int, world: int, seed: int):
         return from_dataset
     if spec.startswith("shards:"):
         from wmkit.data import ShardDataset
+        from wmkit.data.dataset import to_float
 
-        stream = ShardDataset(spec.split(":", 1)[1], seed=seed, rank=rank, world_size=world)
+        stream = ShardDataset(spec.split(":", 1)[1], shuffle_buffer=shuffle_buffer, seed=seed, rank=rank,
+                              world_size=world, as_tensors=False)
         it = iter(stream)
 
-        def from_shards(step, batch):
+        def next_clip():
             nonlocal it
-            out = []
-            while len(out) < batch:
+            for _ in range(2):  # at most one epoch boundary per clip
                 try:
-                    item = next(it)
+                    return next(it)
                 except StopIteration:
-                    stream.set_epoch(stream.epoch + 1)
+                    stream.set_epoch(stream.epoch + 1)  # a new shard order and shuffle
                     it = iter(stream)
-                    continue
-                fr = item["frames"]
-                if fr.shape[0] >= cfg.frames and fr.shape[-1] == cfg.size:
-                    out.append(fr[:cfg.frames])
-            return torch.stack(out)
+            raise ValueError(f"--data {spec}: rank {rank} of {world} received no samples in a whole epoch "
+                             f"({len(stream.paths)} shard(s))")
+
+        def from_shards(step, batch):
+            g = torch.Generator().manual_seed(seed * 1_000_003 + step * 7919 + rank)
+            out = []
+            for _ in range(batch):
+                clip = next_clip()
+                t, h, w = clip.frames.shape[:3]  # (T, H, W, 3) uint8
+                where = f"{clip.meta.get('shard')}: episode {clip.episode!r}, frame {clip.meta.get('frame_index', 0)}"
+                if (h, w) != (cfg.size, cfg.size):
+                    raise ValueError(f"{where}: {h}x{w} frames, but --size {cfg.size!r} models {cfg.size}x{cfg.size} "
+                                     f"(write the shards with `wmkit data shard --size {cfg.size}`)")
+                if t < cfg.frames:
+                    raise ValueError(f"{where}: {t} frames, but the model reads {cfg.frames} "
+                                     f"(write the shards with `wmkit data shard --clip-len {cfg.frames}` or more)")
+                s = int(torch.randint(0, t - cfg.frames + 1, (), generator=g))  # a random window of a longer sample
+                out.append(torch.from_numpy(to_float(clip.frames[s:s + cfg.frames])))  # (T, 3, H, W)
+            return torch.stack(out)  # (B, T, 3, H, W)
         return from_shards
     raise ValueError(f"--data: expected tworooms | crafter | opendv:ROOT | shards:DIR, got {spec!r}")
 
@@ -191,7 +212,7 @@ def main(argv: list[str] | None = None) -> None:
             model.load_state_dict(state["model"])
             opt.load_state_dict(state["opt"])
         start = int(state["step"])
-    source = make_source(cfg.data, mcfg, rank, world, cfg.seed)
+    source = make_source(cfg.data, mcfg, rank, world, cfg.seed, cfg.shuffle_buffer)
     gens = [MultiBlock3D(mcfg.grid, spec, seed=cfg.seed + 17 * i) for i, spec in enumerate(VJEPA_MASKS)]
     losses = []
     for step in range(start, cfg.steps):
