@@ -92,3 +92,28 @@ def test_to_control_clips_gas_and_brake_and_can_drop_the_brake():
     a = torch.tensor([[-0.5, -0.3, 0.7], [0.9, 0.4, -0.2]])
     assert torch.equal(to_control(a), torch.tensor([[-0.5, 0.0, 0.7], [0.9, 0.4, 0.0]]))
     assert torch.equal(to_control(a, brake=False), torch.tensor([[-0.5, 0.0, 0.0], [0.9, 0.4, 0.0]]))
+
+
+def test_planning_comparison_tool_puts_notebook_04s_lewm_and_the_rssm_on_the_same_frames(tmp_path, monkeypatch):
+    """tools/jepa_compare_planning.py --ac-recipe lewm-notebook: the AC-JEPA is notebook 04's planner (LeWM's recipe
+    over ``lewm_model``, at its frame size); the RSSM trains and plans on the same frames, with LeWM's protocol,
+    on the very episodes the AC-JEPA played (paired: the random policy's results agree), at matched FLOPs."""
+    import json
+
+    from conftest import load_tool
+
+    from wmkit.profiles import profile
+
+    monkeypatch.setenv("WMKIT_PROFILE", "smoke")
+    J = profile("smoke").jepa
+    S = J.lewm_model["size"]
+    assert S != J.tr_size  # the smoke profile, like the cpu one, gives LeWM other frames than the other models
+    tool = load_tool("jepa_compare_planning")
+    tool.main(["--models", "ac", "dreamer", "--ac-recipe", "lewm-notebook", "--budgets", "2", "--episodes", "2",
+               "--headline", "0", "--out", str(tmp_path)])
+    ac, rssm = json.loads((tmp_path / "results_ac_dreamer_lewm64.json").read_text())["rows"]
+    assert ac["model"].startswith(f"AC-JEPA lewm, notebook 04's ({S} px, 1 block) ({J.lewm_receding}:")
+    assert rssm["model"].endswith(f"FLOPs of LeWM, {S} px)")
+    for k in ("random_success", "random_final_distance", "start_distance"):
+        assert rssm[k] == ac[k]  # the same episodes
+    assert abs(rssm["steps"] * rssm["flops_per_step"] - ac["flops"]) <= rssm["flops_per_step"] / 2 or rssm["steps"] == 1

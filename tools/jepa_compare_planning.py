@@ -39,7 +39,13 @@ KEYS = ("plan_success", "plan_success_se", "plan_final_distance", "plan_final_di
         "distance_difference", "distance_difference_se", "start_distance")
 
 
-RECIPE = {"name": "ema"}  # --ac-recipe: "ema" (the notebook's AC-JEPA until session 7) or "lewm" (its planner now)
+RECIPE = {"name": "ema"}  # --ac-recipe: "ema" (the notebook's AC-JEPA until session 7), "lewm" (LeWM's recipe at the
+# other models' sizes) or "lewm-notebook" (notebook 04's planner now: LeWM's recipe over lewm_model, at its own frame
+# size, with lewm_schedule; both models then train and plan on that frame size)
+
+
+def is_lewm() -> bool:
+    return RECIPE["name"] in ("lewm", "lewm-notebook")
 
 
 def ac_train_config(J, steps: int) -> ACTrainConfig:
@@ -49,6 +55,11 @@ def ac_train_config(J, steps: int) -> ACTrainConfig:
 
         return lewm_config(dict(J.ac_model), J.action_block, steps, batch=J.lewm_batch, pool=J.lewm_pool,
                            sigreg_proj=J.lewm_proj)
+    if RECIPE["name"] == "lewm-notebook":  # exactly notebook 04's call
+        from wmkit.jepa.train import lewm_config
+
+        return lewm_config({**J.ac_model, **J.lewm_model}, J.action_block, steps, batch=J.lewm_batch,
+                           pool=J.lewm_pool, sigreg_proj=J.lewm_proj, lr_schedule=J.lewm_schedule)
     m = ACConfig(**J.ac_model, regulariser="ema", loss="l1", normalize=True, sigreg_proj=J.sigreg_proj,
                  action_block=J.action_block)
     return ACTrainConfig(model=m, steps=steps, batch=J.ac_batch, length=J.ac_length, log_every=max(1, steps // 10))
@@ -56,7 +67,20 @@ def ac_train_config(J, steps: int) -> ACTrainConfig:
 
 def planner_setting(J):
     """(receding, energy): LeWM's protocol for a LeWM model (the profile's lewm_*), else the cpu planner's."""
-    return (J.lewm_receding, J.lewm_energy) if RECIPE["name"] == "lewm" else (J.plan_receding, J.plan_energy)
+    return (J.lewm_receding, J.lewm_energy) if is_lewm() else (J.plan_receding, J.plan_energy)
+
+
+def ac_label(J) -> str:
+    if RECIPE["name"] != "lewm-notebook":
+        return RECIPE["name"]
+    m = ac_train_config(J, 1).model
+    return f"lewm, notebook 04's ({m.size} px, {m.depth} block{'s' if m.depth > 1 else ''})"
+
+
+def frame_size(J) -> int:
+    """The frames both models train and plan on: the AC-JEPA's frame size (tr_size, or lewm_model's for
+    lewm-notebook)."""
+    return ac_train_config(J, 1).model.size
 
 
 def ac_step_flops(J, data) -> int:
@@ -72,7 +96,7 @@ def ac_step_flops(J, data) -> int:
 
 def plan_kwargs(J, a):
     return dict(budget=J.plan_budget, horizon=J.plan_horizon, samples=J.cem_samples, elites=J.cem_elites,
-                iterations=J.cem_iters, render_size=J.tr_size, seed=a.seed, goal_offset=J.goal_offset)
+                iterations=J.cem_iters, render_size=frame_size(J), seed=a.seed, goal_offset=J.goal_offset)
 
 
 def emit(row):
@@ -90,7 +114,7 @@ def run_ac(J, a, data, f_ac):
         receding, energy = planner_setting(J)
         r = evaluate_planning(model, E, **plan_kwargs(J, a), receding=receding, energy=energy,
                               repeat=J.plan_repeat, progress=False)
-        row = {"model": f"AC-JEPA {RECIPE['name']} ({receding}:{energy})",
+        row = {"model": f"AC-JEPA {ac_label(J)} ({receding}:{energy})",
                "steps": n, "flops": n * f_ac, "flops_per_step": f_ac, "train_s": train_s,
                "eval_s": time.perf_counter() - t, "episodes": E, "final_loss": hist[-1]["loss"],
                "feature_std": hist[-1].get("feature_std"), **{k: r[k] for k in KEYS}}
@@ -113,7 +137,7 @@ def run_dreamer(J, a, data, f_ac):
         E = a.headline_episodes if n == a.headline else a.episodes
         for target in a.targets:
             if a.ranking:  # Spearman(energy of the imagined last state, true final distance) over random futures
-                rk = dreamer_energy_ranking(wm, J.tr_size, a.ranking, 16, J.goal_offset, J.action_block,
+                rk = dreamer_energy_ranking(wm, frame_size(J), a.ranking, 16, J.goal_offset, J.action_block,
                                             J.plan_horizon, target, a.distance)
                 emit({"model": f"DreamerV3 RSSM ({target}, {a.distance})", "steps": k, "ranking_episodes": a.ranking,
                       "spearman_mean": rk["mean"], "spearman_se": rk["se"]})
@@ -126,8 +150,9 @@ def run_dreamer(J, a, data, f_ac):
             losses = [h for h in hist if h["step"] < k]
             name = f"DreamerV3 RSSM ({a.distance})" if target == "feat" else (
                 "DreamerV3 RSSM (decoded pixels)" if target == "pixels" else f"DreamerV3 RSSM (z only, {a.distance})")
-            if RECIPE["name"] == "lewm":
-                name += f" ({receding}:{energy}, FLOPs of LeWM)"
+            if is_lewm():
+                name += f" ({receding}:{energy}, FLOPs of LeWM" + (
+                    f", {frame_size(J)} px)" if RECIPE["name"] == "lewm-notebook" else ")")
             row = {"model": name, "steps": k, "flops": k * f_d, "flops_per_step": f_d,
                    "train_s": snaps[k][1], "eval_s": time.perf_counter() - t, "episodes": E, "window": L,
                    "final_loss": losses[-1]["wm_loss"], "dec_loss": losses[-1]["dec_loss"],
@@ -247,10 +272,11 @@ def main(argv=None):
     p.add_argument("--dreamer-length", type=int, default=None,
                    help="RSSM training window in frames (None: the AC-JEPA window's span, (length - 1) x block + 1)")
     p.add_argument("--diffusion-iterations", type=int, default=1, help="CEM iterations timed for the diffusion model")
-    p.add_argument("--ac-recipe", default="ema", choices=["ema", "lewm"],
-                   help="the AC-JEPA: ema (patch tokens, EMA target) or lewm (LeWM's recipe, the profile's lewm_*, "
-                        "planned with lewm_receding / lewm_energy); budgets count its steps, and the RSSM plans with "
-                        "the same setting")
+    p.add_argument("--ac-recipe", default="ema", choices=["ema", "lewm", "lewm-notebook"],
+                   help="the AC-JEPA: ema (patch tokens, EMA target), lewm (LeWM's recipe, the profile's lewm_*, at "
+                        "ac_model's sizes, planned with lewm_receding / lewm_energy) or lewm-notebook (notebook 04's "
+                        "planner: also lewm_model's sizes and frame size, and lewm_schedule); budgets count its steps, "
+                        "and the RSSM trains on the same frames and plans with the same setting")
     p.add_argument("--out", default="runs/jepa/compare_planning")
     p.add_argument("--merge", nargs="+", default=None, help="results.json files to table and plot (runs nothing)")
     a = p.parse_args(argv)
@@ -266,7 +292,7 @@ def main(argv=None):
         P = profile()
         J = P.jepa
         print(f"# {P.name} profile; load {Path('/proc/loadavg').read_text().split()[:3]}", flush=True)
-        data = collect(J.tr_episodes, J.tr_steps, J.tr_size, seed=0, policy=J.tr_policy)
+        data = collect(J.tr_episodes, J.tr_steps, frame_size(J), seed=0, policy=J.tr_policy)  # as notebook 04
         f_ac = ac_step_flops(J, data)
         rows = []
         if "ac" in a.models:
@@ -277,7 +303,7 @@ def main(argv=None):
             rows.append(run_diffusion(J, a))
         name = "results" if len(a.models) == 3 else "results_" + "_".join(a.models + [t for t in a.targets
                                                                                       if t != "feat"])
-        name += "_lewm" if a.ac_recipe == "lewm" else ""
+        name += {"ema": "", "lewm": "_lewm", "lewm-notebook": "_lewm64"}[a.ac_recipe]
         (out / f"{name}.json").write_text(json.dumps({"args": vars(a), "profile": P.name, "rows": rows}, indent=1))
     print(table(rows))
     plot(rows, out / "success_vs_compute.png")
