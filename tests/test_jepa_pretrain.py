@@ -97,3 +97,7 @@ def test_shards_source_draws_shuffled_windows_and_names_bad_samples(tmp_path):
     write_shards(_shard_clips(1, 12, 16), tmp_path / "short", clip_len=3, shard_size=8, size=None, progress=False)
     with pytest.raises(ValueError, match=r"shard-000000\.tar.*3 frames.*--clip-len 4"):
         make_source(f"shards:{tmp_path / 'short'}", cfg, rank=0, world=1, seed=0)(0, 2)
+    from wmkit.jepa.pretrain import main
+
+    with pytest.raises(SystemExit, match="--shuffle-buffer: expected >= 0"):
+        main(["--shuffle-buffer", "-1"])

@@ -95,7 +95,7 @@ def _model_config(size: str) -> VJEPAConfig:
     return VJEPAConfig(**profile(size).jepa.pretrain_model)
 
 
-def make_source(spec: str, cfg: VJEPAConfig, rank: int, world: int, seed: int, shuffle_buffer: int = 0):
+def make_source(spec: str, cfg: VJEPAConfig, rank: int, world: int, seed: int, shuffle_buffer: int = 256):
     """A function (step, batch) -> clips (B, T, 3, H, W) in [0, 1] for this rank. ``shuffle_buffer`` (``shards:``
     only): samples mixed in a buffer of this size before they are batched (0 = each shard's order)."""
     from wmkit.jepa.train import to_video
@@ -176,6 +176,8 @@ def main(argv: list[str] | None = None) -> None:
     cfg = parse_config(PretrainConfig, argv, prog="python -m wmkit.jepa.pretrain")
     if cfg.dist not in ("ddp", "fsdp2"):
         raise SystemExit(f"--dist: expected ddp or fsdp2, got {cfg.dist!r}")
+    if cfg.shuffle_buffer < 0:
+        raise SystemExit(f"--shuffle-buffer: expected >= 0 samples (0 = no shuffling), got {cfg.shuffle_buffer}")
     distributed = "WORLD_SIZE" in os.environ
     if distributed:
         dist.init_process_group(cfg.backend)
