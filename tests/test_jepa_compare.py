@@ -117,3 +117,11 @@ def test_planning_comparison_tool_puts_notebook_04s_lewm_and_the_rssm_on_the_sam
     for k in ("random_success", "random_final_distance", "start_distance"):
         assert rssm[k] == ac[k]  # the same episodes
     assert abs(rssm["steps"] * rssm["flops_per_step"] - ac["flops"]) <= rssm["flops_per_step"] / 2 or rssm["steps"] == 1
+    # each row keeps its per-episode outcomes, so the two models can be compared pair by pair
+    assert len(ac["per_episode"]["success"]) == len(rssm["per_episode"]["final_distance"]) == 2
+    d = tool.paired(ac, rssm)
+    assert d["episodes"] == 2
+    assert d["success"] == pytest.approx(ac["plan_success"] - rssm["plan_success"])  # a mean of differences
+    assert d["distance"] == pytest.approx(ac["plan_final_distance"] - rssm["plan_final_distance"])
+    assert tool.paired(ac, {**rssm, "seed": rssm["seed"] + 1}) is None  # other episodes: no pairing
+    assert "AC-JEPA - RSSM, same episodes" in tool.paired_table([ac, rssm])

@@ -100,7 +100,45 @@ def plan_kwargs(J, a):
 
 
 def emit(row):
-    print(json.dumps({k: v for k, v in row.items() if k != "episodes"}), flush=True)
+    print(json.dumps({k: v for k, v in row.items() if k not in ("episodes", "per_episode")}), flush=True)
+
+
+def per_episode(r) -> dict:
+    """The planner's outcome in every episode (seed order), so two models evaluated on the same episodes can be
+    compared pair by pair (:func:`paired_table`)."""
+    return {"success": [bool(e["plan_success"]) for e in r["episodes"]],
+            "final_distance": [float(e["plan_final_distance"]) for e in r["episodes"]]}
+
+
+def paired(a: dict, b: dict) -> dict | None:
+    """Model a - model b on the same episodes: success difference (points) and end-distance difference (px), each
+    with its paired standard error; None unless both rows carry per-episode outcomes of the same seeds."""
+    pa, pb = a.get("per_episode"), b.get("per_episode")
+    if not pa or not pb or a.get("seed") != b.get("seed") or len(pa["success"]) != len(pb["success"]):
+        return None
+    n = len(pa["success"])
+    ds = np.array(pa["success"], float) - np.array(pb["success"], float)
+    dd = np.array(pa["final_distance"]) - np.array(pb["final_distance"])
+    return {"episodes": n, "success": float(ds.mean()), "success_se": float(ds.std(ddof=1) / np.sqrt(n)),
+            "distance": float(dd.mean()), "distance_se": float(dd.std(ddof=1) / np.sqrt(n))}
+
+
+def paired_table(rows) -> str:
+    """AC-JEPA - RSSM at each budget both were evaluated at on the same episodes (rows of --merge or of one run)."""
+    ac = [r for r in rows if r.get("model", "").startswith("AC-JEPA") and "budget" in r]
+    rssm = [r for r in rows if r.get("model", "").startswith("DreamerV3") and "budget" in r]
+    out = []
+    for x in ac:
+        for y in rssm:
+            if y["budget"] != x["budget"] or (d := paired(x, y)) is None:
+                continue
+            out.append(f"| {x['model']} - {y['model']} | {x['budget']} | {x['flops']:.2e} / {y['flops']:.2e} | "
+                       f"{100 * d['success']:+.1f} +- {100 * d['success_se']:.1f} pts | "
+                       f"{d['distance']:+.0f} +- {d['distance_se']:.0f} px | {d['episodes']} |")
+    if not out:
+        return ""
+    return "\n".join(["\n| AC-JEPA - RSSM, same episodes | budget (AC steps) | FLOPs (AC / RSSM) | success | "
+                      "end distance | episodes |", "|---|---|---|---|---|---|", *out])
 
 
 def run_ac(J, a, data, f_ac):
@@ -114,10 +152,11 @@ def run_ac(J, a, data, f_ac):
         receding, energy = planner_setting(J)
         r = evaluate_planning(model, E, **plan_kwargs(J, a), receding=receding, energy=energy,
                               repeat=J.plan_repeat, progress=False)
-        row = {"model": f"AC-JEPA {ac_label(J)} ({receding}:{energy})",
+        row = {"model": f"AC-JEPA {ac_label(J)} ({receding}:{energy})", "budget": n, "seed": a.seed,
                "steps": n, "flops": n * f_ac, "flops_per_step": f_ac, "train_s": train_s,
                "eval_s": time.perf_counter() - t, "episodes": E, "final_loss": hist[-1]["loss"],
-               "feature_std": hist[-1].get("feature_std"), **{k: r[k] for k in KEYS}}
+               "feature_std": hist[-1].get("feature_std"), **{k: r[k] for k in KEYS},
+               "per_episode": per_episode(r)}
         emit(row)
         rows.append(row)
     return rows
@@ -153,10 +192,10 @@ def run_dreamer(J, a, data, f_ac):
             if is_lewm():
                 name += f" ({receding}:{energy}, FLOPs of LeWM" + (
                     f", {frame_size(J)} px)" if RECIPE["name"] == "lewm-notebook" else ")")
-            row = {"model": name, "steps": k, "flops": k * f_d, "flops_per_step": f_d,
+            row = {"model": name, "budget": n, "seed": a.seed, "steps": k, "flops": k * f_d, "flops_per_step": f_d,
                    "train_s": snaps[k][1], "eval_s": time.perf_counter() - t, "episodes": E, "window": L,
                    "final_loss": losses[-1]["wm_loss"], "dec_loss": losses[-1]["dec_loss"],
-                   **{x: r[x] for x in KEYS}}
+                   **{x: r[x] for x in KEYS}, "per_episode": per_episode(r)}
             emit(row)
             rows.append(row)
     return rows
@@ -306,6 +345,7 @@ def main(argv=None):
         name += {"ema": "", "lewm": "_lewm", "lewm-notebook": "_lewm64"}[a.ac_recipe]
         (out / f"{name}.json").write_text(json.dumps({"args": vars(a), "profile": P.name, "rows": rows}, indent=1))
     print(table(rows))
+    print(paired_table(rows))
     plot(rows, out / "success_vs_compute.png")
     print(f"wrote {out / 'success_vs_compute.png'}")
 
