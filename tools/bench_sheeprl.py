@@ -44,6 +44,29 @@ from wmkit.utils import pick_device
 N_ACT = 17
 
 
+def cv2_placeholder() -> bool:
+    """Let sheeprl import without OpenCV; True if a placeholder was installed.
+
+    ``sheeprl.utils.env`` imports ``cv2`` at module level for its frame-resizing environment wrappers, which one update
+    never calls. On a machine without OpenCV (the lent GPU's image: the 61 MB wheel does not fit the device tool's
+    carry) a module that raises on any attribute stands in, so a call would fail loudly instead of timing something
+    else. With OpenCV installed (tools/bench_sheeprl.sh) nothing changes."""
+    import importlib.util
+    import types
+
+    if importlib.util.find_spec("cv2") is not None:
+        return False
+    mod = types.ModuleType("cv2", "placeholder: OpenCV is not installed (tools/bench_sheeprl.py)")
+
+    def __getattr__(name):  # AttributeError, so that hasattr() and inspect work; any real use fails with this text
+        raise AttributeError(f"cv2.{name}: OpenCV is not installed here; tools/bench_sheeprl.py times sheeprl's "
+                             "update, which does not use it (install opencv-python-headless for anything else)")
+
+    mod.__getattr__ = __getattr__
+    sys.modules["cv2"] = mod
+    return True
+
+
 def sheeprl_config(cfg: DreamerConfig, B: int, T: int, device: torch.device, compile_: bool,
                    precision: str = "32-true"):
     """sheeprl's own DreamerV3 config (exp=dreamer_v3, Atari-style 64x64 rgb) resized to ``cfg``'s dims."""
@@ -173,6 +196,9 @@ def main(argv: list[str] | None = None) -> None:
                          "did before it set sheeprl's own default, validate_args=False), in the same run")
     ap.add_argument("--params", action="store_true", help="only print the parameter counts")
     args = ap.parse_args(argv)
+    if cv2_placeholder():
+        print("note: OpenCV is not installed; sheeprl's env module imports it, the update never calls it",
+              file=sys.stderr)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)

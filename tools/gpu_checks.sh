@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every GPU figure the open issues ask for, in ONE prepared run (~8 minutes on an H100/H200), for a session
+# Every GPU figure the open issues ask for, in ONE prepared run (~9 minutes on an H100/H200), for a session
 # that is lent a GPU (the device tool gives 15 minutes of device time per session, all calls together).
 #
 #   here, once:  bash tools/gpu_wheels.sh        # torchao + what the benches need, as py3.12 wheels in .whl/
@@ -39,11 +39,12 @@ print("fp8_status", fp8_status())
 EOF
 
 if [ "$DRY" = 1 ]; then
-  DEV=cpu; FP8_SIZES=64,128; FP8_TOKENS=64; DREAMER="tiny"; GENIE_PROFILE=smoke; DIFF_PROFILE=smoke; REP=1
+  DEV=cpu; FP8_SIZES=64,128; FP8_TOKENS=64; DREAMER="tiny"; SHEEPRL="tiny"; GENIE_PROFILE=smoke; DIFF_PROFILE=smoke; REP=1
   COMPILED_MODEL=false  # the CPU emulation recompiles at every FP8 layer under torch.compile: minutes
   export WMKIT_PROFILE=smoke
 else
-  DEV=cuda; FP8_SIZES=512,1024,2048,4096,8192; FP8_TOKENS=8192; DREAMER="s size50m"; GENIE_PROFILE=gpu
+  DEV=cuda; FP8_SIZES=512,1024,2048,4096,8192; FP8_TOKENS=8192; DREAMER="s size50m"; SHEEPRL="tiny size3m s"
+  GENIE_PROFILE=gpu
   DIFF_PROFILE=gpu; REP=5; COMPILED_MODEL=true
   export WMKIT_PROFILE=gpu
 fi
@@ -56,6 +57,10 @@ step fp8-compiled 150 $PY -m wmkit.bench fp8 --device $DEV --sizes $FP8_SIZES --
 # issue 8: DreamerV3 update time per size (the Atari 100k projection is printed by the bench)
 step dreamer 100 sh -c "$PY -m wmkit.bench dreamer --device $DEV --sizes $DREAMER --repeat $REP --warmup 1 \
   --no-loop --bf16 > '$OUT/dreamer.jsonl'"
+# issue 8: >= 3x sheeprl 0.8.4's update at equal size on a GPU (fp32, eager, both in one interleaved run); needs the
+# sheeprl wheels of tools/gpu_wheels.sh (a dry run here: PYTHONPATH=/tmp/sl after tools/bench_sheeprl.sh /tmp/sl)
+step sheeprl 120 sh -c "$PY tools/bench_sheeprl.py --device $DEV --sizes $SHEEPRL --repeat $REP --warmup 1 \
+  > '$OUT/sheeprl.jsonl'"
 # issues 11, 12: the gpu profile's training and generation speed
 step genie 60 sh -c "$PY -m wmkit.bench genie --device $DEV --profiles $GENIE_PROFILE --skip-cost > '$OUT/genie.jsonl'"
 step diffusion 60 sh -c "$PY -m wmkit.bench diffusion --device $DEV --profile $DIFF_PROFILE --steps 1 3 \
