@@ -245,3 +245,32 @@ def test_replay_returns_hand_computed():
     assert torch.equal(valid, torch.tensor([[1.0, 0.0, 1.0]]))
     term[0, 3] = True                                          # arriving at t = 3 ends the episode
     assert float(replay_returns(rew, term, first, boot, 0.5, 0.5)[0][0, 2]) == 3.0
+
+
+def test_bench_sheeprl_cv2_placeholder_raises_on_use(monkeypatch):
+    """tools/bench_sheeprl.py on a machine without OpenCV (the lent GPU's image): sheeprl's env module imports cv2,
+    which one update never calls; the placeholder lets the import pass, and any use fails with a message saying why.
+    With OpenCV installed nothing is replaced."""
+    import importlib.util
+    import sys
+
+    import pytest
+    from conftest import load_tool
+
+    tool = load_tool("bench_sheeprl")
+    real = importlib.util.find_spec
+    if real("cv2") is not None:
+        assert tool.cv2_placeholder() is False
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "cv2" else real(name, *a))
+    before = sys.modules.pop("cv2", None)
+    try:
+        assert tool.cv2_placeholder() is True
+        import cv2
+
+        assert not hasattr(cv2, "resize")  # AttributeError, so hasattr and inspect keep working
+        with pytest.raises(AttributeError, match="OpenCV is not installed"):
+            cv2.resize(None, (64, 64))
+    finally:  # the rest of the session imports the real OpenCV again
+        sys.modules.pop("cv2", None)
+        if before is not None:
+            sys.modules["cv2"] = before
