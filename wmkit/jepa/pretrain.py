@@ -95,6 +95,12 @@ def _model_config(size: str) -> VJEPAConfig:
     return VJEPAConfig(**profile(size).jepa.pretrain_model)
 
 
+def step_generator(seed: int, step: int, rank: int) -> torch.Generator:
+    """The generator of one rank's windows at one step: a function of (seed, step, rank) alone, so a resumed run draws
+    the numbers of an uninterrupted one and every rank draws its own."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + step * 7919 + rank)
+
+
 def make_source(spec: str, cfg: VJEPAConfig, rank: int, world: int, seed: int, shuffle_buffer: int = 256):
     """A function (step, batch) -> clips (B, T, 3, H, W) in [0, 1] for this rank. ``shuffle_buffer`` (``shards:``
     only): samples mixed in a buffer of this size before they are batched (0 = each shard's order)."""
@@ -106,7 +112,7 @@ def make_source(spec: str, cfg: VJEPAConfig, rank: int, world: int, seed: int, s
         video = to_video(collect(8, 3 * cfg.frames, cfg.size, seed=seed)["frames"])  # (E, T, 3, H, W)
 
         def from_video(step, batch):
-            g = torch.Generator().manual_seed(seed * 1_000_003 + step * 7919 + rank)
+            g = step_generator(seed, step, rank)
             e = torch.randint(0, video.shape[0], (batch,), generator=g)
             s = torch.randint(0, video.shape[1] - cfg.frames + 1, (batch,), generator=g)
             return torch.stack([video[i, j:j + cfg.frames] for i, j in zip(e.tolist(), s.tolist(), strict=True)])
@@ -119,7 +125,7 @@ def make_source(spec: str, cfg: VJEPAConfig, rank: int, world: int, seed: int, s
         ds = ClipDataset(clips, context=cfg.frames, future=0, size=cfg.size, split="all")
 
         def from_dataset(step, batch):
-            g = torch.Generator().manual_seed(seed * 1_000_003 + step * 7919 + rank)
+            g = step_generator(seed, step, rank)
             idx = torch.randint(0, len(ds), (batch,), generator=g)
             return torch.stack([ds[i]["frames"] for i in idx.tolist()])
         return from_dataset
@@ -143,7 +149,7 @@ def make_source(spec: str, cfg: VJEPAConfig, rank: int, world: int, seed: int, s
                              f"({len(stream.paths)} shard(s))")
 
         def from_shards(step, batch):
-            g = torch.Generator().manual_seed(seed * 1_000_003 + step * 7919 + rank)
+            g = step_generator(seed, step, rank)
             out = []
             for _ in range(batch):
                 clip = next_clip()
