@@ -34,7 +34,20 @@ REGISTRY: dict[str, tuple[str, str]] = {
     "diffusion": ("wmkit.diffusion.bench:run", "stage 3b: training frames/s, generated frames/s per recipe"),
     "fp8": ("wmkit.precision_bench:run", "stage 3c: fp32/bf16/fp8 step time and memory, as ratios to bf16"),
     "jepa": ("wmkit.jepa.bench:run", "stage 4: training clips/s and FLOPs per sample of each compared model"),
+    "malloc": ("wmkit.malloc:bench", "CPU: a DreamerV3 update with glibc's default allocator vs freed memory kept"),
 }
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo), so that figures from different hosts are not mixed up."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
 
 
 def emit(bench: str, metric: str, value: float, unit: str, **extra: Any) -> dict:
@@ -44,6 +57,7 @@ def emit(bench: str, metric: str, value: float, unit: str, **extra: Any) -> dict
     row.setdefault("torch", torch.__version__)
     row.setdefault("threads", torch.get_num_threads())
     row.setdefault("machine", platform.machine())
+    row.setdefault("cpu", cpu_model())
     print(json.dumps(row), flush=True)
     return row
 
