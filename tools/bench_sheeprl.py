@@ -39,6 +39,7 @@ from wmkit.bench import emit, interleaved
 from wmkit.dreamer.agent import Agent
 from wmkit.dreamer.bench import image_path, synthetic_batch
 from wmkit.dreamer.config import DreamerConfig
+from wmkit.malloc import applied as keeps_freed_memory
 from wmkit.utils import pick_device
 
 N_ACT = 17
@@ -211,7 +212,10 @@ def main(argv: list[str] | None = None) -> None:
         ours, theirs = agent.param_counts(), sl.param_counts()
         dims = dict(size=size, deter=cfg.deter, hidden=cfg.hidden, stoch=f"{cfg.stoch}x{cfg.classes}",
                     units=cfg.units, mlp_layers=cfg.mlp_layers, cnn_depth=cfg.cnn_depth, B=B, T=T,
-                    horizon=cfg.imag_horizon, device=str(device))
+                    horizon=cfg.imag_horizon, device=str(device),
+                    # one process, so both ports run under the same glibc setting (wmkit.malloc; set
+                    # WMKIT_KEEP_FREED_MEMORY=0 for glibc's default)
+                    allocator="keep_freed" if keeps_freed_memory() else "glibc_default")
         emit("dreamer_vs_sheeprl", "params", ours["total"], "parameters", impl="wmkit", parts=ours, **dims)
         emit("dreamer_vs_sheeprl", "params", theirs["total"], "parameters", impl="sheeprl 0.8.4", parts=theirs,
              **dims)

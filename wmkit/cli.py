@@ -40,6 +40,11 @@ def info(argv: list[str]) -> None:
     p = profile()
     print(p)
     print(f"device: {pick_device()}")
+    from wmkit.bench import cpu_model
+    from wmkit.malloc import applied
+
+    print(f"cpu: {cpu_model()}, torch kernels {torch.backends.cpu.get_cpu_capability()}, "
+          f"{torch.get_num_threads()} threads; freed memory kept (wmkit.malloc): {'yes' if applied() else 'no'}")
     print(f"wmkit {wmkit.__version__}, torch {torch.__version__}, numpy {np.__version__}, "
           f"python {sys.version.split()[0]}")
     for chapter in p.chapters:
