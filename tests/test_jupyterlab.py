@@ -87,6 +87,13 @@ def test_tour_scrubber_is_live_in_jupyterlab(lab: str):
         # the Python callback re-encodes the frame and the values; wait for the round trip
         page.wait_for_function("([el, old]) => el.getAttribute('src') !== old",
                                arg=[img.element_handle(), before[0]], timeout=30_000)
+        # the values are a second widget, updated by a second message: the image can arrive first (seen on a
+        # slow host, where the values were read between the two), so wait for them too, and fail if they never come
+        try:
+            page.wait_for_function("([el, old]) => el.innerText !== old",
+                                   arg=[values.element_handle(), before[1]], timeout=30_000)
+        except sync_api.TimeoutError:
+            pass                                           # the assertion below reports it
         after = (img.get_attribute("src"), values.inner_text(), readout.inner_text())
         assert after[2] == "2"
         assert after[1] != before[1], f"values at the cursor did not update: {after[1]!r}"

@@ -12,6 +12,7 @@ this file stays cheap; a benchmark module exposes ``run(argv: list[str]) -> None
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import json
 import platform
@@ -38,6 +39,7 @@ REGISTRY: dict[str, tuple[str, str]] = {
 }
 
 
+@functools.cache
 def cpu_model() -> str:
     """The CPU's model name (Linux: /proc/cpuinfo), so that figures from different hosts are not mixed up."""
     try:
