@@ -2,14 +2,14 @@
 
 import json
 import os
-import platform
 import subprocess
 import sys
 
 import pytest
 
-GLIBC = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
-needs_glibc = pytest.mark.skipif(not GLIBC, reason="the setting exists only for glibc's malloc")
+from wmkit.malloc import _glibc
+
+needs_glibc = pytest.mark.skipif(_glibc() is None, reason="the setting exists only for glibc's malloc")
 
 # In a fresh interpreter: allocate and free a 64 MiB tensor eight times, then count the minor page faults per tensor
 # over four more. 64 MiB = 16,384 pages of 4 KiB, above glibc's 32 MiB mmap cap, so by default every tensor is a

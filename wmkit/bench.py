@@ -35,7 +35,8 @@ REGISTRY: dict[str, tuple[str, str]] = {
     "diffusion": ("wmkit.diffusion.bench:run", "stage 3b: training frames/s, generated frames/s per recipe"),
     "fp8": ("wmkit.precision_bench:run", "stage 3c: fp32/bf16/fp8 step time and memory, as ratios to bf16"),
     "jepa": ("wmkit.jepa.bench:run", "stage 4: training clips/s and FLOPs per sample of each compared model"),
-    "malloc": ("wmkit.malloc:bench", "CPU: a DreamerV3 update with glibc's default allocator vs freed memory kept"),
+    "malloc": ("wmkit.dreamer.bench:malloc_run",
+               "CPU: a DreamerV3 update with glibc's default allocator vs freed memory kept"),
 }
 
 

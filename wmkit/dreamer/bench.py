@@ -32,12 +32,14 @@ The training-loop figure (environment steps per second of the whole loop) is add
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import numpy as np
 import torch
 import torch.distributions as td
 
+from wmkit import malloc
 from wmkit.bench import emit, interleaved
 from wmkit.dreamer.agent import Agent, size_table
 from wmkit.dreamer.config import DreamerConfig
@@ -337,3 +339,86 @@ def levers(args, size: str, obs_space: dict, device: torch.device) -> None:
     emit("dreamer", "lever_speedup_inference_mode", best["policy_no_grad_ms"] / best["policy_inference_mode_ms"],
          "x", **extra)
     print(f"{size} ({cfg.dims()}): " + "  ".join(f"{k}={v:.1f}" for k, v in best.items()), file=sys.stderr)
+
+
+def _malloc_worker(conn, size: str, batch: int, length: int, threads: int) -> None:
+    """One benchmark process: build a DreamerV3 agent, then run the job named by each message, reply with
+    (ms, minor page faults) of that call; ``None`` ends it (reply: peak RSS in MiB)."""
+    import resource
+    import time
+
+
+    torch.set_num_threads(threads)
+    cpu = torch.device("cpu")
+    agent = Agent({"image": ((64, 64, 3), np.uint8)}, {"n": 17, "discrete": True},
+                  DreamerConfig(size=size), device=cpu, seed=0)
+    data = synthetic_batch(batch, length, 17, cpu)
+    jobs = {"update": lambda: agent.update(data), "image_path": lambda: image_path(agent.wm, data["image"])}
+    conn.send(malloc.applied())
+    while (name := conn.recv()) is not None:
+        faults, t0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.perf_counter()
+        jobs[name]()
+        conn.send(((time.perf_counter() - t0) * 1e3, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults))
+    conn.send(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+
+def malloc_run(argv: list[str]) -> None:
+    """``wmkit bench malloc``: glibc's default allocator settings vs :func:`keep_freed_memory`, on a DreamerV3
+    update and its image path (B x T frames through encoder and decoder), in two worker processes that take
+    turns (one call of each per round), so load on a shared machine hits both alike."""
+    import argparse
+    import multiprocessing as mp
+    import statistics
+
+    ap = argparse.ArgumentParser(prog="wmkit bench malloc", description=malloc_run.__doc__)
+    ap.add_argument("--sizes", nargs="+", default=["tiny"], help="DreamerV3 size presets")
+    ap.add_argument("--batch", type=int, default=16, help="B, sequences per update")
+    ap.add_argument("--length", type=int, default=64, help="T, steps per sequence")
+    ap.add_argument("--repeat", type=int, default=3, help="timed rounds")
+    ap.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads per worker")
+    args = ap.parse_args(argv)
+    if malloc._glibc() is None:
+        raise SystemExit("wmkit bench malloc: this allocator is not glibc's (Linux only); nothing to compare")
+    ctx = mp.get_context("spawn")                 # a fresh interpreter, so glibc starts from its defaults
+    for size in args.sizes:
+        workers, before = {}, os.environ.get(malloc.ENV)
+        try:
+            for mode, value in (("glibc_default", "0"), ("keep_freed", "1")):
+                os.environ[malloc.ENV] = value           # read by the worker's ``import wmkit``
+                parent, child = ctx.Pipe()
+                proc = ctx.Process(target=_malloc_worker, args=(child, size, args.batch, args.length, args.threads))
+                proc.start()
+                workers[mode] = (proc, parent)
+        finally:                                  # give the parent its own setting back
+            if before is None:
+                os.environ.pop(malloc.ENV, None)
+            else:
+                os.environ[malloc.ENV] = before
+        for mode, (_, conn) in workers.items():
+            if conn.recv() != (mode == "keep_freed"):
+                raise RuntimeError(f"worker {mode}: the allocator setting is not what was asked for")
+        rows = {(job, mode): [] for job in ("update", "image_path") for mode in workers}
+        for r in range(args.warmup + args.repeat):
+            for job, mode in rows:
+                workers[mode][1].send(job)
+                ms, faults = workers[mode][1].recv()
+                if r >= args.warmup:
+                    rows[job, mode].append((ms, faults))
+        rss = {}
+        for mode, (proc, conn) in workers.items():
+            conn.send(None)
+            rss[mode] = conn.recv()
+            proc.join()
+        dims = dict(size=size, B=args.batch, T=args.length, threads=args.threads)
+        for (job, mode), samples in rows.items():
+            emit("malloc", f"{job}_ms", min(s[0] for s in samples), "ms", allocator=mode, **dims)
+            emit("malloc", f"{job}_page_faults", statistics.median(s[1] for s in samples), "faults per call",
+                 allocator=mode, **dims)
+        for job in ("update", "image_path"):
+            ratio = min(s[0] for s in rows[job, "glibc_default"]) / min(s[0] for s in rows[job, "keep_freed"])
+            emit("malloc", f"{job}_speedup", ratio, "x (glibc default ms / keep_freed ms)", **dims)
+        for mode, mib in rss.items():
+            emit("malloc", "peak_rss", mib, "MiB", allocator=mode, **dims)
+        print(f"{size}: " + "  ".join(f"{job} {mode} {min(s[0] for s in v):.0f} ms"
+                                      for (job, mode), v in rows.items()), file=sys.stderr)
