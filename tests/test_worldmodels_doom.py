@@ -81,6 +81,41 @@ def test_collected_episode_is_seeded_and_uses_the_episode_format(tmp_path):
     np.testing.assert_array_equal(back.actions, ep.actions)
 
 
+def _start_game(_):
+    env = make_doom_env()
+    env.reset(seed=0)
+    env.close()
+    return True
+
+
+def test_game_settings_folder_exists_before_vizdoom_starts(tmp_path, monkeypatch):
+    """ViZDoom creates ./_vizdoom/ on first use; workers starting together in a fresh directory (a fresh clone's
+    first `make book`) can race to create it, and the loser exits ("Failed to create ./_vizdoom/ directory: File
+    exists"; seen once as a BrokenProcessPool in notebook 01b, not reproduced in 35 tries). make_doom_env creates
+    the folder before the game starts, so ViZDoom never has to; checked at the moment the game is made."""
+    import gymnasium as gym
+
+    from wmkit.utils import process_pool
+
+    monkeypatch.chdir(tmp_path)
+    seen = []
+    real_make = gym.make
+
+    def make(*a, **k):
+        seen.append((tmp_path / "_vizdoom").is_dir())
+        return real_make(*a, **k)
+
+    monkeypatch.setattr(gym, "make", make)
+    make_doom_env().close()
+    assert seen == [True]
+    monkeypatch.setattr(gym, "make", real_make)
+    fresh = tmp_path / "fresh"                   # and four games starting at once in a fresh directory all run
+    fresh.mkdir()
+    monkeypatch.chdir(fresh)
+    with process_pool(4) as pool:
+        assert list(pool.map(_start_game, range(4))) == [True] * 4
+
+
 # ------------------------------------------------------------------------------------ M and C
 def test_doom_m_and_c_have_the_papers_sizes():
     m = MDNRNN(64, 1, 512, 5, reward_done_heads=True, reward_head=False)

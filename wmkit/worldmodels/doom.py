@@ -73,6 +73,10 @@ def make_doom_env():
         from vizdoom import gymnasium_wrapper  # noqa: F401  (registers the Vizdoom* ids)
     except ImportError as e:
         raise ImportError("the Doom experiment needs the vizdoom package: pip install 'vizdoom>=1.3'") from e
+    # ViZDoom keeps its settings in ./_vizdoom/ of the working directory and creates it on first use; two worker
+    # processes starting at once in a fresh directory both try, and the loser exits ("Failed to create ./_vizdoom/
+    # directory: File exists"), which breaks the process pool. Creating it first (idempotently) removes the race.
+    Path("_vizdoom").mkdir(exist_ok=True)
     return gym.make(DOOM_ENV_ID)
 
 
