@@ -229,6 +229,7 @@ def test_cli_info_prints_profile():
     out = _wmkit("info")
     assert out.returncode == 0 and "wmkit profile:" in out.stdout and "[tour]" in out.stdout
     assert "cpu: " in out.stdout and "torch kernels " in out.stdout and "freed memory kept" in out.stdout
+    assert "bf16 kernels: native" in out.stdout or "bf16 kernels: emulated" in out.stdout
 
 
 def test_bench_prints_json_lines():

@@ -348,3 +348,36 @@ def test_emulated_fp8_trains_within_tolerance_of_bf16(one_thread):
     assert tail_bf16 < 0.3 and tail_fp8 < 0.3, (tail_bf16, tail_fp8)
     assert abs(mean_fp8 - mean_bf16) <= 0.10 * mean_bf16, (mean_fp8, mean_bf16)
     assert abs(tail_fp8 - tail_bf16) <= 0.1, (tail_fp8, tail_bf16)
+
+
+def test_cpu_bf16_native_matches_the_cpu_flags():
+    """oneDNN's bf16 kernels need AVX-512 (F, BW, VL, DQ: its avx512_core) or AVX2 with the AVX-NE-CONVERT
+    instructions (x86): the check must agree with /proc/cpuinfo."""
+    import platform
+    from pathlib import Path
+
+    info = Path("/proc/cpuinfo")
+    if platform.machine() != "x86_64" or not info.exists():
+        pytest.skip("the flags are read from Linux x86-64's /proc/cpuinfo")
+    flags = next(line for line in info.read_text().splitlines() if line.startswith("flags")).split()
+    avx512_core = all(f in flags for f in ("avx512f", "avx512bw", "avx512vl", "avx512dq"))
+    assert prec.cpu_bf16_native() == (avx512_core or "avx_ne_convert" in flags)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_on_a_cpu_without_native_kernels_warns_once(monkeypatch, native):
+    import warnings
+
+    monkeypatch.setattr(prec, "cpu_bf16_native", lambda: native)
+    monkeypatch.setattr(prec, "_WARNED_CPU_BF16", False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for precision in ("fp32", "bf16", "bf16", "fp8"):  # a loop enters the context at every step
+            with prec.autocast(precision, "cpu"):
+                pass
+    slow = [w for w in caught if "no native bf16 kernels" in str(w.message)]
+    assert len(slow) == (0 if native else 1)
+    if not native:
+        assert "precision='bf16'" in str(slow[0].message) and slow[0].filename == __file__
+    ok, why = prec.fp8_status("cpu")["bf16"]
+    assert ok and (why == "" if native else "emulated" in why)

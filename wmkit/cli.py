@@ -42,9 +42,11 @@ def info(argv: list[str]) -> None:
     print(f"device: {pick_device()}")
     from wmkit.bench import cpu_model
     from wmkit.malloc import applied
+    from wmkit.precision import cpu_bf16_native
 
     print(f"cpu: {cpu_model()}, torch kernels {torch.backends.cpu.get_cpu_capability()}, "
-          f"{torch.get_num_threads()} threads; freed memory kept (wmkit.malloc): {'yes' if applied() else 'no'}")
+          f"{torch.get_num_threads()} threads; freed memory kept (wmkit.malloc): {'yes' if applied() else 'no'}; "
+          f"bf16 kernels: {'native' if cpu_bf16_native() else 'emulated (bf16 much slower than fp32 here)'}")
     print(f"wmkit {wmkit.__version__}, torch {torch.__version__}, numpy {np.__version__}, "
           f"python {sys.version.split()[0]}")
     for chapter in p.chapters:

@@ -42,6 +42,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -409,14 +410,33 @@ def _resolve(backend: str, device: torch.device | str | None) -> tuple[str, str]
     return _RESOLVED[key]
 
 
+_CPU_BF16_SLOW = ("this CPU has no native bf16 kernels (x86 without AVX-512 or AVX-NE-CONVERT): bf16 autocast is "
+                  "emulated and several times slower than fp32 (8-11x measured on an AVX2-only AMD EPYC)")
+_WARNED_CPU_BF16 = False
+
+
+def cpu_bf16_native() -> bool:
+    """Whether this CPU runs bf16 matrix products and convolutions with native oneDNN kernels (x86 with AVX-512
+    F/BW/VL/DQ, or AVX2 with AVX-NE-CONVERT; Arm with bf16). Without them ``torch.autocast("cpu", bfloat16)``
+    still runs, emulated, and a DreamerV3 update took 8-11x as long as in fp32 (README, Timings). Where torch
+    cannot tell, assume native."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return True
+
+
 def fp8_status(device: torch.device | str | None = None) -> dict[str, Any]:
     """What FP8 can run here and why: device, capability, TE recipe, each backend's (usable, reason),
     the backend ``"auto"`` picks, and a plain sentence. Also whether bf16 runs natively."""
     dev, cap = _device_info(device)
     te_ok, ao_ok = backend_available("te"), backend_available("torchao")
     chosen, why = choose_backend("auto", device_type=dev.type, capability=cap, te_ok=te_ok, torchao_ok=ao_ok)
-    bf16 = (True, "") if dev.type != "cuda" or torch.cuda.is_bf16_supported() else (
-        False, "this GPU has no bf16 support (compute capability < 8.0)")
+    if dev.type == "cuda":
+        bf16 = (True, "") if torch.cuda.is_bf16_supported() else (
+            False, "this GPU has no bf16 support (compute capability < 8.0)")
+    else:  # a CPU always runs bf16 autocast, but without native kernels it is much slower than fp32
+        bf16 = (True, "" if cpu_bf16_native() else _CPU_BF16_SLOW)
     return {"device": str(dev), "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "CPU",
             "capability": cap, "te_recipe": fp8_recipe_for(cap) if dev.type == "cuda" else None,
             "backends": {"te": te_ok, "torchao": ao_ok, "emulation": (True, "")},
@@ -518,6 +538,11 @@ def autocast(precision: str, device: torch.device | str, backend: str = "auto"):
     if precision == "fp32":
         yield
         return
+    global _WARNED_CPU_BF16
+    if dev.type == "cpu" and not _WARNED_CPU_BF16 and not cpu_bf16_native():
+        _WARNED_CPU_BF16 = True   # once per process: a training loop enters this context at every step
+        warnings.warn(f"precision={precision!r} on CPU: {_CPU_BF16_SLOW}; precision='fp32' is faster here",
+                      stacklevel=3)
     with torch.autocast(dev.type, dtype=torch.bfloat16):
         if precision == "bf16":
             yield
