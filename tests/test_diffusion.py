@@ -214,10 +214,14 @@ def test_psnr_drift_and_play(tmp_path):
     a = torch.zeros(2, 3, H, H)
     assert torch.allclose(psnr(a, a + 0.2), torch.full((2,), 10 * math.log10(4 / 0.04)))
     m = EDM(tiny_net())
-    frames = torch.rand(1, K + 3, 3, H, H) * 2 - 1
-    acts = torch.randint(0, 5, (1, K + 3))
+    frames = torch.rand(2, K + 3, 3, H, H) * 2 - 1
+    acts = torch.randint(0, 5, (2, K + 3))
     d = drift(m, frames, acts, steps=1)
-    assert d["psnr"].shape == (3,) and d["generated"].shape == (1, 3, 3, H, H)
+    assert d["psnr"].shape == (3,) and d["generated"].shape == (2, 3, 3, H, H) and d["mse"].shape == (2, 3)
+    # per episode and step: the MSE of that episode's generated frame against its real one; "psnr" averages the MSE
+    np.testing.assert_allclose(d["mse"][1, 2], ((d["generated"][1, 2] - frames[1, K + 2]) ** 2).mean().item(),
+                               rtol=1e-5)
+    np.testing.assert_allclose(d["psnr"], 10 * np.log10(4 / d["mse"].mean(0)), rtol=1e-5)
     game = DreamGame(m, frames[0, :K], acts[0, :K], steps=1)
     video = record_session(game, [0, 1, 4])
     assert video.shape == (K + 3, H, H, 3) and video.dtype == np.uint8 and game.fps > 0

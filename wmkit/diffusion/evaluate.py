@@ -116,14 +116,15 @@ def drift(model: Recipe, frames: torch.Tensor, actions: torch.Tensor, steps: int
     """Roll out from the first K real frames of (B, L, C, H, W) episodes with their real actions; PSNR per step.
 
     Returns {"psnr": (L-K,) PSNR of the MSE averaged over B, "copy_last": the same for repeating the last real
-    context frame,
-    "generated": (B, L-K, C, H, W)}."""
+    context frame, "mse": (B, L-K) the MSE of each episode and step (for per-episode errors and paired
+    comparisons), "generated": (B, L-K, C, H, W)}."""
     K = model.net.context
     if frames.shape[1] <= K:
         raise ValueError(f"drift: episodes of {frames.shape[1]} frames leave nothing to predict after {K} context")
     gen = rollout(model, frames[:, :K], actions[:, : frames.shape[1] - 1], steps, seed, ctx_level)
     real = frames[:, K:]
     still = frames[:, K - 1:K].expand_as(real)
-    return {"psnr": psnr_of_mse(mse(gen, real).mean(0)).cpu().numpy(),
+    err = mse(gen, real)                                                      # (B, L-K)
+    return {"psnr": psnr_of_mse(err.mean(0)).cpu().numpy(),
             "copy_last": psnr_of_mse(mse(still, real).mean(0)).cpu().numpy(),
-            "generated": gen}
+            "mse": err.cpu().numpy(), "generated": gen}
