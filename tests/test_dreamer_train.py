@@ -148,6 +148,26 @@ def test_resume_gives_identical_numbers_and_same_seed_is_deterministic(full_run,
 
 
 @pytest.mark.slow
+def test_evaluate_policy_overrides_the_configs_protocol_for_one_call(full_run, monkeypatch):
+    trainer, _ = full_run
+    modes, real = [], trainer.agent.policy
+
+    def spy(obs, state, mode="train"):
+        modes.append(mode)
+        return real(obs, state, mode=mode)
+
+    monkeypatch.setattr(trainer.agent, "policy", spy)
+    n_evals = len(trainer.evals)
+    out = trainer.evaluate(episodes=1, video=False, log=False, policy="greedy")
+    assert set(modes) == {"greedy"} and len(out["returns"]) == 1
+    modes.clear()
+    trainer.evaluate(episodes=1, video=False, log=False)          # the config's protocol: sampled
+    assert set(modes) == {"eval"} and trainer.cfg.eval_policy == "sample" and len(trainer.evals) == n_evals
+    with pytest.raises(ValueError, match="policy must be 'sample' or 'greedy'"):
+        trainer.evaluate(episodes=1, video=False, log=False, policy="argmax")
+
+
+@pytest.mark.slow
 def test_cli_train_and_evaluate(tmp_path, capsys):
     run = str(tmp_path / "cli")
     cli_main(["train", "--env", "reach", "--steps", "40", "--prefill", "30", "--batch-size", "2",

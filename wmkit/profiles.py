@@ -89,10 +89,13 @@ _DREAMER = {
                   onecfg_envs=("reach-vector", "cartpole", "pendulum"), onecfg_steps=80,
                   onecfg_scales=(1000.0,), ablation_scale=1000.0, heads_steps=40, random_episodes=2,
                   onecfg_workers=2),
+    # learn_*: notebook 02b's reach-vector run. 6,000 steps (5,500 updates): with 4,000 the sampled policy was still
+    # at the random level (25.9 vs 30.6 over 20 episodes, greedy 31.2; 2026-12-07), at 6,000 it jumped to 41.9
+    # (greedy 42.0) after 5,000 steps -- the jump the ablation runs of 02c's page also see near 5,000 updates.
     "cpu": dict(size="tiny", env_steps=20_000, train_ratio=64, batch_size=16, batch_length=64,
                 imag_horizon=15, prefill=1000, eval_episodes=5,
                 anatomy_size="tiny", anatomy_steps=300, anatomy_updates=12,
-                learn_env="reach-vector", learn_steps=4000, learn_batch_size=16, learn_batch_length=16,
+                learn_env="reach-vector", learn_steps=6000, learn_batch_size=16, learn_batch_length=16,
                 learn_train_ratio=256, learn_prefill=500, pixel_env="reach", pixel_steps=600,
                 pixel_train_ratio=256, ckpt_every=0, resume_runs=False,
                 learn_size="tiny", pixel_size="tiny", learn_eval_episodes=20, threads=2,
@@ -187,7 +190,7 @@ _GENIE: dict[str, dict[str, Any]] = {
 _DIFFUSION = {
     "smoke": dict(episodes=2, episode_steps=40, size=16, context=4, channels=(16, 16), depths=(1, 1),
                   cond_channels=32, batch_size=8, train_steps=20, lr=3e-4, k_max=8, eval_windows=8,
-                  steps_list=(1, 3), drift_horizon=6, drift_episodes=1, play_frames=8, bench_repeat=2,
+                  steps_list=(1, 3), drift_horizon=6, drift_episodes=2, play_frames=8, bench_repeat=2,
                   threads=1, agent_episodes=6, agent_size=16, agent_diamond_sizes=False, agent_wm_steps=10,
                   agent_rew_end_steps=10, agent_ac_steps=3, agent_imagined=8, agent_eval_episodes=6,
                   drive_source="nuscenes-fixture", drive_episodes=5, drive_steps=12, drive_size=16,
@@ -195,7 +198,7 @@ _DIFFUSION = {
                   agent_ac_down=(1, 1, 0, 0), agent_critic_init="data"),
     "cpu": dict(episodes=8, episode_steps=200, size=32, context=4, channels=(32, 32, 32), depths=(1, 1, 1),
                 cond_channels=128, batch_size=32, train_steps=300, lr=3e-4, k_max=64, eval_windows=64,
-                steps_list=(1, 3, 10), drift_horizon=30, drift_episodes=2, play_frames=60, bench_repeat=5,
+                steps_list=(1, 3, 10), drift_horizon=30, drift_episodes=10, play_frames=60, bench_repeat=5,
                 threads=2, agent_episodes=200, agent_size=16, agent_diamond_sizes=False, agent_wm_steps=2000,
                 agent_rew_end_steps=800, agent_ac_steps=160, agent_imagined=32, agent_eval_episodes=50,
                 drive_source="carracing", drive_episodes=6, drive_steps=350, drive_size=32, drive_train_steps=300,
@@ -203,7 +206,7 @@ _DIFFUSION = {
                 agent_ac_down=(1, 1, 0, 0), agent_critic_init="data"),
     "gpu": dict(episodes=100, episode_steps=1000, size=64, context=4, channels=(64, 64, 64, 64), depths=(2, 2, 2, 2),
                 cond_channels=256, batch_size=32, train_steps=20_000, lr=1e-4, k_max=64, eval_windows=1024,
-                steps_list=(1, 3, 10), drift_horizon=100, drift_episodes=8, play_frames=300, bench_repeat=20,
+                steps_list=(1, 3, 10), drift_horizon=100, drift_episodes=32, play_frames=300, bench_repeat=20,
                 threads=0, agent_episodes=400, agent_size=64, agent_diamond_sizes=True, agent_wm_steps=20_000,
                 agent_rew_end_steps=5000, agent_ac_steps=5000, agent_imagined=32, agent_eval_episodes=100,
                 drive_source="carracing", drive_episodes=50, drive_steps=1500, drive_size=64, drive_train_steps=20_000,

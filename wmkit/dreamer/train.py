@@ -235,16 +235,21 @@ class Trainer:
             for k, v in metrics.items():
                 self._acc.setdefault(k, []).append(float(v))
 
-    def evaluate(self, episodes: int | None = None, video: bool | None = None, log: bool = True) -> dict:
+    def evaluate(self, episodes: int | None = None, video: bool | None = None, log: bool = True,
+                 policy: str | None = None) -> dict:
         """Run eval episodes (sampled actions, or the argmax with ``eval_policy="greedy"``; own recurrent
-        state) and optionally write the imagination video."""
+        state) and optionally write the imagination video. ``policy`` ("sample" | "greedy") overrides the
+        config's ``eval_policy`` for this call."""
         episodes = self.cfg.eval_episodes if episodes is None else episodes
+        policy = self.cfg.eval_policy if policy is None else policy
+        if policy not in ("sample", "greedy"):
+            raise ValueError(f"evaluate: policy must be 'sample' or 'greedy', got {policy!r}")
         returns, infos = [], []
         for _ in range(episodes):
             obs, state = self.eval_env.reset(), self.agent.initial_state(1)
             while not obs["is_last"]:
                 with torch.no_grad():
-                    mode = "eval" if self.cfg.eval_policy == "sample" else "greedy"
+                    mode = "eval" if policy == "sample" else "greedy"
                     action, state = self.agent.policy(_batch_obs(obs), state, mode=mode)
                 obs = self.eval_env.step(_np(action)[0].astype(np.float32))
             infos.append(dict(self.eval_env.episode_info))
