@@ -89,9 +89,9 @@ _DREAMER = {
                   onecfg_envs=("reach-vector", "cartpole", "pendulum"), onecfg_steps=80,
                   onecfg_scales=(1000.0,), ablation_scale=1000.0, heads_steps=40, random_episodes=2,
                   onecfg_workers=2),
-    # learn_*: notebook 02b's reach-vector run. 6,000 steps (5,500 updates): with 4,000 the sampled policy was still
-    # at the random level (25.9 vs 30.6 over 20 episodes, greedy 31.2; 2026-12-07), at 6,000 it jumped to 41.9
-    # (greedy 42.0) after 5,000 steps -- the jump the ablation runs of 02c's page also see near 5,000 updates.
+    # learn_*: notebook 02b's reach-vector run. 6,000 steps (5,501 updates): with 4,000 the sampled policy was still
+    # at the random level (25.9 vs 30.6 over 20 episodes, greedy 31.2; 2026-12-07); the notebook at 6,000 ended at
+    # 41.0 +- 0.5 (+6.2 s.e.; greedy 42.3), its return jumping between 4,500 and 5,250 steps (dreamerv3_training.md).
     "cpu": dict(size="tiny", env_steps=20_000, train_ratio=64, batch_size=16, batch_length=64,
                 imag_horizon=15, prefill=1000, eval_episodes=5,
                 anatomy_size="tiny", anatomy_steps=300, anatomy_updates=12,

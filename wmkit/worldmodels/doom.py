@@ -74,8 +74,8 @@ def make_doom_env():
     except ImportError as e:
         raise ImportError("the Doom experiment needs the vizdoom package: pip install 'vizdoom>=1.3'") from e
     # ViZDoom keeps its settings in ./_vizdoom/ of the working directory and creates it on first use; two worker
-    # processes starting at once in a fresh directory both try, and the loser exits ("Failed to create ./_vizdoom/
-    # directory: File exists"), which breaks the process pool. Creating it first (idempotently) removes the race.
+    # processes starting at once in a fresh directory both try, and one can fail ("Failed to create ./_vizdoom/
+    # directory: File exists", seen once, with a BrokenProcessPool). Creating it first (idempotently) removes the race.
     Path("_vizdoom").mkdir(exist_ok=True)
     return gym.make(DOOM_ENV_ID)
 
