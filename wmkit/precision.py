@@ -40,6 +40,7 @@ and why not. Usage in a training loop (the two calls every wmkit trainer makes):
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import math
 import warnings
@@ -415,6 +416,7 @@ _CPU_BF16_SLOW = ("this CPU has no native bf16 kernels (x86 without AVX-512 or A
 _WARNED_CPU_BF16 = False
 
 
+@functools.cache   # asked at every autocast entry on CPU (every training step): answer once per process
 def cpu_bf16_native() -> bool:
     """Whether this CPU runs bf16 matrix products and convolutions with native oneDNN kernels (x86 with AVX-512
     F/BW/VL/DQ, or AVX2 with AVX-NE-CONVERT; Arm with bf16). Without them ``torch.autocast("cpu", bfloat16)``
